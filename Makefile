@@ -1,0 +1,26 @@
+# The two commands: `make demo` runs the main job, `make test` the test suite.
+# Each creates the project's virtual environment (.venv) if missing and installs the project into it.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/harness train dataset.name=colored_digits algorithm.name=erm steps=600 output_dir=runs/demo
+	$(BIN)/harness train dataset.name=colored_digits algorithm.name=group_dro steps=600 output_dir=runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf runs .pytest_cache

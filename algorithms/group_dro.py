@@ -1,0 +1,42 @@
+"""Group distributionally robust optimisation (Sagawa et al., 2020)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness.algorithm import Algorithm, Batch
+from harness.registry import ALGORITHMS, Hparam, log_uniform
+
+
+@ALGORITHMS.register("group_dro")
+class GroupDRO(Algorithm):
+    """GroupDRO: exponentiated-gradient weights q over training groups; minimises sum_g q_g loss_g.
+
+    Groups are the group source's (label, attribute) pairs, not DomainBed's environments. After
+    each batch, q_g <- q_g * exp(eta * loss_g) for the batch's mean loss of group g (0 for a group
+    absent from the batch), then q is normalised.
+    """
+
+    needs_groups = True
+    hparams = {"eta": Hparam(0.01, log_uniform(1e-3, 1e-1), "step size of the group weights")}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("q", torch.full((self.num_groups,), 1.0 / self.num_groups))
+
+    def group_losses(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Mean loss of each group in the batch; 0 for groups that are absent."""
+        known = groups >= 0
+        sums = torch.zeros(self.num_groups, device=losses.device).index_add(0, groups[known], losses[known])
+        counts = torch.bincount(groups[known], minlength=self.num_groups).to(losses.dtype)
+        return sums / counts.clamp(min=1)
+
+    def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
+        losses = F.cross_entropy(self.predict(batch.x), batch.y, reduction="none")
+        group_loss = self.group_losses(losses, batch.g)
+        with torch.no_grad():
+            self.q *= torch.exp(self.hp["eta"] * group_loss)
+            self.q /= self.q.sum()
+        loss = (self.q * group_loss).sum()
+        self.step(loss)
+        return {"loss": loss.detach(), "avg_loss": losses.mean().detach(), "max_q": self.q.max()}

@@ -1,0 +1,76 @@
+"""Training throughput of the harness's loop over a hand-written PyTorch loop.
+
+Same model (the default MLP), data (colored_digits, held in memory), optimizer and batch size;
+the two are run alternately, several rounds, in one process, and the medians compared. The
+harness side is timed from its own per-evaluation ``train_seconds`` (evaluation excluded, as the
+hand-written loop does none). Last line: ``ratio: <harness examples/s over hand-written>``.
+
+    python benchmarks/step_overhead.py [--steps 1500] [--rounds 5]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+import torch.nn.functional as F
+
+from harness import config
+from harness.backbones import mlp
+from harness.files import read_jsonl
+from harness.registry import DATASETS
+from harness.run import train
+
+
+def hand_written(steps: int, batch_size: int) -> float:
+    """Examples per second of the plainest loop: permutation per epoch, index, step."""
+    ds = DATASETS.get("colored_digits").obj()
+    x, y = ds.splits["train"].x, ds.splits["train"].y
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(mlp(ds.input_shape), torch.nn.Linear(390, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    per_epoch = len(x) // batch_size
+    start = time.perf_counter()
+    for step in range(steps):
+        if step % per_epoch == 0:
+            perm = torch.randperm(len(x))
+        idx = perm[(step % per_epoch) * batch_size:(step % per_epoch + 1) * batch_size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def harness_loop(steps: int, batch_size: int, folder: str) -> float:
+    cfg = config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}",
+                             f"algorithm.hparams.batch_size={batch_size}", "device=cpu"])
+    run = train(cfg, progress=False)
+    seconds = sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
+    return steps * batch_size / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        harness_loop(50, args.batch_size, f"{tmp}/warmup")
+        for r in range(args.rounds):
+            theirs.append(hand_written(args.steps, args.batch_size))
+            ours.append(harness_loop(args.steps, args.batch_size, f"{tmp}/round{r}"))
+            print(f"round {r}: harness {ours[-1]:,.0f} ex/s, hand-written {theirs[-1]:,.0f} ex/s")
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"median: harness {a:,.0f} ex/s, hand-written {b:,.0f} ex/s")
+    print(f"ratio: {a / b:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Colored datasets: the ColoredMNIST recipe (Arjovsky et al., 2019) on small real images.
+
+Recipe, per example: the binary label is ``y = class < 5``, flipped with probability 0.25 (so
+the shape predicts y at best 75% of the time); the colour is ``y`` flipped with probability
+``p_env``, and the grey image is written into the channel of its colour (two channels). In the
+training environments colour agrees with the label 90% and 80% of the time (p_env 0.1 and 0.2,
+alternating examples), validation is drawn from the training distribution, and the test set has
+colour agreeing 10% of the time. Attribute = colour; groups = (y, colour).
+
+``colored_digits`` uses scikit-learn's bundled 8x8 digits (no download, 1,797 images);
+``colored_fashion_mnist`` uses real Fashion-MNIST, downsampled to 14x14 as DomainBed does.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.data import ShiftDataset, Split
+from harness.errors import HarnessError
+from harness.files import atomic_path
+from harness.registry import DATASETS
+
+LABEL_NOISE = 0.25
+TRAIN_FLIPS = (0.1, 0.2)  # colour disagrees with the label: environments of 90% and 80% agreement
+TEST_FLIP = 0.9           # 10% agreement
+COLOURS = ("red", "green")
+DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def colorize(images: np.ndarray, classes: np.ndarray, flips: np.ndarray,
+             rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the recipe: images (n, h, w) in [0, 1], original classes, per-example colour flip
+    probabilities. Returns inputs (n, 2, h, w), noisy binary labels and colours."""
+    y = (classes < 5).astype(np.int64)
+    y ^= (rng.rand(len(y)) < LABEL_NOISE).astype(np.int64)
+    colour = y ^ (rng.rand(len(y)) < flips).astype(np.int64)
+    x = np.zeros((len(y), 2, *images.shape[1:]), dtype=np.float32)
+    x[np.arange(len(y)), colour] = images
+    return x, y, colour
+
+
+def _split(images: np.ndarray, classes: np.ndarray, ids: np.ndarray, flips: np.ndarray,
+           rng: np.random.RandomState) -> Split:
+    x, y, colour = colorize(images, classes, flips, rng)
+    return Split(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(ids.astype(np.int64)),
+                 torch.from_numpy(colour))
+
+
+def _training_flips(n: int) -> np.ndarray:
+    """Alternate the two training environments over examples."""
+    return np.array(TRAIN_FLIPS)[np.arange(n) % len(TRAIN_FLIPS)]
+
+
+def _dataset(splits: dict[str, Split], shape: tuple[int, ...], name: str, backbone: str) -> ShiftDataset:
+    return ShiftDataset(
+        splits=splits, num_classes=2, input_shape=(2, *shape), class_names=("class>=5", "class<5"),
+        attr_name="colour", attr_values=COLOURS, default_backbone=backbone,
+        info={"recipe": "colored", "source": name, "label_noise": LABEL_NOISE,
+              "train_colour_agreement": [1 - f for f in TRAIN_FLIPS], "test_colour_agreement": 1 - TEST_FLIP},
+    )
+
+
+@DATASETS.register("colored_digits")
+def colored_digits(seed: int = 0, test_fraction: float = 1 / 3, val_fraction: float = 0.2) -> ShiftDataset:
+    """ColoredMNIST recipe on scikit-learn's 8x8 digits (embedded, no download)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(images))
+    n_test = int(round(len(order) * test_fraction))
+    rest = order[n_test:]
+    n_val = int(round(len(rest) * val_fraction))
+    parts = {"test": order[:n_test], "val": rest[:n_val], "train": rest[n_val:]}
+    splits = {}
+    for name in ("train", "val", "test"):
+        idx = parts[name]
+        flips = np.full(len(idx), TEST_FLIP) if name == "test" else _training_flips(len(idx))
+        splits[name] = _split(images[idx], digits.target[idx], idx, flips, rng)
+    return _dataset(splits, (8, 8), "sklearn digits", "mlp")
+
+
+@DATASETS.register("colored_fashion_mnist")
+def colored_fashion_mnist(root: str = "", download: bool = False, seed: int = 0, n_train: int = 20000,
+                          n_val: int = 5000, n_test: int = 10000) -> ShiftDataset:
+    """ColoredMNIST recipe on real Fashion-MNIST at 14x14 (needs the files; see ``root``).
+
+    ``root`` holds torchvision's layout (``FashionMNIST/raw/``) or the four gzipped IDX files as
+    Debian's ``dataset-fashion-mnist`` package installs them; empty means ``$HARNESS_DATA_ROOT``
+    or ``./data``, then ``/usr/share/datasets/fashion-mnist``.
+    """
+    train_images, train_classes, test_images, test_classes = load_fashion_mnist(root, download)
+    if n_train + n_val > len(train_images) or n_test > len(test_images):
+        raise HarnessError(f"colored_fashion_mnist: n_train + n_val must be <= {len(train_images)} and "
+                           f"n_test <= {len(test_images)}; got {n_train}, {n_val}, {n_test}")
+    rng = np.random.RandomState(seed)
+    order = rng.permutation(len(train_images))
+    test_order = rng.permutation(len(test_images))[:n_test]
+    train_idx, val_idx = order[:n_train], order[n_train:n_train + n_val]
+    splits = {
+        "train": _split(_downsample(train_images, train_idx), train_classes[train_idx], train_idx,
+                        _training_flips(n_train), rng),
+        "val": _split(_downsample(train_images, val_idx), train_classes[val_idx], val_idx, _training_flips(n_val), rng),
+        # test ids follow the 60,000 training ids so that every id is unique
+        "test": _split(_downsample(test_images, test_order), test_classes[test_order],
+                       test_order + len(train_images), np.full(n_test, TEST_FLIP), rng),
+    }
+    return _dataset(splits, (14, 14), "Fashion-MNIST", "mlp")
+
+
+def _downsample(images: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """28x28 uint8 → 14x14 in [0, 1], keeping every other pixel (DomainBed's ColoredMNIST)."""
+    return images[idx][:, ::2, ::2].astype(np.float32) / 255.0
+
+
+def fashion_mnist_roots(root: str) -> list[Path]:
+    if root:
+        return [Path(root)]
+    return [Path(os.environ.get("HARNESS_DATA_ROOT", "data")), Path(DEBIAN_ROOT)]
+
+
+def load_fashion_mnist(root: str = "", download: bool = False) -> tuple[np.ndarray, ...]:
+    """Train images, train classes, test images, test classes (uint8 / int64 numpy arrays),
+    read with torchvision's FashionMNIST reader."""
+    from torchvision.datasets import FashionMNIST
+
+    candidates = fashion_mnist_roots(root)
+    for candidate in candidates:
+        tv_root = _torchvision_root(candidate)
+        if tv_root is not None:
+            break
+    else:
+        if not download:
+            looked = ", ".join(str(c) for c in candidates)
+            raise HarnessError(
+                f"Fashion-MNIST not found (looked in: {looked}). Get it offline with "
+                "`apt-get install dataset-fashion-mnist` (Debian), or pass dataset.options.download=true "
+                f"to let torchvision download it into {candidates[0]}, or set dataset.options.root.")
+        tv_root = candidates[0]
+    sets = [FashionMNIST(str(tv_root), train=train, download=download) for train in (True, False)]
+    return (sets[0].data.numpy(), sets[0].targets.numpy(), sets[1].data.numpy(), sets[1].targets.numpy())
+
+
+def _torchvision_root(folder: Path) -> Path | None:
+    """A folder torchvision's reader accepts for ``folder``: itself when it has the
+    ``FashionMNIST/raw`` layout; for gzipped IDX files (Debian's layout), a cache of them
+    decompressed into that layout; None when neither is there."""
+    if all((folder / "FashionMNIST" / "raw" / f).exists() for f in FASHION_FILES):
+        return folder
+    if not all((folder / f"{f}.gz").exists() for f in FASHION_FILES):
+        return None
+    cache = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "shift-harness"))
+    raw = cache / "FashionMNIST" / "raw"
+    for name in FASHION_FILES:
+        if not (raw / name).exists():
+            with gzip.open(folder / f"{name}.gz", "rb") as src, atomic_path(raw / name) as tmp:
+                tmp.write_bytes(src.read())
+    return cache

@@ -1,0 +1,97 @@
+"""The algorithm contract: a short class with ``update`` and ``predict`` (DomainBed's shape).
+
+An algorithm receives a backbone *factory* (so that twin methods such as XRM can build two),
+the number of classes and training groups, its resolved hyperparameters and the training split's
+size (for per-example state). The training loop asks it once which training examples to draw and
+with which weights (``sampling``), then calls ``update`` on each batch.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from harness.registry import Hparam, choice, log_uniform
+
+
+@dataclass
+class Batch:
+    """A training batch. ``index`` is each example's position in the training split (for
+    per-example state); ``g`` its training group, -1 where the group source gives none."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    g: torch.Tensor
+    index: torch.Tensor
+
+
+class Algorithm(nn.Module):
+    """Base class: a backbone and a linear head trained with cross-entropy."""
+
+    needs_groups = False
+    hparams: dict[str, Hparam] = {
+        "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate"),
+        "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)"),
+        "batch_size": Hparam(128, choice(64, 128, 256), "examples per step"),
+        "optimizer": Hparam("adam", choice("adam"), "adam | adamw | sgd (momentum 0.9)"),
+    }
+
+    def __init__(self, backbone: Callable[[], nn.Module], num_classes: int, num_groups: int,
+                 hparams: dict[str, Any], train_size: int):
+        super().__init__()
+        self.hp = dict(hparams)
+        self.num_classes = num_classes
+        self.num_groups = num_groups
+        self.train_size = train_size
+        self.featurizer = backbone()
+        self.classifier = nn.Linear(self.featurizer.n_outputs, num_classes)
+        self.amp = False
+        self.optimizer = self.make_optimizer(self.parameters())
+
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        lr, wd, name = self.hp["lr"], self.hp["weight_decay"], self.hp["optimizer"]
+        if name == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        if name == "adamw":
+            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        if name == "sgd":
+            return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9)
+        raise ValueError(f"unknown optimizer {name!r}; accepted: adam, adamw, sgd")
+
+    def sampling(self, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Which training positions to draw from (None: all) and their sampling weights
+        (None: uniform without replacement). Called once, before training."""
+        return None, None
+
+    def precision(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast when AMP is on (no gradient scaler needed), else a no-op."""
+        device = next(self.parameters()).device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.amp)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with self.precision():
+            return self.classifier(self.featurizer(x)).float()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.featurizer(x)
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def update(self, batch: Batch, step: int) -> dict[str, float]:
+        loss = F.cross_entropy(self.predict(batch.x), batch.y)
+        self.step(loss)
+        return {"loss": loss.detach()}
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

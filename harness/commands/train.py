@@ -1,0 +1,62 @@
+"""``harness train [CONFIG.yaml] [key.sub=value ...]``: one run, resumable."""
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from harness import config as configs
+from harness.files import read_jsonl
+from harness.run import summarize, train
+
+HELP = """\
+Train one run described by a YAML file and/or dotted overrides, for example
+
+  harness train dataset.name=colored_digits algorithm.name=group_dro steps=2000
+  harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
+
+Config keys: dataset.{name,options.*}, algorithm.{name,hparams.*,hparams_seed},
+backbone.{name,options.*} (auto = the dataset's default; mlp, cnn, timm:<model>),
+groups (annotated | classes | none), features, seed, steps, eval_every, device (auto | cpu | cuda),
+amp, output_dir, run_dir. `harness list` shows names and hyperparameters.
+
+The run folder (output_dir/<config hash> unless run_dir is set) gets config.yaml, results.jsonl,
+predictions/, checkpoint.pt, summary.json and a `done` marker. Running the same command again
+resumes an unfinished run and skips a finished one."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one run", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
+                   help="an optional YAML config file, then dotted overrides")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=run)
+
+
+def split_args(args: list[str]) -> tuple[str | None, list[str]]:
+    """The config file (the first argument without '=') and the overrides."""
+    paths = [a for a in args if "=" not in a]
+    if len(paths) > 1:
+        from harness.errors import HarnessError
+        raise HarnessError(f"at most one config file, got {paths}; overrides look like key.sub=value")
+    return (paths[0] if paths else None), [a for a in args if "=" in a]
+
+
+def run(args: argparse.Namespace) -> int:
+    path, overrides = split_args(args.args)
+    cfg = configs.load(path, overrides)
+    if args.print_config:
+        print(configs.dump(cfg), end="")
+        return 0
+    out = train(cfg, progress=False if args.no_progress else None)
+    summary = summarize(read_jsonl(out / "results.jsonl"))
+    rows = [[rule, s["step"], s.get("avg_acc"), s.get("worst_group_acc"), s.get("worst_class_acc")]
+            for rule, s in summary.items()]
+    print(f"{cfg['algorithm']['name']} on {cfg['dataset']['name']} (seed {cfg['seed']}): test metrics "
+          "of the checkpoint each selection rule picks")
+    print(tabulate(rows, headers=["selection", "step", "avg acc", "worst-group acc", "worst-class acc"],
+                   floatfmt=".3f"))
+    print(f"run folder: {out}")
+    return 0

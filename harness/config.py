@@ -1,0 +1,192 @@
+"""Run configuration: a YAML file plus dotted overrides, validated and resolved.
+
+``resolve`` returns the complete config (every hyperparameter filled in); its identity part,
+hashed, names the run folder. Anything unknown or of the wrong type is a :class:`HarnessError`
+that names the key and the accepted values.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError, unknown
+from harness.registry import ALGORITHMS, BACKBONES, DATASETS, draw_hparams
+
+DEFAULTS: dict[str, Any] = {
+    "dataset": {"name": "colored_digits", "options": {}},
+    "algorithm": {"name": "erm", "hparams": {}, "hparams_seed": 0},
+    "backbone": {"name": "auto", "options": {}},
+    "groups": "annotated",
+    "features": None,
+    "seed": 0,
+    "steps": 1000,
+    "eval_every": 100,
+    "eval_batch_size": 2048,
+    "device": "auto",
+    "amp": False,
+    "output_dir": "runs",
+    "run_dir": None,
+}
+# Free-form mappings, checked against the registered object they configure.
+FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "options")}
+# Keys that say where or how fast a run happens, not what it computes: not hashed.
+NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size")
+
+
+def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
+    """Read a YAML file (optional) and apply ``key.sub=value`` overrides; then resolve."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise HarnessError(f"config file {str(path)!r} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise HarnessError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise HarnessError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"override {item!r} must look like key.sub=value")
+        set_dotted(raw, key, parse_value(value))
+    return resolve(raw)
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalar, with numbers like 1e-3 read as floats (YAML 1.1 reads them as strings)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        for cast in (int, float):
+            try:
+                return cast(value)
+            except ValueError:
+                pass
+    return value
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HarnessError(f"override {key!r}: {part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    """Merge onto the defaults, check every key and type, fill in the hyperparameters."""
+    cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, raw, DEFAULTS, prefix="")
+    _check_names(cfg)
+    cfg["dataset"]["options"] = _check_options(
+        "dataset.options", cfg["dataset"]["options"], DATASETS.get(cfg["dataset"]["name"]).obj)
+    algo = ALGORITHMS.get(cfg["algorithm"]["name"])
+    hparams = draw_hparams(algo.hparams, cfg["algorithm"]["hparams_seed"])
+    for name, value in cfg["algorithm"]["hparams"].items():
+        if name not in hparams:
+            raise unknown(f"hyperparameter of {algo.name} (algorithm.hparams.{name})", name, sorted(hparams))
+        hparams[name] = _typed(f"algorithm.hparams.{name}", value, algo.hparams[name].default)
+    cfg["algorithm"]["hparams"] = hparams
+    backbone = cfg["backbone"]["name"]
+    if backbone != "auto":
+        entry = BACKBONES.get("timm" if backbone.startswith("timm:") else backbone)
+        cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"], entry.obj,
+                                                    skip=("input_shape", "model"))
+    for key in ("steps", "eval_every", "eval_batch_size"):
+        if cfg[key] < 1:
+            raise HarnessError(f"{key} must be a positive integer, got {cfg[key]}")
+    if cfg["seed"] < 0:
+        raise HarnessError(f"seed must be >= 0, got {cfg['seed']}")
+    return cfg
+
+
+def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            raise unknown("config key", path, [f"{prefix}{k}" for k in schema])
+        default = schema[key]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise HarnessError(f"config key {path!r} must be a mapping, got {value!r}")
+            if tuple(path.split(".")) in FREE_FORM:
+                cfg[key] = {**cfg[key], **value}
+            else:
+                _merge(cfg[key], value, default, prefix=f"{path}.")
+        else:
+            cfg[key] = _typed(path, value, default)
+
+
+def _typed(path: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of ``default`` (ints pass for floats; None accepts any)."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list))
+        value = type(default)(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise HarnessError(f"config key {path!r} must be of type {type(default).__name__} "
+                           f"(like {default!r}), got {value!r}")
+    return value
+
+
+def _check_names(cfg: dict) -> None:
+    DATASETS.get(cfg["dataset"]["name"])
+    ALGORITHMS.get(cfg["algorithm"]["name"])
+    if cfg["algorithm"]["hparams_seed"] < 0:
+        raise HarnessError("algorithm.hparams_seed must be >= 0 (0 means the defaults)")
+
+
+def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict:
+    """Options must be keyword parameters of the registered builder; typed like their defaults."""
+    params = {n: p for n, p in inspect.signature(obj).parameters.items()
+              if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    accepts_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(obj).parameters.values())
+    checked = {}
+    for name, value in options.items():
+        if name not in params:
+            if accepts_any:
+                checked[name] = value
+                continue
+            raise unknown(f"option ({path}.{name})", name, sorted(params))
+        default = params[name].default
+        checked[name] = value if default is inspect.Parameter.empty else _typed(f"{path}.{name}", value, default)
+    return checked
+
+
+def identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """md5 of the sorted JSON of what the run computes; 12 hex digits name its folder."""
+    text = json.dumps(identity(cfg), sort_keys=True, default=list)
+    return hashlib.md5(text.encode()).hexdigest()[:12]
+
+
+def run_dir(cfg: dict[str, Any]) -> Path:
+    return Path(cfg["run_dir"]) if cfg["run_dir"] else Path(cfg["output_dir"]) / config_hash(cfg)
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(json.loads(json.dumps(cfg, default=list)), sort_keys=False)

@@ -1,0 +1,107 @@
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from harness.datasets.colored import (DEBIAN_ROOT, FASHION_FILES, colored_digits, colored_fashion_mnist,
+                                      load_fashion_mnist)
+from harness.errors import HarnessError
+
+
+def agreement(split, mask=slice(None)):
+    return float((split.attr[mask] == split.y[mask]).float().mean())
+
+
+def test_colored_digits_statistics():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().target
+    ds = colored_digits(seed=0, test_fraction=0.5, val_fraction=0.0001)
+    train, test = ds.splits["train"], ds.splits["test"]
+    clean = torch.from_numpy((digits[train.ids.numpy()] < 5).astype(np.int64))
+    noise = float((clean != train.y).float().mean())
+    assert noise == pytest.approx(0.25, abs=0.05)
+    assert agreement(train, slice(0, None, 2)) == pytest.approx(0.9, abs=0.04)
+    assert agreement(train, slice(1, None, 2)) == pytest.approx(0.8, abs=0.05)
+    assert agreement(test) == pytest.approx(0.1, abs=0.04)
+    # the image sits in the channel of its colour, the other channel is blank
+    x = train.x
+    assert torch.all(x[torch.arange(len(x)), 1 - train.attr].abs().sum((1, 2)) == 0)
+    assert ds.num_groups == 4 and ds.group_names()[1] == "class>=5, colour=green"
+
+
+def test_colored_digits_is_deterministic_with_disjoint_stable_ids():
+    a, b = colored_digits(seed=3), colored_digits(seed=3)
+    for name in ("train", "val", "test"):
+        assert torch.equal(a.splits[name].x, b.splits[name].x)
+        assert torch.equal(a.splits[name].ids, b.splits[name].ids)
+    ids = torch.cat([a.splits[s].ids for s in ("train", "val", "test")])
+    assert len(set(ids.tolist())) == len(ids) == 1797
+    assert not torch.equal(colored_digits(seed=4).splits["train"].ids, a.splits["train"].ids)
+
+
+def write_idx(path, array):
+    """An IDX file (big-endian header) gzipped, as Fashion-MNIST ships."""
+    header = struct.pack(">I", (0x08 << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path, monkeypatch):
+    """Debian's layout (four gzipped IDX files in one folder), 300 + 100 images."""
+    rng = np.random.RandomState(0)
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.randint(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.randint(0, 10, n))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    return folder
+
+
+def test_fashion_reader_on_debian_layout(tiny_fashion):
+    train_x, train_y, test_x, test_y = load_fashion_mnist(str(tiny_fashion))
+    assert train_x.shape == (300, 28, 28) and test_x.shape == (100, 28, 28)
+    ds = colored_fashion_mnist(root=str(tiny_fashion), n_train=200, n_val=50, n_test=100)
+    assert ds.input_shape == (2, 14, 14)
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [200, 50, 100]
+    test_ids = ds.splits["test"].ids
+    assert test_ids.min() >= 300  # test ids never collide with training ids
+    # the 14x14 input is the 28x28 image's every other pixel
+    i = int(ds.splits["train"].ids[0])
+    img = ds.splits["train"].x[0].sum(0).numpy()
+    assert np.allclose(img, train_x[i][::2, ::2] / 255.0)
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path):
+    with pytest.raises(HarnessError, match="apt-get install dataset-fashion-mnist.*download=true"):
+        load_fashion_mnist(str(tmp_path / "nothing-here"))
+
+
+def test_too_large_a_slice_is_refused(tiny_fashion):
+    with pytest.raises(HarnessError, match="n_train \\+ n_val must be <= 300"):
+        colored_fashion_mnist(root=str(tiny_fashion), n_train=300, n_val=50, n_test=10)
+
+
+real_fashion = pytest.mark.skipif(
+    not (Path(DEBIAN_ROOT) / f"{FASHION_FILES[0]}.gz").exists(),
+    reason=f"real Fashion-MNIST not installed (apt-get install dataset-fashion-mnist puts it in {DEBIAN_ROOT})")
+
+
+@real_fashion
+def test_real_colored_fashion_mnist_statistics(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    ds = colored_fashion_mnist(root=DEBIAN_ROOT)
+    train, val, test = (ds.splits[s] for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (20000, 5000, 10000)
+    _, train_classes, _, test_classes = load_fashion_mnist(DEBIAN_ROOT)
+    clean = torch.from_numpy((train_classes[train.ids.numpy()] < 5).astype(np.int64))
+    assert float((clean != train.y).float().mean()) == pytest.approx(0.25, abs=0.01)
+    assert agreement(train, slice(0, None, 2)) == pytest.approx(0.9, abs=0.01)
+    assert agreement(train, slice(1, None, 2)) == pytest.approx(0.8, abs=0.01)
+    assert agreement(val) == pytest.approx(0.85, abs=0.02)
+    assert agreement(test) == pytest.approx(0.1, abs=0.01)

@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+
+from harness import config
+from harness.errors import HarnessError
+from harness.registry import ALGORITHMS
+from harness.files import load_arrays, read_jsonl
+from harness.run import train
+
+
+def metrics_of(run):
+    return [(r["step"], r["train_logs"], r["metrics"]) for r in read_jsonl(run / "results.jsonl")]
+
+
+def test_a_run_writes_its_folder(tiny_cfg):
+    cfg = tiny_cfg("algorithm.name=group_dro")
+    run = train(cfg)
+    assert run.name == config.config_hash(cfg)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "done", "info.json",
+                                                      "predictions", "results.jsonl", "summary.json"]
+    rows = read_jsonl(run / "results.jsonl")
+    assert [r["step"] for r in rows] == [20, 40, 60]
+    assert set(rows[0]["metrics"]) == {"train", "val", "test"}
+    preds = load_arrays(run / "predictions" / "step_0000060.npz")
+    assert preds["test.probs"].shape == (len(preds["test.ids"]), 2)
+    assert torch.allclose(torch.from_numpy(preds["test.probs"]).sum(1), torch.ones(len(preds["test.ids"])))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val-wga"]["step"] in (20, 40, 60)
+    best = max(rows, key=lambda r: (r["metrics"]["val"]["worst_group_acc"], -r["step"]))
+    assert summary["val-wga"]["worst_group_acc"] == best["metrics"]["test"]["worst_group_acc"]
+
+
+def test_same_seed_same_numbers_and_another_seed_differs(tiny_cfg, tmp_path):
+    a = train(tiny_cfg("run_dir=" + str(tmp_path / "a")))
+    b = train(tiny_cfg("run_dir=" + str(tmp_path / "b")))
+    c = train(tiny_cfg("run_dir=" + str(tmp_path / "c"), "seed=1"))
+    assert metrics_of(a) == metrics_of(b)
+    assert metrics_of(a) != metrics_of(c)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algorithm", ["erm", "group_dro", "rwg"])
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, algorithm):
+    whole = train(tiny_cfg(f"algorithm.name={algorithm}", "run_dir=" + str(tmp_path / "whole")))
+    cls = ALGORITHMS.get(algorithm).obj
+    original = cls.update
+
+    def dies_at_step_50(self, batch, step):
+        if step == 50:
+            raise Interrupted
+        return original(self, batch, step)
+
+    cfg = tiny_cfg(f"algorithm.name={algorithm}", "run_dir=" + str(tmp_path / "cut"))
+    with monkeypatch.context() as m:
+        m.setattr(cls, "update", dies_at_step_50)
+        with pytest.raises(Interrupted):
+            train(cfg)
+    cut = tmp_path / "cut"
+    assert not (cut / "done").exists()
+    assert [r["step"] for r in read_jsonl(cut / "results.jsonl")] == [20, 40]
+    train(cfg)
+    assert metrics_of(cut) == metrics_of(whole)
+
+
+def test_a_finished_run_is_not_rerun(tiny_cfg):
+    cfg = tiny_cfg()
+    run = train(cfg)
+    stamp = (run / "results.jsonl").stat().st_mtime_ns
+    train(cfg)
+    assert (run / "results.jsonl").stat().st_mtime_ns == stamp
+
+
+def test_an_algorithm_that_needs_groups_refuses_group_source_none(tiny_cfg, tmp_path):
+    with pytest.raises(HarnessError, match="'group_dro' trains on groups, but groups is 'none'"):
+        train(tiny_cfg("algorithm.name=group_dro", "groups=none"))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_class_groups_give_source_metrics_on_validation(tiny_cfg):
+    run = train(tiny_cfg("algorithm.name=group_dro", "groups=classes"))
+    val = read_jsonl(run / "results.jsonl")[-1]["metrics"]["val"]
+    assert val["source_worst_group_acc"] == pytest.approx(val["worst_class_acc"])
