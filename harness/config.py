@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from harness.errors import HarnessError, unknown
-from harness.registry import ALGORITHMS, BACKBONES, DATASETS, draw_hparams
+from harness.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "colored_digits", "options": {}},
@@ -159,8 +159,7 @@ def _check_names(cfg: dict) -> None:
 
 def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict:
     """Options must be keyword parameters of the registered builder; typed like their defaults."""
-    params = {n: p for n, p in inspect.signature(obj).parameters.items()
-              if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    params = builder_options(obj, skip)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(obj).parameters.values())
     checked = {}
     for name, value in options.items():

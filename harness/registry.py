@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import inspect
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -68,6 +69,12 @@ class Entry:
     obj: Any
     description: str
     hparams: dict[str, Hparam] = field(default_factory=dict)
+
+
+def builder_options(obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict[str, inspect.Parameter]:
+    """The keyword parameters of a registered builder: the options a config may set."""
+    return {n: p for n, p in inspect.signature(obj).parameters.items()
+            if n not in skip and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 class Registry:
