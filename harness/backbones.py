@@ -26,6 +26,12 @@ class Backbone(nn.Sequential):
         self.n_outputs = n_outputs
 
 
+@BACKBONES.register("identity")
+def identity(input_shape: tuple[int, ...]) -> Backbone:
+    """The inputs themselves, flattened: a linear head on cached frozen features."""
+    return Backbone(nn.Flatten(), n_outputs=math.prod(input_shape))
+
+
 @BACKBONES.register("mlp", hparams={
     "width": Hparam(390, fixed(390), "hidden units per layer"),
     "depth": Hparam(2, fixed(2), "hidden layers"),

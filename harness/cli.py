@@ -8,7 +8,7 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("train", "list")
+COMMANDS = ("train", "features", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.

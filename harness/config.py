@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from harness import features
 from harness.errors import HarnessError, unknown
 from harness.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
 
@@ -103,6 +104,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         entry = BACKBONES.get("timm" if backbone.startswith("timm:") else backbone)
         cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"], entry.obj,
                                                     skip=("input_shape", "model"))
+    if cfg["features"] is not None:
+        cfg["features"] = features.check_spec(cfg["features"])
     for key in ("steps", "eval_every", "eval_batch_size"):
         if cfg[key] < 1:
             raise HarnessError(f"{key} must be a positive integer, got {cfg[key]}")
@@ -174,7 +177,11 @@ def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = (
 
 
 def identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    """What the run computes: the config without where and how fast it runs."""
+    out = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    if out.get("features"):
+        out["features"] = {k: v for k, v in out["features"].items() if k not in features.NOT_HASHED}
+    return out
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

@@ -70,6 +70,19 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, groups: np.nda
     return out
 
 
+def overlapping_worst_group_acc(y_true: np.ndarray, y_pred: np.ndarray, memberships: np.ndarray) -> float | None:
+    """Worst accuracy over overlapping groups (member of attribute k, label), one pair per column
+    k of the 0/1 ``memberships`` matrix: WILDS' CivilComments worst group, where a comment can
+    mention several identities. Empty groups are left out (WILDS counts them as 0; the real test
+    set has none)."""
+    y_true, y_pred, memberships = np.asarray(y_true), np.asarray(y_pred), np.asarray(memberships)
+    accs: list[float | None] = []
+    for k in range(memberships.shape[1]):
+        member = memberships[:, k] == 1
+        accs += group_accuracies(y_true[member], y_pred[member], y_true[member], int(y_true.max(initial=0)) + 1)
+    return worst(accs)
+
+
 def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
     """Mean and standard error of the mean (0 for a single value), as DomainBed's tables."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)

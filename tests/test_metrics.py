@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from harness.metrics import classification_metrics, mean_and_stderr, weighted_average
+from harness.metrics import classification_metrics, mean_and_stderr, overlapping_worst_group_acc, weighted_average
 
 
 def one_hot(pred, num_classes=2):
@@ -47,3 +47,12 @@ def test_mean_and_standard_error():
     mean, se = mean_and_stderr([1.0, 2.0, 3.0])
     assert mean == 2.0 and se == pytest.approx(1 / np.sqrt(3))
     assert mean_and_stderr([0.5]) == (0.5, 0.0)
+
+
+def test_overlapping_groups_take_the_worst_member_label_pair():
+    y = np.array([0, 1, 1, 0])
+    pred = np.array([0, 0, 1, 1])
+    members = np.array([[1, 0], [1, 1], [0, 1], [0, 0]])  # example 1 mentions both attributes
+    # attribute 0: (y=0: 1/1), (y=1: 0/1); attribute 1: (y=1: 1/2), (y=0 empty)
+    assert overlapping_worst_group_acc(y, pred, members) == 0.0
+    assert overlapping_worst_group_acc(y, pred, members[:, 1:]) == 0.5

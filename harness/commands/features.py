@@ -1,0 +1,53 @@
+"""``harness features [CONFIG.yaml] [key.sub=value ...]``: encode a dataset once with a frozen backbone."""
+from __future__ import annotations
+
+import argparse
+
+from tabulate import tabulate
+
+from harness import config as configs
+from harness.commands.train import split_args
+from harness.errors import HarnessError
+from harness.features import cache_files
+
+HELP = """\
+Encode every split of the configured dataset with a frozen backbone and cache the features by
+example id, so that runs with the same `features` settings train heads on the cache instead of
+encoding images at every step. For example
+
+  harness features dataset.name=waterbirds features.backbone=timm:resnet50 features.pretrained=true
+  harness features run.yaml features.batch_size=128 features.num_workers=4
+
+features keys: backbone (mlp, cnn, timm:<model>), pretrained (timm weights from the local cache),
+options (backbone options), batch_size, seed (random init), device (auto | cpu | cuda),
+num_workers (image decoding processes). The cache lives in output_dir/feature_cache/<key>/, the
+key covering backbone, weights, transform and dataset version; a cache that matches is reused."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="encode a dataset once with a frozen backbone and cache the features",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
+                   help="an optional YAML config file, then dotted overrides")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from harness.run import build_dataset
+
+    path, overrides = split_args(args.args)
+    cfg = configs.load(path, overrides)
+    if not cfg["features"]:
+        raise HarnessError("features is not set; name the frozen encoder, e.g. features.backbone=timm:resnet50 "
+                           "(and features.pretrained=true for timm's weights)")
+    dataset = build_dataset(cfg)
+    meta = dataset.info["features"]
+    print(f"{cfg['dataset']['name']} encoded by {meta['backbone']} (pretrained: {meta['pretrained']}), "
+          f"{meta['dim']} features per example")
+    print(f"cache: {meta['dir']}")
+    rows = []
+    for name, path_ in cache_files(dataset).items():
+        n = len(dataset.splits[name])
+        rows.append([name, n, path_.stat().st_size / n if n else None, path_.name])
+    print(tabulate(rows, headers=["split", "examples", "bytes/example", "file"], floatfmt=".0f"))
+    return 0

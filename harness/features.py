@@ -1,0 +1,185 @@
+"""Frozen-feature caching: encode a dataset once with a frozen backbone, train heads on the cache.
+
+A run config's ``features`` key (or ``harness features``) names the encoder::
+
+    features: {backbone: timm:resnet50, pretrained: true, options: {}, batch_size: 64}
+
+Each split is encoded once, in eval mode and without gradients, and stored as
+``<cache_root>/<key>/<split>.npz`` (arrays ``ids`` and ``features``, float32, uncompressed)
+beside a ``meta.json`` that says what the key covers. The key hashes the backbone's name and
+options, whether timm's pretrained weights were asked for, a hash of the weights themselves (so
+another checkpoint or another random init is another key), and the dataset's identity: its
+``info`` name, options, fingerprint (WILDS datasets: the wilds version and a hash of the metadata
+files) and each split's input transform (its repr). A dataset held in memory without a
+fingerprint is identified by a hash of its inputs and ids. Features are matched to examples by
+id; a file missing any id of its split is encoded again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from harness import files
+from harness.backbones import TIMM_PREFIX, backbone_factory
+from harness.data import ShiftDataset, Split, chunks
+from harness.errors import HarnessError, unknown
+
+CACHE_FORMAT = 1
+SPEC_DEFAULTS: dict[str, Any] = {"backbone": "", "pretrained": False, "options": {}, "batch_size": 64,
+                                 "seed": 0, "device": "auto", "num_workers": 0}
+NOT_HASHED = ("batch_size", "device", "num_workers")  # how fast features are computed, not what they are
+
+
+def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec with defaults filled in; unknown keys and wrong types are a HarnessError."""
+    if not isinstance(spec, dict):
+        raise HarnessError(f"features must be a mapping like {{backbone: timm:resnet18}}, got {spec!r}")
+    out = {**SPEC_DEFAULTS, **spec}
+    for key, value in out.items():
+        if key not in SPEC_DEFAULTS:
+            raise unknown("features key", f"features.{key}", [f"features.{k}" for k in SPEC_DEFAULTS])
+        default = SPEC_DEFAULTS[key]
+        ok = isinstance(value, bool) if isinstance(default, bool) else (
+            isinstance(value, type(default)) and not isinstance(value, bool))
+        if not ok:
+            raise HarnessError(f"features.{key} must be of type {type(default).__name__} (like {default!r}), "
+                               f"got {value!r}")
+    if not out["backbone"]:
+        raise HarnessError("features.backbone is required: the frozen encoder, e.g. timm:resnet50")
+    if out["batch_size"] < 1 or out["num_workers"] < 0:
+        raise HarnessError("features.batch_size must be >= 1 and features.num_workers >= 0")
+    if out["pretrained"] and not out["backbone"].startswith(TIMM_PREFIX):
+        raise HarnessError(f"features.pretrained: pretrained weights come from timm; "
+                           f"{out['backbone']!r} is not a timm:<model> backbone")
+    return out
+
+
+def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -> ShiftDataset:
+    """The dataset with every split's inputs replaced by cached frozen features (encoded now
+    where the cache lacks them); ``input_shape`` becomes ``(feature_dim,)``."""
+    from harness.run import pick_device  # imported here: harness.run imports this module
+
+    spec = check_spec(spec)
+    options = dict(spec["options"])
+    if spec["backbone"].startswith(TIMM_PREFIX):
+        options["pretrained"] = spec["pretrained"]
+    net = frozen_backbone(spec["backbone"], dataset.input_shape, options, spec["seed"])
+    identity = cache_identity(spec, net, dataset)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_root) / key
+    device = pick_device(spec["device"])
+    splits = {}
+    for name, split in dataset.splits.items():
+        features = _cached(folder / f"{name}.npz", split.ids.numpy())
+        if features is None:
+            features = encode(net.to(device), split, spec["batch_size"], device, spec["num_workers"], desc=name)
+            _store(folder / f"{name}.npz", split.ids.numpy(), features)
+        splits[name] = Split(torch.from_numpy(features), split.y, split.ids, split.attr)
+    if not (folder / "meta.json").exists():
+        files.write_json(folder / "meta.json", identity)
+    dim = int(next(iter(splits.values())).x.shape[1])
+    info = {**dataset.info, "features": {"key": key, "dir": str(folder), "backbone": spec["backbone"],
+                                         "pretrained": spec["pretrained"], "dim": dim}}
+    return dataclasses.replace(dataset, splits=splits, input_shape=(dim,), default_backbone="identity", info=info)
+
+
+def frozen_backbone(name: str, input_shape: tuple[int, ...], options: dict[str, Any], seed: int) -> torch.nn.Module:
+    """The backbone in eval mode without gradients, initialised from ``seed`` without touching
+    the global random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            net = backbone_factory(name, input_shape, options)()
+        except TypeError as exc:
+            raise HarnessError(f"features.options do not fit backbone {name!r}: {exc}") from None
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net.eval()
+
+
+def cache_identity(spec: dict[str, Any], net: torch.nn.Module, dataset: ShiftDataset) -> dict[str, Any]:
+    """Everything the cached features depend on, as plain JSON (hashed into the key)."""
+    return {
+        "format": CACHE_FORMAT,
+        "backbone": spec["backbone"], "options": spec["options"], "pretrained": spec["pretrained"],
+        "weights": weights_hash(net),
+        "dataset": dataset_identity(dataset),
+    }
+
+
+def weights_hash(net: torch.nn.Module) -> str:
+    return _digest(net.state_dict().items())
+
+
+def _digest(named: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """sha256 of tensors' names, dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def dataset_identity(dataset: ShiftDataset) -> dict[str, Any]:
+    info = dataset.info
+    identity: dict[str, Any] = {"name": info.get("name"), "options": info.get("options"),
+                                "fingerprint": info.get("fingerprint"), "input_shape": list(dataset.input_shape),
+                                "transforms": {n: repr(getattr(s.x, "transform", None))
+                                               for n, s in dataset.splits.items()}}
+    if identity["fingerprint"] is None:
+        on_disk = [n for n, s in dataset.splits.items() if not s.in_memory]
+        if on_disk:
+            raise HarnessError(f"dataset {info.get('name', '?')!r} reads its {', '.join(on_disk)} inputs from disk "
+                               "but declares no info['fingerprint'] (a hash of its files), so cached features "
+                               "could go stale; the dataset module must set one")
+        identity["content"] = {n: _digest([("x", s.x), ("ids", s.ids)]) for n, s in dataset.splits.items()}
+    return identity
+
+
+@torch.no_grad()
+def encode(net: torch.nn.Module, split: Split, batch_size: int, device: torch.device,
+           num_workers: int = 0, desc: str = "") -> np.ndarray:
+    """Frozen features (n × dim, float32) of a split's inputs, in the split's order."""
+    if split.in_memory:
+        batches: Any = (split.x[idx] for idx in chunks(len(split), batch_size))
+    else:
+        batches = torch.utils.data.DataLoader(split.x, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out = [net(x.to(device)).flatten(1).float().cpu()
+           for x in tqdm(batches, total=math.ceil(len(split) / batch_size), desc=f"encoding {desc}",
+                         unit="batch", leave=False, disable=not sys.stderr.isatty())]
+    return torch.cat(out).numpy() if out else np.zeros((0, net.n_outputs), dtype=np.float32)
+
+
+def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """The cached features of these ids, in this order, or None when any is missing."""
+    if not path.exists():
+        return None
+    arrays = files.load_arrays(path)
+    cached_ids, features = arrays["ids"], arrays["features"]
+    if len(cached_ids) == 0:
+        return features[:0] if len(ids) == 0 else None
+    order = np.argsort(cached_ids, kind="stable")
+    rows = order[np.clip(np.searchsorted(cached_ids, ids, sorter=order), 0, len(order) - 1)]
+    return features[rows] if np.array_equal(cached_ids[rows], ids) else None
+
+
+def _store(path: Path, ids: np.ndarray, features: np.ndarray) -> None:
+    with files.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, ids=ids.astype(np.int64), features=features.astype(np.float32))
+
+
+def cache_files(dataset: ShiftDataset) -> dict[str, Path]:
+    """The cache file of each split of a dataset returned by :func:`apply`."""
+    folder = Path(dataset.info["features"]["dir"])
+    return {name: folder / f"{name}.npz" for name in dataset.splits}
