@@ -257,7 +257,7 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
     its 16 overlapping evaluation groups. ``attribute="any"`` (default) is 1 when any of the eight
     identities scores >= 0.5, the partition BalancingGroups/XRM train on; naming one identity
     (``black``) makes the attribute that identity alone. WILDS' official worst-group accuracy is
-    :func:`identity_worst_group_acc` over :func:`civilcomments_identities`.
+    ``harness.metrics.overlapping_worst_group_acc`` over :func:`civilcomments_identities`.
     """
     accepted = ("any", *CIVIL_IDENTITIES)
     if attribute not in accepted:
@@ -275,7 +275,7 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
         class_names=("non-toxic", "toxic"), attr_name=attr_name, attr_values=attr_values,
         default_backbone="mlp",
         info=_info("civilcomments", ds, CIVIL_FILES, options, tokenize, "worst_group_acc", modality="text",
-                   official_metric="identity_worst_group_acc over WILDS' 8 overlapping identities"))
+                   official_metric="overlapping_worst_group_acc over WILDS' 8 overlapping identities"))
 
 
 def identity_matrix(ds: Any) -> torch.Tensor:
