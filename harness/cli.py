@@ -8,7 +8,7 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("train", "list")
+COMMANDS = ("train", "sweep", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
