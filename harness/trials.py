@@ -103,6 +103,8 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
     started = time.time()
     try:
         (trial.dir / ERROR).unlink(missing_ok=True)
+        for folder in (trial.dir, trial.dir / "predictions"):  # we hold the lock: nobody else writes here
+            files.remove_temporaries(folder)
         if log is not None:
             step = resumed_step(trial.dir)
             log(f"trial {trial.hash} ({trial.label}): " + (f"resuming at step {step}" if step else "starting"))

@@ -130,13 +130,15 @@ def test_a_trial_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp_
     proc.wait()
     assert not (trial.dir / "done").exists()
     assert state(trial) == "interrupted"  # its lock names a dead process
+    # what a kill inside an atomic write leaves behind (here planted, as the kill may miss a write)
+    (trial.dir / "predictions" / ".step_0000300.npz.x1y2.tmp").write_bytes(b"half")
     assert main(["sweep", str(spec), "--dir", str(folder)]) == 0
     reference = train(dict(trial.cfg, run_dir=str(tmp_path / "reference")))
     rows = logged(trial.dir)
     assert [r["step"] for r in rows] == list(range(100, 1501, 100))
     assert rows == logged(reference)
     same_predictions(trial.dir, reference)
-    assert not list(trial.dir.glob(".*.tmp")) and not (trial.dir / LOCK).exists()
+    assert not list(trial.dir.glob("**/.*.tmp")) and not (trial.dir / LOCK).exists()
     assert state(trial) == "done"
 
 
