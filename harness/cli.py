@@ -8,7 +8,7 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("train", "sweep", "collect", "list")
+COMMANDS = ("train", "sweep", "collect", "leaderboard", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
