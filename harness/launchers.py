@@ -15,6 +15,7 @@ recorded in its folder (``error.txt``) and the others go on.
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shlex
@@ -191,6 +192,9 @@ class Slurm:
         return executor
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
+        # Without accounting (small clusters) submitit warns at every poll that sacct failed; the
+        # queue is watched here instead (_queued_job_ids), so only its errors are worth showing.
+        logging.getLogger("submitit").setLevel(logging.ERROR)
         try:
             jobs = self.executor().map_array(TrialJob(), trials)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
