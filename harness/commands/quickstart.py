@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--launcher", help="instead of processes:<workers>: local, processes:N or slurm")
     p.add_argument("--steps", type=int, default=600, help="training steps per trial (default 600)")
-    p.add_argument("--hparam-draws", type=int, default=4, help="hparam draws per algorithm, 0 = defaults (default 4)")
+    p.add_argument("--hparam-draws", type=int, default=3,
+                   help="hparam draws per algorithm; draw 0 is the defaults (default 3)")
     p.add_argument("--board-dir", default=str(boards.BOARD_DIR),
                    help="folder of the board definition, entries and table (default: the installed leaderboards/)")
     p.set_defaults(func=run)
