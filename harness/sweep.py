@@ -209,6 +209,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def resolve_trial(kind: str, sweep_dir: Path, dataset: dict, algorithm: str, groups: str, config_groups: str,
                   draw: int, seed: int, *overrides: dict[str, Any]) -> Trial:
+    """The trial at one point of the sweep's axes: overrides (later layers win), then the axes;
+    resolved, and placed in ``sweep_dir/<its hash>``."""
     raw: dict[str, Any] = {}
     for layer in overrides:
         for key, value in layer.items():
@@ -227,12 +229,12 @@ class Plan:
 
     def __init__(self, spec: Spec, sweep_dir: str | Path):
         self.spec, self.dir = spec, Path(sweep_dir).resolve()
-        self.discovery = [
+        self.discovery = unique([
             resolve_trial("discovery", self.dir, d, method, "none", "none", draw, seed,
                           spec.overrides, spec.discovery_overrides)
             for d in spec.datasets for method in spec.discovery for draw in range(spec.discovery_draws)
             for seed in self._discovery_seeds()
-        ]
+        ])
         if spec.discovery:
             discovery_api()
         # Downstream configs are checked now with a stand-in folder, so bad input stops before any run.
@@ -271,7 +273,7 @@ class Plan:
                             continue
                         groups = INFERRED + str(found)
                     trials += [self._trial(d, arm, draw, seed, groups) for draw in range(self.spec.hparam_draws)]
-        return trials, waiting
+        return unique(trials), waiting
 
     def best_discovery(self, dataset: str, method: str, seed: int) -> Path | str:
         """The discovery run downstream seed ``seed`` uses, or why there is none yet."""
@@ -283,6 +285,17 @@ class Plan:
             states = sorted({state(t) for t in pending})
             return f"waiting for {len(pending)} {method} discovery run(s) ({', '.join(states)})"
         return Path(discovery_api().best_discovery([t.dir for t in runs]))
+
+
+def unique(trials: list[Trial]) -> list[Trial]:
+    """One trial per hash (a spec may name the same run twice, e.g. an algorithm listed twice)."""
+    seen: set[str] = set()
+    out = []
+    for trial in trials:
+        if trial.hash not in seen:
+            seen.add(trial.hash)
+            out.append(trial)
+    return out
 
 
 def discovery_api() -> Any:

@@ -79,6 +79,12 @@ def test_trials_are_the_product_of_the_axes_in_folders_named_by_their_hash(tmp_p
     assert draws[0] == 1e-3 and len(set(draws.values())) == 3  # draw 0 = defaults, others random
 
 
+def test_the_same_run_named_twice_is_one_trial(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(algorithms=["erm", "erm", {"name": "erm"}], hparam_draws=1, seeds=[0]))
+    trials, _ = sweep.Plan(spec, tmp_path).downstream()
+    assert len(trials) == 1
+
+
 def test_relaunch_skips_done_trials_and_runs_only_new_ones(small_sweep, tmp_path):
     import shutil
     folder = tmp_path / "copy"
