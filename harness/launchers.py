@@ -15,7 +15,6 @@ recorded in its folder (``error.txt``) and the others go on.
 """
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import shlex
@@ -192,9 +191,6 @@ class Slurm:
         return executor
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
-        # Without accounting (small clusters) submitit warns at every poll that sacct failed; the
-        # queue is watched here instead (_queued_job_ids), so only its errors are worth showing.
-        logging.getLogger("submitit").setLevel(logging.ERROR)
         try:
             jobs = self.executor().map_array(TrialJob(), trials)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
@@ -206,7 +202,9 @@ class Slurm:
             while pending:
                 queued = _queued_job_ids()
                 for job, trial in list(pending.items()):
-                    if job.done():
+                    # The result file, not job.done(): that polls sacct, which fails (noisily) on
+                    # clusters without accounting; the queue is watched here instead.
+                    if job.paths.result_pickle.exists():
                         outcome = _job_outcome(job, trial)
                     elif queued is not None and job.job_id not in queued:
                         first = vanished.setdefault(job.job_id, time.time())

@@ -97,3 +97,26 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
     reference = train(dict(trial.cfg, run_dir=str(tmp_path / "reference")))
     assert [r["step"] for r in logged(trial.dir)] == list(range(100, 1501, 100))
     assert logged(trial.dir) == logged(reference)
+
+
+def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp_path, monkeypatch):
+    from harness import launchers
+    monkeypatch.setattr(launchers, "SLURM_VANISHED_S", 3.0)
+    spec = sweep.parse_spec(tiny_spec(algorithms=["erm"], hparam_draws=1, seeds=[0], launcher="slurm",
+                                      slurm=SLURM, overrides={"steps": 3000, "eval_every": 100}))
+    folder = tmp_path / "sweep"
+    [trial] = sweep.Plan(spec, folder).downstream()[0]
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(
+        sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))))
+    thread.start()
+    deadline = time.time() + 240
+    while not (trial.dir / "checkpoint.pt").exists():
+        assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
+        time.sleep(0.1)
+    subprocess.run(["scancel", read_lock(trial.dir)["slurm_job"]], check=True)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and reports
+    assert "left the queue without a result" in reports[0].failed[trial.hash]
+    assert state(trial) == "failed"
+    assert "left the queue without a result" in (trial.dir / "error.txt").read_text()
