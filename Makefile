@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/harness train dataset.name=colored_digits algorithm.name=erm steps=600 output_dir=runs/demo
-	$(BIN)/harness train dataset.name=colored_digits algorithm.name=group_dro steps=600 output_dir=runs/demo
+	$(BIN)/harness quickstart
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

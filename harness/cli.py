@@ -8,14 +8,21 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("train", "features", "list")
+COMMANDS = ("quickstart", "train", "features", "sweep", "collect", "leaderboard", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
 
+  harness quickstart                    sweep + worst-group leaderboard on colored_digits
   harness list                          what is registered (algorithms, datasets, backbones)
   harness train dataset.name=colored_digits algorithm.name=group_dro
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
+  harness sweep spec.yaml --launcher processes:2     # or local, slurm; rerun to resume
+  harness sweep status sweeps/spec
+  harness collect sweeps/spec --format latex         # tables recomputed from predictions
+  harness leaderboard submit sweeps/spec             # then: leaderboard verify / render
+
+`harness COMMAND --help` explains each command.
 """
 
 

@@ -38,6 +38,7 @@ DEFAULTS: dict[str, Any] = {
 FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "options")}
 # Keys that say where or how fast a run happens, not what it computes: not hashed.
 NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size")
+INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
@@ -177,11 +178,16 @@ def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = (
 
 
 def identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the run computes: the config without where and how fast it runs."""
-    out = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
-    if out.get("features"):
-        out["features"] = {k: v for k, v in out["features"].items() if k not in features.NOT_HASHED}
-    return out
+    """What the run computes: the config without where and how fast it runs. Inferred groups
+    are identified by the discovery run's folder name (its own config hash), not its path, so
+    that a sweep moved or rerun elsewhere keeps its trial hashes."""
+    ident = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    groups = ident.get("groups")
+    if isinstance(groups, str) and groups.startswith(INFERRED):
+        ident["groups"] = INFERRED + Path(groups[len(INFERRED):]).name
+    if isinstance(ident.get("features"), dict):
+        ident["features"] = {k: v for k, v in ident["features"].items() if k not in features.NOT_HASHED}
+    return ident
 
 
 def config_hash(cfg: dict[str, Any]) -> str:

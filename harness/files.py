@@ -28,6 +28,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temp files that writers killed mid-write (SIGKILL skips ``atomic_path``'s
+    cleanup) left in ``folder``. Only safe while nobody else writes there."""
+    stale = sorted(Path(folder).glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

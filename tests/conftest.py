@@ -1,9 +1,17 @@
-"""Shared fixtures: tiny configs and a fresh run folder per test."""
+"""Shared fixtures: tiny configs, a fresh run folder per test, and one small finished sweep."""
 from __future__ import annotations
 
-import pytest
+import os
 
-from harness import config
+# One torch thread: on a small shared machine more threads only fight over the cores. Set before
+# torch is imported; subprocesses (workers, SLURM jobs) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+
+from harness import config  # noqa: E402
+
+TINY = {"steps": 40, "eval_every": 10, "backbone.options.width": 64}
 
 
 @pytest.fixture
@@ -15,3 +23,23 @@ def tiny_cfg(tmp_path):
                                   "backbone.options.width=64", *overrides])
 
     return make
+
+
+def tiny_spec(**changes) -> dict:
+    """A sweep spec of short colored_digits runs: ERM and GroupDRO, 2 draws, 2 seeds."""
+    spec = {"name": "tiny", "datasets": ["colored_digits"], "algorithms": ["erm", "group_dro"],
+            "groups": ["annotated"], "hparam_draws": 2, "seeds": 2, "overrides": dict(TINY), "launcher": "local"}
+    spec.update(changes)
+    return spec
+
+
+@pytest.fixture(scope="session")
+def small_sweep(tmp_path_factory):
+    """A finished sweep folder of tiny_spec() (8 runs), shared read-only by the tests that read one."""
+    from harness import sweep
+    from harness.launchers import Local
+
+    folder = tmp_path_factory.mktemp("sweep") / "tiny"
+    report = sweep.run_sweep(sweep.parse_spec(tiny_spec()), folder, Local())
+    assert report.ok and report.ran == 8
+    return folder

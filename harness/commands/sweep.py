@@ -1,0 +1,108 @@
+"""``harness sweep SPEC.yaml`` runs a sweep; ``harness sweep status SWEEP_DIR`` counts its trials."""
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from pathlib import Path
+
+from tabulate import tabulate
+
+from harness import sweep
+from harness.errors import HarnessError
+from harness.launchers import ACCEPTED, make_launcher
+from harness.trials import ERROR, STATES
+
+SHOWN = 10  # failures listed by name
+
+HELP = """\
+Run every trial of a sweep spec: algorithms × datasets × group sources × hparam draws × seeds.
+
+  harness sweep demo.yaml                          # into sweeps/demo (the spec's name)
+  harness sweep demo.yaml --launcher processes:4   # 4 worker processes on this machine
+  harness sweep demo.yaml --launcher slurm         # SLURM array jobs (partition, time... from `slurm:`)
+  harness sweep demo.yaml --dry-run                # the planned trials, nothing run
+  harness sweep status sweeps/demo                 # done / running / failed / interrupted / not started
+
+A spec (YAML):
+
+  name: demo
+  datasets: [colored_digits]
+  algorithms: [erm, {name: group_dro, overrides: {algorithm.hparams.eta: 0.05}}]
+  groups: [annotated]            # annotated | classes | none | inferred:<discovery method>
+  hparam_draws: 4                # draw 0 is the defaults, draws 1..3 random (each hparam from its own seed)
+  seeds: 3
+  overrides: {steps: 600, eval_every: 50}
+  discovery: {algorithms: [xrm], hparam_draws: 2, seeds: paired}   # only for inferred:<method>
+  launcher: processes:2          # local | processes:N | slurm
+  slurm: {partition: debug, time_min: 60, cpus_per_task: 1, gpus_per_node: 0, mem_gb: 4, array_parallelism: 64}
+
+Each trial runs in SWEEP_DIR/<hash of its resolved config>. Relaunching the same command skips
+done trials and resumes interrupted ones from their checkpoints; a failing trial writes
+error.txt in its folder and the others go on (exit code 1 if any failed). Discovery trials
+run first; trials with inferred groups use the best discovery run of their seed.
+Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit SWEEP_DIR`."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a sweep of trials, or count their states (sweep status DIR)",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", nargs="+", metavar="SPEC.yaml | status SWEEP_DIR",
+                   help="a sweep spec to run, or `status` and a sweep folder")
+    p.add_argument("--dir", help="sweep folder (default: sweeps/<spec name>)")
+    p.add_argument("--launcher", help=f"overrides the spec's launcher; accepted: {', '.join(ACCEPTED)}")
+    p.add_argument("--dry-run", action="store_true", help="list the planned trials and their states; run nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.target[0] == "status":
+        if len(args.target) != 2:
+            raise HarnessError("usage: harness sweep status SWEEP_DIR")
+        return show_status(sweep.load_plan(args.target[1]))
+    if len(args.target) != 1:
+        raise HarnessError(f"one spec file, got {args.target}; for states: harness sweep status SWEEP_DIR")
+    spec = sweep.load_spec(args.target[0])
+    if args.launcher:
+        spec.launcher = sweep.check_launcher(args.launcher)
+    folder = Path(args.dir) if args.dir else Path("sweeps") / spec.name
+    if args.dry_run:
+        return show_status(sweep.Plan(spec, folder), every_trial=True)
+    launcher = make_launcher(spec.launcher, folder.resolve(), spec.slurm, spec.name)
+    report = sweep.run_sweep(spec, folder, launcher)
+    print(f"sweep {spec.name} in {folder}: {report.ran} trial(s) ran ({report.resumed} resumed from checkpoints), "
+          f"{report.skipped} already done, {len(report.failed)} failed"
+          + (f", {report.busy} held by another process" if report.busy else ""))
+    for digest, error in list(report.failed.items())[:SHOWN]:
+        print(f"  failed {digest}: {error.splitlines()[-1] if error else ''}  (see {folder / digest / ERROR})")
+    for line in sorted(set(report.waiting)):
+        print(f"  not planned: {line}")
+    print(f"next: harness sweep status {folder} | harness collect {folder}")
+    return 0 if report.ok else 1
+
+
+def show_status(plan: sweep.Plan, every_trial: bool = False) -> int:
+    """Counts by (kind, algorithm, groups); with ``every_trial``, one line per trial."""
+    trials, waiting = sweep.status(plan)
+    if every_trial:
+        rows = [[t.hash, t.kind, t.cfg["algorithm"]["name"], t.cfg["dataset"]["name"], t.groups,
+                 t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"], s] for t, s in trials]
+        print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", "groups", "draw", "seed", "state"]))
+    counts: dict[tuple, Counter] = {}
+    for t, s in trials:
+        counts.setdefault((t.kind, t.cfg["algorithm"]["name"], t.groups), Counter())[s] += 1
+    rows = [[*key, *(c[s] for s in STATES)] for key, c in counts.items()]
+    total = Counter(s for _, s in trials)
+    total["not started"] += len(waiting)
+    rows.append(["all", "", "", *(total[s] for s in STATES)])
+    print(f"sweep {plan.spec.name} ({plan.dir}):")
+    print(tabulate(rows, headers=["kind", "algorithm", "groups", *STATES]))
+    if waiting:
+        print(f"{len(waiting)} trial(s) not started wait for discovery:")
+        for line in sorted(set(waiting)):
+            print(f"  {line}")
+    failed = [t for t, s in trials if s == "failed"]
+    for t in failed[:SHOWN]:
+        print(f"failed: {t.label}: {(t.dir / ERROR).read_text().strip().splitlines()[-1]}  ({t.dir / ERROR})")
+    if len(failed) > SHOWN:
+        print(f"... and {len(failed) - SHOWN} more failed trial(s)")
+    return 0

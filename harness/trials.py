@@ -1,0 +1,228 @@
+"""One trial of a sweep: what it is, how it runs wherever a launcher puts it, and its state.
+
+A trial is a resolved run config whose ``run_dir`` is ``SWEEP_DIR/<config hash>``. Its kind is
+``train`` (``harness.run.train``) or ``discovery`` (``harness.discovery.discover``, whose run
+folder holds ``environments.npz`` and ``discovery.json``). Running one:
+
+- skips it when it is done, and steps aside when another live process holds it;
+- holds ``running.json`` (host, pid, SLURM job, heartbeat) while it runs, so that
+  ``harness sweep status`` can tell running from interrupted, here or on another node;
+- resumes from the run's checkpoint when an earlier attempt was killed;
+- on an exception, writes the traceback to ``error.txt`` and returns a failed outcome instead of
+  raising, so that one failing trial never stops the others;
+- writes ``trial.json`` (outcome, host, python, SLURM job, times) when it ends.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import config as configs
+from harness import files
+
+KINDS = ("discovery", "train")
+# What a finished trial leaves behind, by kind.
+DONE_FILES = {"train": ("done",), "discovery": ("environments.npz", "discovery.json")}
+LOCK, ERROR, RECORD = "running.json", "error.txt", "trial.json"
+HEARTBEAT_S = 30.0
+# A lock whose heartbeat is older than this is stale even when its holder cannot be checked
+# (another host): the holder would have refreshed it four times.
+STALE_AFTER_S = 4 * HEARTBEAT_S
+STATES = ("done", "running", "failed", "interrupted", "not started")
+
+
+@dataclass
+class Trial:
+    """A run of a sweep. ``groups`` is the spec's group source (``annotated``,
+    ``inferred:xrm``, ...), which for inferred groups is not the config's folder path."""
+
+    kind: str
+    cfg: dict[str, Any]
+    groups: str
+
+    @property
+    def hash(self) -> str:
+        return configs.config_hash(self.cfg)
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.cfg["run_dir"])
+
+    @property
+    def label(self) -> str:
+        c = self.cfg
+        return (f"{c['algorithm']['name']} on {c['dataset']['name']}, groups {self.groups}, "
+                f"draw {c['algorithm']['hparams_seed']}, seed {c['seed']}")
+
+
+@dataclass
+class Outcome:
+    """What running a trial came to: ``done``, ``failed`` (``error`` says why) or ``busy``
+    (another live process holds it)."""
+
+    hash: str
+    status: str
+    error: str | None = None
+
+
+def is_done(trial: Trial) -> bool:
+    return all((trial.dir / name).exists() for name in DONE_FILES[trial.kind])
+
+
+def state(trial: Trial) -> str:
+    """One of STATES. Interrupted: started, not finished, nobody holds it (a relaunch resumes it)."""
+    if is_done(trial):
+        return "done"
+    holder = read_lock(trial.dir)
+    if holder is not None and holder_alive(holder):
+        return "running"
+    if (trial.dir / ERROR).exists():
+        return "failed"
+    if holder is not None or (trial.dir / "results.jsonl").exists():
+        return "interrupted"
+    return "not started"
+
+
+def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bool | None = False) -> Outcome:
+    """Run (or resume, or skip) one trial; never raises for a failure of the trial itself."""
+    if is_done(trial):
+        return Outcome(trial.hash, "done")
+    lock = Lock.acquire(trial.dir)
+    if lock is None:
+        return Outcome(trial.hash, "busy", f"held by {read_lock(trial.dir)}")
+    started = time.time()
+    try:
+        (trial.dir / ERROR).unlink(missing_ok=True)
+        for folder in (trial.dir, trial.dir / "predictions"):  # we hold the lock: nobody else writes here
+            files.remove_temporaries(folder)
+        if log is not None:
+            step = resumed_step(trial.dir)
+            log(f"trial {trial.hash} ({trial.label}): " + (f"resuming at step {step}" if step else "starting"))
+        if trial.kind == "discovery":
+            importlib.import_module("harness.discovery").discover(trial.cfg)
+        else:
+            from harness.run import train
+            train(trial.cfg, progress=progress)
+        _record(trial, "done", started)
+        return Outcome(trial.hash, "done")
+    except Exception as exc:  # recorded, so that the sweep goes on with the other trials
+        files.write_text(trial.dir / ERROR, f"{trial.label}\nconfig hash {trial.hash}\n\n{traceback.format_exc()}")
+        _record(trial, "failed", started)
+        return Outcome(trial.hash, "failed", f"{type(exc).__name__}: {exc}")
+    finally:
+        lock.release()
+
+
+def resumed_step(run_dir: Path) -> int:
+    """The step an attempt starts from: that of the run's checkpoint, 0 without one."""
+    path = run_dir / "checkpoint.pt"
+    return int(files.load_torch(path)["step"]) if path.exists() else 0
+
+
+def _record(trial: Trial, status: str, started: float) -> None:
+    files.write_json(trial.dir / RECORD, {
+        "hash": trial.hash, "kind": trial.kind, "status": status, "host": socket.gethostname(),
+        "pid": os.getpid(), "python": sys.executable, "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "started": _stamp(started), "finished": _stamp(time.time()), "seconds": round(time.time() - started, 3),
+    })
+
+
+def _stamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t))
+
+
+# --- the lock: running.json, created atomically, refreshed by a heartbeat thread -------------
+
+def read_lock(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / LOCK).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def holder_alive(holder: dict[str, Any]) -> bool:
+    """On this host: the holder's process exists (and is the same process, not a reused pid).
+    Elsewhere: its heartbeat is fresh. A holder with our own SLURM job id is an earlier attempt
+    of this very job (requeued after preemption), hence gone."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job and holder.get("slurm_job") == job and holder.get("pid") != os.getpid():
+        return False
+    if holder.get("host") == socket.gethostname():
+        start = _process_start(holder.get("pid"))
+        return start is not None and (start == -1 or start == holder.get("process_start"))
+    return time.time() - float(holder.get("heartbeat", 0)) < STALE_AFTER_S
+
+
+def _process_start(pid: int | None) -> int | None:
+    """The start time (clock ticks since boot) of process ``pid``, which tells it from a later
+    process given the same pid; None if there is no such process; -1 where the system has no
+    /proc to tell (then the pid alone is trusted)."""
+    if not pid:
+        return None
+    if Path("/proc/self/stat").exists():
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return -1
+
+
+class Lock:
+    """``running.json`` held by this process while it runs a trial."""
+
+    def __init__(self, path: Path, info: dict[str, Any]):
+        self.path, self.info = path, info
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def acquire(cls, run_dir: Path) -> "Lock | None":
+        """The lock, or None when a live process holds it. Creation is atomic (a complete file
+        is hard-linked into place, which fails if one exists); a stale lock is taken over."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / LOCK
+        info = {"pid": os.getpid(), "process_start": _process_start(os.getpid()), "host": socket.gethostname(),
+                "slurm_job": os.environ.get("SLURM_JOB_ID"), "python": sys.executable,
+                "started": time.time(), "heartbeat": time.time()}
+        for _ in range(2):
+            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.")
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+            try:
+                os.link(tmp, path)
+                return cls(path, info)
+            except FileExistsError:
+                holder = read_lock(run_dir)
+                if holder is not None and holder_alive(holder):
+                    return None
+                path.unlink(missing_ok=True)  # stale: its holder is gone
+            finally:
+                os.unlink(tmp)
+        return None
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            self.info["heartbeat"] = time.time()
+            files.write_json(self.path, self.info)
+
+    def release(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.path.unlink(missing_ok=True)

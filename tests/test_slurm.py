@@ -1,0 +1,122 @@
+"""The slurm launcher against a real SLURM cluster (.ci/slurm/start.sh starts one on this machine).
+
+Skipped, with the reason, where no cluster answers `sinfo`; with CI=true (what .ci/run sets)
+a missing cluster is a failure instead, so CI cannot pass without running these.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import tiny_spec
+
+from harness import sweep
+from harness.files import read_jsonl
+from harness.launchers import make_launcher
+from harness.run import train
+from harness.trials import read_lock, state
+
+SLURM = {"partition": "debug", "time_min": 5, "cpus_per_task": 1, "mem_gb": 1}
+
+
+def cluster_problem() -> str | None:
+    if shutil.which("sinfo") is None:
+        return "sinfo is not on the PATH"
+    try:
+        proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "sinfo timed out"
+    if proc.returncode != 0:
+        return f"sinfo failed: {proc.stderr.strip()}"
+    if not set(proc.stdout.split()) & {"idle", "mix", "alloc"}:
+        return f"no node is up (sinfo states: {proc.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    problem = cluster_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but no SLURM cluster answers ({problem}); .ci/run starts one with .ci/slurm/start.sh")
+    pytest.skip(f"no SLURM cluster answers ({problem}); start one with .ci/slurm/start.sh")
+
+
+def logged(run_dir):
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in read_jsonl(run_dir / "results.jsonl")]
+
+
+def job_logs(folder):
+    return "\n".join(p.read_text() for p in sorted((folder / ".submitit").glob("**/*_log.out")))
+
+
+def test_a_sweep_submitted_to_slurm_runs_every_trial_in_this_python(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(hparam_draws=1, launcher="slurm", slurm=SLURM))
+    folder = tmp_path / "sweep"
+    report = sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))
+    assert report.ok and report.ran == 4, report.failed
+    trials, _ = sweep.Plan(spec, folder).downstream()
+    jobs = set()
+    for trial in trials:
+        assert state(trial) == "done"
+        record = json.loads((trial.dir / "trial.json").read_text())
+        assert record["python"] == sys.executable and record["slurm_job"]
+        jobs.add(record["slurm_job"])
+        # the cluster's result is the one this process computes for the same config
+        assert logged(trial.dir) == logged(train(dict(trial.cfg, run_dir=str(tmp_path / "local" / trial.hash))))
+    assert len(jobs) == 4  # one array task each
+    assert job_logs(folder).count(": starting") == 4
+
+
+def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(algorithms=["group_dro"], hparam_draws=1, seeds=[0], launcher="slurm",
+                                      slurm=SLURM, overrides={"steps": 1500, "eval_every": 100}))
+    folder = tmp_path / "sweep"
+    [trial] = sweep.Plan(spec, folder).downstream()[0]
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(
+        sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))))
+    thread.start()
+    deadline = time.time() + 240
+    while not (trial.dir / "checkpoint.pt").exists():
+        assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
+        time.sleep(0.1)
+    job = read_lock(trial.dir)["slurm_job"]
+    # what SLURM does to a preempted job: SIGTERM (submitit ignores it), then the USR2 signal
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and reports and reports[0].ok, reports
+    logs = job_logs(folder)
+    assert ": starting" in logs and ": resuming at step " in logs  # two attempts, the second resumed
+    reference = train(dict(trial.cfg, run_dir=str(tmp_path / "reference")))
+    assert [r["step"] for r in logged(trial.dir)] == list(range(100, 1501, 100))
+    assert logged(trial.dir) == logged(reference)
+
+
+def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp_path, monkeypatch):
+    from harness import launchers
+    monkeypatch.setattr(launchers, "SLURM_VANISHED_S", 3.0)
+    spec = sweep.parse_spec(tiny_spec(algorithms=["erm"], hparam_draws=1, seeds=[0], launcher="slurm",
+                                      slurm=SLURM, overrides={"steps": 3000, "eval_every": 100}))
+    folder = tmp_path / "sweep"
+    [trial] = sweep.Plan(spec, folder).downstream()[0]
+    reports = []
+    thread = threading.Thread(target=lambda: reports.append(
+        sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))))
+    thread.start()
+    deadline = time.time() + 240
+    while not (trial.dir / "checkpoint.pt").exists():
+        assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
+        time.sleep(0.1)
+    subprocess.run(["scancel", read_lock(trial.dir)["slurm_job"]], check=True)
+    thread.join(timeout=120)
+    assert not thread.is_alive() and reports
+    assert "left the queue without a result" in reports[0].failed[trial.hash]
+    assert state(trial) == "failed"
+    assert "left the queue without a result" in (trial.dir / "error.txt").read_text()

@@ -1,0 +1,123 @@
+"""Discovery trials run before the trials that train on their groups.
+
+``harness.discovery`` (XRM, JTT) lives on another branch; here a stand-in with its interface
+(``discover(cfg) -> run folder`` holding environments.npz and discovery.json,
+``best_discovery(run_dirs) -> the largest final flip rate``) is defined for these tests only,
+with an inferred group source for the training loop that reads its environments.
+"""
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_spec
+
+from harness import collect, config, files, sweep
+from harness import run as run_module
+from harness.algorithms.erm import ERM
+from harness.errors import HarnessError
+from harness.groups import GroupAssignment
+from harness.launchers import Local
+from harness.registry import ALGORITHMS, Entry
+from harness.selection import choose
+
+
+@pytest.fixture
+def standin(monkeypatch):
+    """The stand-in discovery method ``standin``; returns the log of calls in order."""
+    calls = []
+
+    def discover(cfg):
+        out = Path(cfg["run_dir"])
+        files.write_text(out / "config.yaml", config.dump(cfg))  # a run folder, as discovery's are
+        dataset = run_module.build_dataset(cfg)
+        # the minority (colour disagrees with label) as environment 1; flip rate grows with the draw
+        arrays = {}
+        for split in ("train", "val"):
+            s = dataset.splits[split]
+            arrays[f"{split}.ids"] = s.ids.numpy()
+            arrays[f"{split}.env"] = (s.y != s.attr).long().numpy()
+        files.save_arrays(out / "environments.npz", **arrays)
+        files.write_json(out / "discovery.json", {"final_flip_rate": 0.1 * (1 + cfg["algorithm"]["hparams_seed"])})
+        calls.append(("discover", cfg["algorithm"]["hparams_seed"], cfg["seed"]))
+        return out
+
+    def best_discovery(run_dirs):
+        return max(run_dirs, key=lambda d: json.loads((Path(d) / "discovery.json").read_text())["final_flip_rate"])
+
+    module = types.ModuleType("harness.discovery")
+    module.discover, module.best_discovery = discover, best_discovery
+    monkeypatch.setitem(sys.modules, "harness.discovery", module)
+    monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in discovery", ERM.hparams))
+
+    original = run_module.resolve_groups
+
+    def resolve_groups(source, dataset):
+        if not source.startswith("inferred:"):
+            return original(source, dataset)
+        folder = Path(source[len("inferred:"):])
+        envs = files.load_arrays(folder / "environments.npz")
+        by_split = {}
+        for split in ("train", "val"):
+            s = dataset.splits[split]
+            env = dict(zip(envs[f"{split}.ids"].tolist(), envs[f"{split}.env"].tolist()))
+            by_split[split] = s.y * 2 + torch.tensor([env[i] for i in s.ids.tolist()])
+        calls.append(("train", folder.name))
+        return GroupAssignment("inferred", 4, ["y0 e0", "y0 e1", "y1 e0", "y1 e1"], by_split)
+
+    monkeypatch.setattr(run_module, "resolve_groups", resolve_groups)
+    return calls
+
+
+def discovery_spec(**changes):
+    spec = {"algorithms": ["erm", {"name": "group_dro", "groups": ["inferred:standin"]}], "hparam_draws": 1,
+            "discovery": {"algorithms": ["standin"], "hparam_draws": 2, "overrides": {"steps": 10}}}
+    return tiny_spec(**{**spec, **changes})
+
+
+def test_discovery_trials_run_first_and_downstream_trials_use_the_best_one(standin, tmp_path):
+    spec = sweep.parse_spec(discovery_spec())
+    plan = sweep.Plan(spec, tmp_path / "s")
+    trials, waiting = plan.downstream()
+    assert len(plan.discovery) == 2 * 2  # 2 draws x 2 paired seeds
+    assert len(waiting) == 2 and all("waiting for 2 standin discovery run(s) (not started)" in w for w in waiting)
+    assert [t.groups for t in trials] == ["annotated", "annotated"]  # ERM, planned at once
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    assert report.ok and report.ran == 4 + 4
+    kinds = [c[0] for c in standin]
+    assert kinds == ["discover"] * 4 + ["train"] * 2  # every discovery before any training on its groups
+    best = {t.cfg["seed"]: t.dir.name for t in plan.discovery if t.cfg["algorithm"]["hparams_seed"] == 1}
+    trials, waiting = plan.downstream()
+    assert waiting == []
+    inferred = [t for t in trials if t.groups == "inferred:standin"]
+    assert {t.cfg["seed"]: Path(t.cfg["groups"][len("inferred:"):]).name for t in inferred} == best
+    assert all(sweep.state(t) == "done" for t in trials + plan.discovery)
+    # relaunch: nothing runs again
+    standin.clear()
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    assert (report.ran, report.skipped, standin) == (0, 8, [])
+    # collected with the discovery method's name as group source, selectable on inferred groups
+    frame = collect.load_runs(collect.run_folders(tmp_path / "s")[0])
+    assert set(frame["groups"]) == {"annotated", "inferred:standin"}
+    chosen = choose(frame, "val-wga-inferred")
+    assert set(chosen["groups"]) == {"inferred:standin"} and len(chosen) == 2
+    assert chosen["val.source_worst_group_acc"].between(0, 1).all()
+
+
+def test_shared_discovery_seed_serves_every_downstream_seed(standin, tmp_path):
+    spec = sweep.parse_spec(discovery_spec(discovery={"algorithms": ["standin"], "hparam_draws": 1, "seeds": "shared",
+                                                      "overrides": {"steps": 10}}))
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    assert report.ok and [c for c in standin if c[0] == "discover"] == [("discover", 0, 0)]
+    trials, _ = sweep.Plan(spec, tmp_path / "s").downstream()
+    assert len({t.cfg["groups"] for t in trials if t.groups == "inferred:standin"}) == 1
+
+
+def test_a_spec_with_discovery_needs_harness_discovery(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "harness.discovery", None)  # as if not installed
+    monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in", ERM.hparams))
+    with pytest.raises(HarnessError, match="harness.discovery is not installed"):
+        sweep.Plan(sweep.parse_spec(discovery_spec()), tmp_path)
