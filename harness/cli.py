@@ -8,7 +8,7 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("train", "list")
+COMMANDS = ("train", "discover", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
@@ -16,6 +16,7 @@ shift-harness: train and compare methods under distribution shift.
   harness list                          what is registered (algorithms, datasets, backbones)
   harness train dataset.name=colored_digits algorithm.name=group_dro
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
+  harness discover algorithm.name=xrm   then   harness train algorithm.name=group_dro groups=inferred:<folder>
 """
 
 

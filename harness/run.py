@@ -116,6 +116,7 @@ def _info(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAssignment) -
         "group_source": groups.source,
         "source_num_groups": groups.num_groups,
         "source_group_names": groups.names,
+        "source_info": groups.info,
         "split_sizes": {s: len(dataset.splits[s]) for s in EVAL_SPLITS},
         "dataset_info": dataset.info,
     }
