@@ -47,7 +47,7 @@ class Interrupted(Exception):
 @pytest.mark.parametrize("algorithm, extra", [
     ("erm", []), ("group_dro", []), ("rwg", []),
     ("xrm", ["groups=none"]),  # per-example twin assignment and flipped labels
-    ("jtt", ["algorithm.hparams.id_steps=30"]),  # killed in stage 2: the error set must survive
+    ("jtt", ["algorithm.hparams.id_steps=45"]),  # resumed in stage 1: its optimizer state must survive
 ])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, algorithm, extra):
     whole = train(tiny_cfg(f"algorithm.name={algorithm}", *extra, "run_dir=" + str(tmp_path / "whole")))
