@@ -74,8 +74,10 @@ def compose(images: np.ndarray, place: np.ndarray, rng: np.random.RandomState) -
 @DATASETS.register("background_fashion_mnist")
 def background_fashion_mnist(root: str = "", download: bool = False, seed: int = 0, n_train: int = 20000,
                              n_val: int = 5000, n_test: int = 10000, agreement: float = 0.95) -> ShiftDataset:
-    """Fashion-MNIST objects on land/water backgrounds that agree with the label 95% in training
-    (Waterbirds-like: clean labels, an easy but imperfect spurious feature; see the module)."""
+    """Waterbirds-like: clean Fashion-MNIST objects on land/water backgrounds (95% agreement in train).
+
+    The background is an easy but imperfect spurious feature; validation and test are balanced.
+    See the module's docstring for the construction."""
     if not 0.0 <= agreement <= 1.0:
         raise HarnessError(f"background_fashion_mnist: agreement must be a probability in [0, 1], got {agreement}")
     rng = np.random.RandomState(seed)
