@@ -96,23 +96,31 @@ def colored_fashion_mnist(root: str = "", download: bool = False, seed: int = 0,
     Debian's ``dataset-fashion-mnist`` package installs them; empty means ``$HARNESS_DATA_ROOT``
     or ``./data``, then ``/usr/share/datasets/fashion-mnist``.
     """
+    rng = np.random.RandomState(seed)
+    parts = fashion_mnist_subsets("colored_fashion_mnist", root, download, n_train, n_val, n_test, rng)
+    splits = {name: _split(images, classes, ids, np.full(len(ids), TEST_FLIP) if name == "test"
+                           else _training_flips(len(ids)), rng)
+              for name, (images, classes, ids) in parts.items()}
+    return _dataset(splits, (14, 14), "Fashion-MNIST", "mlp")
+
+
+def fashion_mnist_subsets(dataset: str, root: str, download: bool, n_train: int, n_val: int, n_test: int,
+                          rng: np.random.RandomState) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Random train/val subsets of Fashion-MNIST's 60,000 training images and a test subset of
+    its 10,000 test images: ``{split: (images at 14x14 in [0, 1], classes, ids)}``. Test ids
+    follow the 60,000 training ids, so that every id is unique."""
     train_images, train_classes, test_images, test_classes = load_fashion_mnist(root, download)
     if n_train + n_val > len(train_images) or n_test > len(test_images):
-        raise HarnessError(f"colored_fashion_mnist: n_train + n_val must be <= {len(train_images)} and "
+        raise HarnessError(f"{dataset}: n_train + n_val must be <= {len(train_images)} and "
                            f"n_test <= {len(test_images)}; got {n_train}, {n_val}, {n_test}")
-    rng = np.random.RandomState(seed)
     order = rng.permutation(len(train_images))
     test_order = rng.permutation(len(test_images))[:n_test]
     train_idx, val_idx = order[:n_train], order[n_train:n_train + n_val]
-    splits = {
-        "train": _split(_downsample(train_images, train_idx), train_classes[train_idx], train_idx,
-                        _training_flips(n_train), rng),
-        "val": _split(_downsample(train_images, val_idx), train_classes[val_idx], val_idx, _training_flips(n_val), rng),
-        # test ids follow the 60,000 training ids so that every id is unique
-        "test": _split(_downsample(test_images, test_order), test_classes[test_order],
-                       test_order + len(train_images), np.full(n_test, TEST_FLIP), rng),
+    return {
+        "train": (_downsample(train_images, train_idx), train_classes[train_idx], train_idx),
+        "val": (_downsample(train_images, val_idx), train_classes[val_idx], val_idx),
+        "test": (_downsample(test_images, test_order), test_classes[test_order], test_order + len(train_images)),
     }
-    return _dataset(splits, (14, 14), "Fashion-MNIST", "mlp")
 
 
 def _downsample(images: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -47,10 +47,15 @@ class Algorithm(nn.Module):
         self.num_classes = num_classes
         self.num_groups = num_groups
         self.train_size = train_size
-        self.featurizer = backbone()
-        self.classifier = nn.Linear(self.featurizer.n_outputs, num_classes)
+        self.build(backbone)
         self.amp = False
         self.optimizer = self.make_optimizer(self.parameters())
+
+    def build(self, backbone: Callable[[], nn.Module]) -> None:
+        """Create the trained modules: one backbone and a linear head. Methods that train
+        several networks (XRM's twins) override this; the optimizer covers what it creates."""
+        self.featurizer = backbone()
+        self.classifier = nn.Linear(self.featurizer.n_outputs, self.num_classes)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         lr, wd, name = self.hp["lr"], self.hp["weight_decay"], self.hp["optimizer"]
@@ -95,3 +100,22 @@ class Algorithm(nn.Module):
     def load_checkpoint_state(self, state: dict[str, Any]) -> None:
         self.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+class Discoverer(Algorithm):
+    """An algorithm that discovers environments: once trained, it splits examples into two
+    environments without any annotation (``harness discover`` writes them to its run folder;
+    the group source ``inferred:<run folder>`` trains on them).
+
+    Subclasses implement ``environments``; ``discovery_stats`` reports annotation-free numbers
+    about the discovery (XRM's final flip rate, by which the best of several is chosen).
+    """
+
+    def environments(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """0/1 per example (1: the minority, "mistake" environment), from inputs and their
+        original labels. Called in eval mode, under ``torch.no_grad``."""
+        raise NotImplementedError
+
+    def discovery_stats(self) -> dict[str, float]:
+        """Numbers about the trained discovery that use no annotation; {} when there are none."""
+        return {}

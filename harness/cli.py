@@ -8,7 +8,7 @@ import sys
 
 from harness.errors import HarnessError
 
-COMMANDS = ("quickstart", "train", "features", "sweep", "collect", "leaderboard", "list")
+COMMANDS = ("quickstart", "train", "discover", "features", "sweep", "collect", "leaderboard", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
@@ -17,6 +17,7 @@ shift-harness: train and compare methods under distribution shift.
   harness list                          what is registered (algorithms, datasets, backbones)
   harness train dataset.name=colored_digits algorithm.name=group_dro
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
+  harness discover algorithm.name=xrm   then   harness train algorithm.name=group_dro groups=inferred:<folder>
   harness sweep spec.yaml --launcher processes:2     # or local, slurm; rerun to resume
   harness sweep status sweeps/spec
   harness collect sweeps/spec --format latex         # tables recomputed from predictions

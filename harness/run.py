@@ -80,6 +80,11 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         return out
     seed_everything(cfg["seed"])
     device = pick_device(cfg["device"])
+    if device.type == "cpu":
+        # Adam's moments of parameters whose gradients vanish (dead ReLUs) decay geometrically
+        # into subnormal floats, which x86 CPUs handle slowly: an XRM run measured 4.6x slower
+        # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
+        torch.set_flush_denormal(True)
     dataset = build_dataset(cfg)
     groups = resolve_groups(cfg["groups"], dataset)
     algo = build_algorithm(cfg, dataset, groups).to(device)
@@ -116,6 +121,7 @@ def _info(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAssignment) -
         "group_source": groups.source,
         "source_num_groups": groups.num_groups,
         "source_group_names": groups.names,
+        "source_info": groups.info,
         "split_sizes": {s: len(dataset.splits[s]) for s in EVAL_SPLITS},
         "dataset_info": dataset.info,
     }

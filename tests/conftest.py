@@ -1,12 +1,15 @@
 """Shared fixtures: tiny configs, a fresh run folder per test, and one small finished sweep."""
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 
 # One torch thread: on a small shared machine more threads only fight over the cores. Set before
 # torch is imported; subprocesses (workers, SLURM jobs) inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from harness import config  # noqa: E402
@@ -42,4 +45,24 @@ def small_sweep(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sweep") / "tiny"
     report = sweep.run_sweep(sweep.parse_spec(tiny_spec()), folder, Local())
     assert report.ok and report.ran == 8
+    return folder
+
+
+def write_idx(path, array):
+    """An IDX file (big-endian header) gzipped, as Fashion-MNIST ships."""
+    header = struct.pack(">I", (0x08 << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path, monkeypatch):
+    """Debian's layout (four gzipped IDX files in one folder), 300 + 100 images."""
+    rng = np.random.RandomState(0)
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.randint(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.randint(0, 10, n))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     return folder

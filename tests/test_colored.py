@@ -1,5 +1,3 @@
-import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -41,26 +39,6 @@ def test_colored_digits_is_deterministic_with_disjoint_stable_ids():
     ids = torch.cat([a.splits[s].ids for s in ("train", "val", "test")])
     assert len(set(ids.tolist())) == len(ids) == 1797
     assert not torch.equal(colored_digits(seed=4).splits["train"].ids, a.splits["train"].ids)
-
-
-def write_idx(path, array):
-    """An IDX file (big-endian header) gzipped, as Fashion-MNIST ships."""
-    header = struct.pack(">I", (0x08 << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
-        fh.write(header + array.astype(np.uint8).tobytes())
-
-
-@pytest.fixture
-def tiny_fashion(tmp_path, monkeypatch):
-    """Debian's layout (four gzipped IDX files in one folder), 300 + 100 images."""
-    rng = np.random.RandomState(0)
-    folder = tmp_path / "fashion"
-    folder.mkdir()
-    for prefix, n in (("train", 300), ("t10k", 100)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.randint(0, 256, (n, 28, 28)))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.randint(0, 10, n))
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return folder
 
 
 def test_fashion_reader_on_debian_layout(tiny_fashion):

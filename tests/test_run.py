@@ -44,9 +44,13 @@ class Interrupted(Exception):
     pass
 
 
-@pytest.mark.parametrize("algorithm", ["erm", "group_dro", "rwg"])
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, algorithm):
-    whole = train(tiny_cfg(f"algorithm.name={algorithm}", "run_dir=" + str(tmp_path / "whole")))
+@pytest.mark.parametrize("algorithm, extra", [
+    ("erm", []), ("group_dro", []), ("rwg", []),
+    ("xrm", ["groups=none"]),  # per-example twin assignment and flipped labels
+    ("jtt", ["algorithm.hparams.id_steps=45"]),  # resumed in stage 1: its optimizer state must survive
+])
+def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, algorithm, extra):
+    whole = train(tiny_cfg(f"algorithm.name={algorithm}", *extra, "run_dir=" + str(tmp_path / "whole")))
     cls = ALGORITHMS.get(algorithm).obj
     original = cls.update
 
@@ -55,7 +59,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_
             raise Interrupted
         return original(self, batch, step)
 
-    cfg = tiny_cfg(f"algorithm.name={algorithm}", "run_dir=" + str(tmp_path / "cut"))
+    cfg = tiny_cfg(f"algorithm.name={algorithm}", *extra, "run_dir=" + str(tmp_path / "cut"))
     with monkeypatch.context() as m:
         m.setattr(cls, "update", dies_at_step_50)
         with pytest.raises(Interrupted):

@@ -12,9 +12,9 @@ from harness.launchers import make_launcher
 from harness.leaderboards import board as boards
 
 HELP = f"""\
-Sweep ERM and GroupDRO with annotated groups and, when discovery is installed, XRM + GroupDRO
-and JTT without annotations, on {quickstart.DATASET}, {quickstart.SEEDS} seeds, on worker processes;
-then write the worst-group board's entries from the sweep and print the board.
+Sweep ERM and GroupDRO with annotated groups, and JTT and GroupDRO on XRM's discovered groups
+without any annotation, on {quickstart.DATASET}, {quickstart.SEEDS} seeds, on worker processes; then
+write the worst-group board's entries from the sweep and print the board.
 
   harness quickstart                       # about a minute on 2 cores
   harness quickstart --workers 4
@@ -43,15 +43,12 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise HarnessError(f"--workers must be >= 1, got {args.workers}")
     board = boards.load_board("worst_group", args.board_dir)
-    arms, note = quickstart.discovery_arms()
     launcher_name = args.launcher or f"processes:{args.workers}"
-    spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher_name, arms))
+    spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher_name))
     folder = Path(args.dir)
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
           f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {launcher_name}")
-    if note:
-        print(note)
     report = sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder.resolve(), spec.slurm, spec.name))
     print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
     if not report.ok:

@@ -1,0 +1,176 @@
+"""Environment discovery: train a discovery algorithm (a :class:`~harness.algorithm.Discoverer`,
+such as ``xrm`` or ``jtt_errors``) through the normal run loop, then write into its run folder
+the inferred environment of every train and val example id and a report.
+
+The report (``discovery.json``) holds what the discovery found without any annotation — the
+final flip rate and its curve (XRM), environment sizes per class, the classes that did not split
+into two environments (``degenerate``) — and, where the dataset has annotations, how well the
+environments agree with them. That agreement is a diagnostic computed after the fact: nothing in
+discovery, in ``best_discovery`` or in the group source reads it.
+
+For sweeps: :func:`discover` (idempotent), :func:`best_discovery` (XRM's tuning recipe) and
+:func:`harness.environments.load_environments`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from harness import config as configs
+from harness import files
+from harness.algorithm import Algorithm, Discoverer
+from harness.data import ShiftDataset, Split, chunks
+from harness.environments import (DISCOVERY_SPLITS, PLOT_FILE, REPORT_FILE, read_report, save_environments)
+from harness.errors import HarnessError
+from harness.groups import resolve_groups
+from harness.registry import ALGORITHMS
+from harness.run import build_algorithm, build_dataset, pick_device, train
+
+AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
+                  "discovery, by best_discovery or by model selection")
+
+
+def discoverers() -> list[str]:
+    """Names of the registered algorithms that discover environments."""
+    return [e.name for e in ALGORITHMS.entries() if isinstance(e.obj, type) and issubclass(e.obj, Discoverer)]
+
+
+def check(cfg: dict[str, Any]) -> None:
+    """A discovery needs a discovering algorithm and uses no groups at all."""
+    name = cfg["algorithm"]["name"]
+    if name not in discoverers():
+        raise HarnessError(f"algorithm {name!r} does not discover environments; accepted: {', '.join(discoverers())}")
+    if cfg["groups"] != "none":
+        raise HarnessError(f"a discovery uses no annotation, so groups must be 'none', got {cfg['groups']!r}")
+
+
+def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
+    """Train (or resume) the discovery run of the resolved config ``cfg``, then write its
+    environments, report and flip-rate plot. Returns the run folder; a finished one is left as is."""
+    check(cfg)
+    out = train(cfg, progress)
+    if (out / REPORT_FILE).exists():
+        return out
+    dataset = build_dataset(cfg)
+    device = pick_device(cfg["device"])
+    algo = build_algorithm(cfg, dataset, resolve_groups("none", dataset)).to(device)
+    algo.amp = bool(cfg["amp"])
+    algo.load_checkpoint_state(files.load_torch(out / "checkpoint.pt")["algorithm"])
+    algo.eval()
+    envs = {s: infer(algo, dataset.splits[s], device, cfg["eval_batch_size"]) for s in DISCOVERY_SPLITS}
+    report = make_report(cfg, dataset, envs, algo.discovery_stats(), files.read_jsonl(out / "results.jsonl"))
+    save_environments(out, {s: (dataset.splits[s].ids.numpy(), dataset.splits[s].y.numpy(), envs[s])
+                            for s in DISCOVERY_SPLITS})
+    if report["flip_rate_curve"]:
+        plot_flip_rate(report["flip_rate_curve"], out / PLOT_FILE, f"{report['algorithm']} {out.name}")
+    files.write_json(out / REPORT_FILE, report)  # last: marks the discovery complete
+    return out
+
+
+@torch.no_grad()
+def infer(algo: Algorithm, split: Split, device: torch.device, batch_size: int) -> np.ndarray:
+    """The discovered environment (0/1) of every example of a split, in order."""
+    parts = [algo.environments(split.inputs(idx).to(device), split.y[idx].to(device)).cpu()
+             for idx in chunks(len(split), batch_size)]
+    return torch.cat(parts).numpy().astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
+
+
+def degenerate_classes(y: np.ndarray, env: np.ndarray) -> list[int]:
+    """Classes whose examples all fall into one environment (they do not split into two)."""
+    return sorted(int(c) for c in np.unique(y) if len(np.unique(env[y == c])) < 2)
+
+
+def make_report(cfg: dict[str, Any], dataset: ShiftDataset, envs: dict[str, np.ndarray],
+                stats: dict[str, float], rows: list[dict]) -> dict[str, Any]:
+    names = list(dataset.class_names) or [str(c) for c in range(dataset.num_classes)]
+    ys = {s: dataset.splits[s].y.numpy() for s in DISCOVERY_SPLITS}
+    curve = [(r["step"], r["train_logs"]["flip_rate"]) for r in rows if "flip_rate" in r["train_logs"]]
+    by_split = {s: degenerate_classes(ys[s], envs[s]) for s in DISCOVERY_SPLITS}
+    return {
+        "algorithm": cfg["algorithm"]["name"],
+        "hash": configs.config_hash(cfg),
+        "dataset": cfg["dataset"],
+        "seed": cfg["seed"],
+        "steps": cfg["steps"],
+        "class_names": names,
+        "flip_rate": stats.get("flip_rate"),
+        "stats": stats,
+        # training-log means over each evaluation interval; the final value above is exact
+        "flip_rate_curve": {"step": [s for s, _ in curve], "flip_rate": [f for _, f in curve]} if curve else None,
+        "env_sizes": {s: {names[c]: np.bincount(envs[s][ys[s] == c], minlength=2).tolist()
+                          for c in range(dataset.num_classes)} for s in DISCOVERY_SPLITS},
+        "degenerate": sorted(set().union(*by_split.values())),
+        "degenerate_by_split": by_split,
+        "annotation_agreement": agreement(dataset, envs) if dataset.annotated else None,
+    }
+
+
+def minority(dataset: ShiftDataset, split: str) -> np.ndarray:
+    """1 for an example whose annotated attribute is not the most common one of its class in
+    the training split (Waterbirds' waterbirds on land, ...)."""
+    train = dataset.splits["train"]
+    counts = np.zeros((dataset.num_classes, dataset.num_attr_values), dtype=np.int64)
+    np.add.at(counts, (train.y.numpy(), train.attr.numpy()), 1)
+    s = dataset.splits[split]
+    return (s.attr.numpy() != counts.argmax(1)[s.y.numpy()]).astype(np.int64)
+
+
+def agreement(dataset: ShiftDataset, envs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per split: accuracy of environment 1 as a predictor of the annotated minority, adjusted
+    Rand index between the two binary partitions, and minority precision / recall."""
+    out: dict[str, Any] = {"note": AGREEMENT_NOTE}
+    for split, env in envs.items():
+        truth = minority(dataset, split)
+        out[split] = {
+            "accuracy": float(np.mean(env == truth)) if len(env) else None,
+            "ari": float(adjusted_rand_score(truth, env)) if len(env) else None,
+            "minority_precision": float(truth[env == 1].mean()) if (env == 1).any() else None,
+            "minority_recall": float(env[truth == 1].mean()) if (truth == 1).any() else None,
+        }
+    return out
+
+
+def plot_flip_rate(curve: dict[str, list], path: Path, title: str) -> None:
+    """The flip-rate curve as a PNG (matplotlib's Agg canvas; no global backend is changed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(curve["step"], curve["flip_rate"], marker=".")
+    ax.set(xlabel="step", ylabel="flip rate", title=title, ylim=(0, None))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def best_discovery(run_dirs: Iterable[str | Path]) -> Path:
+    """XRM's annotation-free tuning recipe: among finished discoveries, the one with the largest
+    final flip rate, degenerate ones left out (ties: the first given).
+
+    It applies only to discoveries with a flip rate: JTT-style error sets have no
+    annotation-free criterion for choosing among them (their T was tuned on annotated
+    validation groups), so passing one is an error rather than a silent arbitrary pick.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise HarnessError("best_discovery needs at least one discovery run folder")
+    candidates = []
+    for d in dirs:
+        report = read_report(d)
+        if report["flip_rate"] is None:
+            raise HarnessError(f"discovery {str(d)!r} ({report['algorithm']}) has no flip rate; best_discovery picks "
+                               "by final flip rate (XRM), and error-set discoveries have no annotation-free "
+                               "criterion: choose one of them yourself")
+        if not report["degenerate"]:
+            candidates.append((report["flip_rate"], -len(candidates), d))
+    if not candidates:
+        raise HarnessError(f"all {len(dirs)} discoveries are degenerate (a class did not split into two "
+                           "environments); run more hyperparameter draws or seeds")
+    return max(candidates)[2]
