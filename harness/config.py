@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from harness import features
+from harness import features, files
 from harness.errors import HarnessError, unknown
 from harness.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
 
@@ -43,16 +43,7 @@ INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
     """Read a YAML file (optional) and apply ``key.sub=value`` overrides; then resolve."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise HarnessError(f"config file {str(path)!r} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise HarnessError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise HarnessError(f"config file {str(path)!r} must hold a mapping of keys to values")
+    raw = {} if path is None else files.read_yaml_mapping(path, "config file", " of keys to values")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+import yaml
 
 
 @contextmanager
@@ -66,6 +67,24 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
+
+
+def read_yaml_mapping(path: str | Path, what: str, accepted: str = "") -> dict:
+    """A YAML file that must hold a mapping (a config, a sweep spec): every way it can fail is
+    a HarnessError naming the file."""
+    from harness.errors import HarnessError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise HarnessError(f"{what} {str(path)!r} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{what} {str(path)!r} must hold a mapping{accepted}")
+    return raw
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -82,14 +82,7 @@ class Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"sweep spec {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"sweep spec {str(path)!r} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise HarnessError(f"sweep spec {str(path)!r} must hold a mapping; keys: {', '.join(SPEC_KEYS)}")
+    raw = files.read_yaml_mapping(path, "sweep spec", f"; keys: {', '.join(SPEC_KEYS)}")
     raw.setdefault("name", Path(path).stem)
     return parse_spec(raw)
 

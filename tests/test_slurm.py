@@ -73,10 +73,10 @@ def test_a_sweep_submitted_to_slurm_runs_every_trial_in_this_python(tmp_path):
     assert job_logs(folder).count(": starting") == 4
 
 
-def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(tmp_path):
-    spec = sweep.parse_spec(tiny_spec(algorithms=["group_dro"], hparam_draws=1, seeds=[0], launcher="slurm",
-                                      slurm=SLURM, overrides={"steps": 1500, "eval_every": 100}))
-    folder = tmp_path / "sweep"
+def submit_one_trial(folder, algorithm: str, steps: int):
+    """Start a one-trial sweep on SLURM in a thread; return once the trial has a checkpoint."""
+    spec = sweep.parse_spec(tiny_spec(algorithms=[algorithm], hparam_draws=1, seeds=[0], launcher="slurm",
+                                      slurm=SLURM, overrides={"steps": steps, "eval_every": 100}))
     [trial] = sweep.Plan(spec, folder).downstream()[0]
     reports = []
     thread = threading.Thread(target=lambda: reports.append(
@@ -86,6 +86,12 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
     while not (trial.dir / "checkpoint.pt").exists():
         assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
         time.sleep(0.1)
+    return trial, thread, reports
+
+
+def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(tmp_path):
+    folder = tmp_path / "sweep"
+    trial, thread, reports = submit_one_trial(folder, "group_dro", steps=1500)
     job = read_lock(trial.dir)["slurm_job"]
     # what SLURM does to a preempted job: SIGTERM (submitit ignores it), then the USR2 signal
     subprocess.run(["scancel", "--signal=TERM", job], check=True)
@@ -102,21 +108,11 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
 def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp_path, monkeypatch):
     from harness import launchers
     monkeypatch.setattr(launchers, "SLURM_VANISHED_S", 3.0)
-    spec = sweep.parse_spec(tiny_spec(algorithms=["erm"], hparam_draws=1, seeds=[0], launcher="slurm",
-                                      slurm=SLURM, overrides={"steps": 3000, "eval_every": 100}))
-    folder = tmp_path / "sweep"
-    [trial] = sweep.Plan(spec, folder).downstream()[0]
-    reports = []
-    thread = threading.Thread(target=lambda: reports.append(
-        sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))))
-    thread.start()
-    deadline = time.time() + 240
-    while not (trial.dir / "checkpoint.pt").exists():
-        assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
-        time.sleep(0.1)
+    trial, thread, reports = submit_one_trial(tmp_path / "sweep", "erm", steps=3000)
     subprocess.run(["scancel", read_lock(trial.dir)["slurm_job"]], check=True)
     thread.join(timeout=120)
     assert not thread.is_alive() and reports
+    assert trial.hash in reports[0].failed, reports[0]
     assert "left the queue without a result" in reports[0].failed[trial.hash]
     assert state(trial) == "failed"
     assert "left the queue without a result" in (trial.dir / "error.txt").read_text()
