@@ -108,7 +108,9 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
 def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp_path, monkeypatch):
     from harness import launchers
     monkeypatch.setattr(launchers, "SLURM_VANISHED_S", 3.0)
-    trial, thread, reports = submit_one_trial(tmp_path / "sweep", "erm", steps=3000)
+    # long enough that it cannot finish in SLURM's KillWait (10 s): submitit ignores the SIGTERM of
+    # scancel, so the job dies only at the SIGKILL that follows
+    trial, thread, reports = submit_one_trial(tmp_path / "sweep", "erm", steps=30000)
     subprocess.run(["scancel", read_lock(trial.dir)["slurm_job"]], check=True)
     thread.join(timeout=120)
     assert not thread.is_alive() and reports
