@@ -51,8 +51,8 @@ def logged(run_dir):
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in read_jsonl(run_dir / "results.jsonl")]
 
 
-def job_logs(folder):
-    return "\n".join(p.read_text() for p in sorted((folder / ".submitit").glob("**/*_log.out")))
+def job_logs(folder, stream: str = "out"):
+    return "\n".join(p.read_text() for p in sorted((folder / ".submitit").glob(f"**/*_log.{stream}")))
 
 
 def test_a_sweep_submitted_to_slurm_runs_every_trial_in_this_python(tmp_path):
@@ -95,6 +95,12 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
     job = read_lock(trial.dir)["slurm_job"]
     # what SLURM does to a preempted job: SIGTERM (submitit ignores it), then the USR2 signal
     subprocess.run(["scancel", "--signal=TERM", job], check=True)
+    # the USR2 only once the TERM has landed: a late TERM would also hit the `scontrol requeue`
+    # that submitit's USR2 handler starts (every process of the job gets the signal)
+    deadline = time.time() + 60
+    while "Bypassing signal SIGTERM" not in job_logs(folder, "err"):
+        assert time.time() < deadline, "the job never received the SIGTERM"
+        time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     thread.join(timeout=300)
     assert not thread.is_alive() and reports and reports[0].ok, reports
