@@ -209,6 +209,19 @@ def _info(name: str, ds: Any, files: Sequence[str], options: dict[str, Any], tra
             "options": options, "transform": repr(transform), "headline_metric": headline, **extra}
 
 
+def image_dataset(name: str, wilds_name: str, files: Sequence[str], folder: str, attr_field: str, headline: str,
+                  root: str, download: bool, limit: int, transform_model: str, image_size: int,
+                  info: dict[str, Any], **fields: Any) -> ShiftDataset:
+    """What WILDS' binary image datasets share: files checked, timm's transform, the official
+    splits with one metadata column as the attribute; ``fields`` are the ShiftDataset's own."""
+    ds = load_wilds(wilds_name, root, download, (*files, *([folder] if folder else [])))
+    transform, shape = image_transform(transform_model, image_size)
+    options = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
+    return ShiftDataset(splits=wilds_splits(ds, _column(ds, attr_field), transform, limit), num_classes=2,
+                        input_shape=shape, info=_info(name, ds, files, options, transform, headline, **info),
+                        **fields)
+
+
 WATERBIRDS_FILES = ("metadata.csv",)
 
 
@@ -216,16 +229,13 @@ WATERBIRDS_FILES = ("metadata.csv",)
 def waterbirds(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
     """Waterbirds (WILDS): landbird vs waterbird, attribute = background place (land/water)."""
-    ds = load_wilds("waterbirds", root, download, WATERBIRDS_FILES)
-    transform, shape = image_transform(transform_model, image_size)
-    options = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
-    return ShiftDataset(
-        splits=wilds_splits(ds, _column(ds, "background"), transform, limit), num_classes=2, input_shape=shape,
+    return image_dataset(
+        "waterbirds", "waterbirds", WATERBIRDS_FILES, "", "background", "worst_group_acc", root, download, limit,
+        transform_model, image_size,
+        info={"also_reported": "adjusted_avg_acc (WILDS' adj_acc_avg: group accuracies weighted by "
+                               "the official training group sizes 3498/184/56/1057)"},
         class_names=("landbird", "waterbird"), attr_name="place", attr_values=("land", "water"),
-        default_backbone="timm:resnet50", group_weights=WATERBIRDS_TRAIN_GROUP_SIZES,
-        info=_info("waterbirds", ds, WATERBIRDS_FILES, options, transform, "worst_group_acc",
-                   also_reported="adjusted_avg_acc (WILDS' adj_acc_avg: group accuracies weighted by "
-                                 "the official training group sizes 3498/184/56/1057)"))
+        default_backbone="timm:resnet50", group_weights=WATERBIRDS_TRAIN_GROUP_SIZES)
 
 
 CELEBA_FILES = ("list_attr_celeba.csv", "list_eval_partition.csv")
@@ -235,14 +245,11 @@ CELEBA_FILES = ("list_attr_celeba.csv", "list_eval_partition.csv")
 def celeba(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
            image_size: int = 0) -> ShiftDataset:
     """CelebA (WILDS): blond hair or not, attribute = the Male annotation."""
-    ds = load_wilds("celebA", root, download, (*CELEBA_FILES, "img_align_celeba"))
-    transform, shape = image_transform(transform_model, image_size)
-    options = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
-    return ShiftDataset(
-        splits=wilds_splits(ds, _column(ds, "male"), transform, limit), num_classes=2, input_shape=shape,
+    return image_dataset(
+        "celeba", "celebA", CELEBA_FILES, "img_align_celeba", "male", "worst_group_acc", root, download, limit,
+        transform_model, image_size, info={},
         class_names=("not blond", "blond"), attr_name="male", attr_values=("no", "yes"),
-        default_backbone="timm:resnet50",
-        info=_info("celeba", ds, CELEBA_FILES, options, transform, "worst_group_acc"))
+        default_backbone="timm:resnet50")
 
 
 CIVIL_FILES = ("all_data_with_identities.csv",)
@@ -298,13 +305,10 @@ CAMELYON_HOSPITALS = 5
 def camelyon17(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
     """Camelyon17 (WILDS): tumour in a patch or not, attribute = hospital; OOD val and test."""
-    ds = load_wilds("camelyon17", root, download, (*CAMELYON_FILES, "patches"))
-    transform, shape = image_transform(transform_model, image_size)
-    options = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
-    return ShiftDataset(
-        splits=wilds_splits(ds, _column(ds, "hospital"), transform, limit), num_classes=2, input_shape=shape,
+    return image_dataset(
+        "camelyon17", "camelyon17", CAMELYON_FILES, "patches", "hospital", "avg_acc", root, download, limit,
+        transform_model, image_size,
+        info={"split_map": {"train": "train (hospitals 0, 3, 4)", "val": "val (OOD, hospital 1)",
+                            "test": "test (OOD, hospital 2)"}},
         class_names=("normal", "tumor"), attr_name="hospital",
-        attr_values=tuple(str(h) for h in range(CAMELYON_HOSPITALS)), default_backbone="timm:densenet121",
-        info=_info("camelyon17", ds, CAMELYON_FILES, options, transform, "avg_acc",
-                   split_map={"train": "train (hospitals 0, 3, 4)", "val": "val (OOD, hospital 1)",
-                              "test": "test (OOD, hospital 2)"}))
+        attr_values=tuple(str(h) for h in range(CAMELYON_HOSPITALS)), default_backbone="timm:densenet121")

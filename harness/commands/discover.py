@@ -6,7 +6,7 @@ import argparse
 from tabulate import tabulate
 
 from harness import config as configs
-from harness.commands.train import split_args
+from harness.commands.train import add_config_args, split_args
 from harness.discovery import discover
 from harness.environments import read_report
 
@@ -26,8 +26,7 @@ Running the same command again resumes an unfinished discovery and skips a finis
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("discover", help="discover environments (XRM, JTT error sets)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
-                   help="an optional YAML config file, then dotted overrides")
+    add_config_args(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 

@@ -6,7 +6,7 @@ import argparse
 from tabulate import tabulate
 
 from harness import config as configs
-from harness.commands.train import split_args
+from harness.commands.train import add_config_args, split_args
 from harness.errors import HarnessError
 from harness.features import cache_files
 
@@ -27,8 +27,7 @@ key covering backbone, weights, transform and dataset version; a cache that matc
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("features", help="encode a dataset once with a frozen backbone and cache the features",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
-                   help="an optional YAML config file, then dotted overrides")
+    add_config_args(p)
     p.set_defaults(func=run)
 
 
