@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
 SPLITS = ("train", "val", "test")
@@ -120,6 +121,17 @@ def _permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
         _perm_cache.clear()
         _perm_cache[key] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     return _perm_cache[key]
+
+
+def positions_of(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each wanted example id sits in ``ids``, and the wanted ids that are not there
+    (stored per-example results, such as discovered environments or cached features, are
+    matched to a split by id, never by position)."""
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64), wanted
+    order = np.argsort(ids, kind="stable")
+    found = order[np.minimum(np.searchsorted(ids, wanted, sorter=order), len(ids) - 1)]
+    return found, wanted[ids[found] != wanted]
 
 
 def chunks(n: int, size: int) -> Iterator[torch.Tensor]:

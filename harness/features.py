@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from harness import files
 from harness.backbones import TIMM_PREFIX, backbone_factory
-from harness.data import ShiftDataset, Split, chunks
+from harness.data import ShiftDataset, Split, chunks, positions_of
 from harness.errors import HarnessError, unknown
 
 CACHE_FORMAT = 1
@@ -165,12 +165,8 @@ def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
     if not path.exists():
         return None
     arrays = files.load_arrays(path)
-    cached_ids, features = arrays["ids"], arrays["features"]
-    if len(cached_ids) == 0:
-        return features[:0] if len(ids) == 0 else None
-    order = np.argsort(cached_ids, kind="stable")
-    rows = order[np.clip(np.searchsorted(cached_ids, ids, sorter=order), 0, len(order) - 1)]
-    return features[rows] if np.array_equal(cached_ids[rows], ids) else None
+    rows, missing = positions_of(arrays["ids"], ids)
+    return None if len(missing) else arrays["features"][rows]
 
 
 def _store(path: Path, ids: np.ndarray, features: np.ndarray) -> None:

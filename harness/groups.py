@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from harness.config import INFERRED
-from harness.data import ShiftDataset
+from harness.data import ShiftDataset, positions_of
 from harness.environments import DISCOVERY_SPLITS, load_environments, read_report
 from harness.errors import HarnessError
 
@@ -72,7 +72,7 @@ def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAs
     for split in DISCOVERY_SPLITS:
         ids, y, env = envs[split]
         wanted = dataset.splits[split].ids.numpy()
-        found, missing = _positions(ids, wanted)
+        found, missing = positions_of(ids, wanted)
         if len(missing):
             raise HarnessError(f"{len(missing)} {split} example id(s) of this dataset (first: {int(missing[0])}) are not "
                                f"in discovery {str(folder)!r}; it was made on other data: run `harness discover` "
@@ -87,13 +87,3 @@ def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAs
     info = {"discovery_run": str(folder), "discovery_hash": report["hash"],
             "discovery_algorithm": report["algorithm"]}
     return GroupAssignment(source, dataset.num_classes * 2, names, by_split, info)
-
-
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each wanted id sits in ``ids``, and the wanted ids that are not there."""
-    if len(ids) == 0:
-        return np.zeros(0, dtype=np.int64), wanted
-    order = np.argsort(ids, kind="stable")
-    at = np.minimum(np.searchsorted(ids[order], wanted), len(ids) - 1)
-    found = order[at]
-    return found, wanted[ids[found] != wanted]

@@ -30,3 +30,16 @@ def test_split_from_a_map_style_dataset_stacks_its_items():
     split = Split(items, torch.zeros(4, dtype=torch.long), torch.arange(4))
     assert not split.in_memory
     assert split.inputs(torch.tensor([3, 1])).tolist() == [[3.0, 3.0], [1.0, 1.0]]
+
+
+def test_positions_of_matches_ids_in_any_order_and_names_the_missing():
+    import numpy as np
+
+    from harness.data import positions_of
+
+    ids = np.array([40, 10, 30, 20])
+    found, missing = positions_of(ids, np.array([20, 40, 10]))
+    assert found.tolist() == [3, 0, 1] and missing.tolist() == []
+    found, missing = positions_of(ids, np.array([30, 99, 5]))
+    assert found[0] == 2 and missing.tolist() == [99, 5]
+    assert positions_of(np.array([], dtype=np.int64), np.array([7]))[1].tolist() == [7]
