@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from harness import config, files
 from harness.cli import main
@@ -146,6 +147,15 @@ def test_discover_refuses_what_is_not_a_discovery(discovery_cfg, tmp_path, capsy
     assert main(["train", f"output_dir={tmp_path / 'runs'}", "algorithm.name=group_dro",
                  f"groups=inferred:{tmp_path / 'nowhere'}"]) == 2
     assert "is not a finished discovery run folder" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_discover_print_config_shows_the_run_without_groups_and_trains_nothing(tmp_path, capsys):
+    assert main(["discover", "--print-config", f"output_dir={tmp_path / 'runs'}", "algorithm.name=xrm", "steps=15000"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["groups"] == "none" and printed["steps"] == 15000 and printed["algorithm"]["name"] == "xrm"
+    assert main(["discover", "--print-config", "algorithm.name=erm"]) == 2
+    assert "does not discover environments" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 

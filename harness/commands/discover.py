@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from harness import config as configs
 from harness.commands.train import add_config_args, split_args
-from harness.discovery import discover
+from harness.discovery import check, discover
 from harness.environments import read_report
 
 HELP = """\
@@ -20,6 +20,9 @@ classes, agreement with annotations as a diagnostic) and flip_rate.png. For exam
   harness train algorithm.name=group_dro groups=inferred:<the run folder it printed>
 
 Config keys are those of `harness train`; groups is always none (no annotation is used).
+Train XRM's twins long (steps): the flip rate, and with it the environments, keep improving
+after the accuracy has settled. To tune without annotations, run several discoveries (other
+steps, algorithm.hparams_seed=1,2,...) and keep the one with the largest final flip rate.
 Running the same command again resumes an unfinished discovery and skips a finished one."""
 
 
@@ -27,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("discover", help="discover environments (XRM, JTT error sets)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run)
 
@@ -34,6 +38,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     path, overrides = split_args(args.args)
     cfg = configs.load(path, ["groups=none", *overrides])
+    if args.print_config:
+        check(cfg)
+        print(configs.dump(cfg), end="")
+        return 0
     out = discover(cfg, progress=False if args.no_progress else None)
     report = read_report(out)
     print(f"{report['algorithm']} discovery on {cfg['dataset']['name']} (seed {cfg['seed']}): "
