@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.algorithm import Algorithm, Batch, Discoverer
+from harness.errors import HarnessError
 from harness.registry import ALGORITHMS, Hparam, choice
 
 
@@ -45,6 +46,12 @@ class JTT(Algorithm):
         "id_steps": Hparam(500, choice(100, 250, 500, 1000), "T: steps of the identification model"),
         "lambda_up": Hparam(20.0, choice(5.0, 10.0, 20.0, 50.0, 100.0), "weight of error-set examples"),
     }
+
+    @classmethod
+    def check_run(cls, hparams: dict[str, Any], steps: int) -> None:
+        if hparams["id_steps"] >= steps:
+            raise HarnessError(f"jtt's id_steps ({hparams['id_steps']}) must be below steps ({steps}), or its final "
+                               "model never trains; accepted: algorithm.hparams.id_steps < steps")
 
     def __init__(self, backbone: Callable[[], nn.Module], num_classes: int, num_groups: int,
                  hparams: dict[str, Any], train_size: int):

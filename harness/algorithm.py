@@ -51,6 +51,11 @@ class Algorithm(nn.Module):
         self.amp = False
         self.optimizer = self.make_optimizer(self.parameters())
 
+    @classmethod
+    def check_run(cls, hparams: dict[str, Any], steps: int) -> None:
+        """Refuse, with a ``HarnessError``, hyperparameters that cannot work in a run of
+        ``steps`` steps (called before anything is built or written). Nothing by default."""
+
     def build(self, backbone: Callable[[], nn.Module]) -> None:
         """Create the trained modules: one backbone and a linear head. Methods that train
         several networks (XRM's twins) override this; the optimizer covers what it creates."""

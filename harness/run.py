@@ -65,6 +65,7 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAss
     if entry.obj.needs_groups and groups.num_groups == 0:
         raise HarnessError(f"algorithm {entry.name!r} trains on groups, but groups is 'none'; "
                            "accepted: annotated, classes or inferred:<discovery run folder>")
+    entry.obj.check_run(cfg["algorithm"]["hparams"], cfg["steps"])
     name = cfg["backbone"]["name"]
     factory = backbone_factory(dataset.default_backbone if name == "auto" else name,
                                dataset.input_shape, cfg["backbone"]["options"])

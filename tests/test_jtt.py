@@ -6,6 +6,7 @@ from torch import nn
 
 from harness.algorithm import Batch
 from harness.backbones import Backbone
+from harness.cli import main
 from harness.registry import ALGORITHMS
 
 
@@ -45,3 +46,10 @@ def test_stage_two_upweights_the_identification_models_errors():
     assert algo.error.tolist() == [-1, -1, 1, -1, 0, -1, -1, 1, -1, -1]  # by position in the train split
     right, wrong = -math.log(1 / (1 + math.exp(-1))), -math.log(1 / (1 + math.exp(1)))
     assert float(logs["loss"]) == pytest.approx((right + 20 * 2 * wrong) / (1 + 20 * 2), rel=1e-5)
+
+
+def test_a_run_too_short_for_the_final_model_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", "algorithm.name=jtt", "steps=300", f"output_dir={out}"]) == 2  # id_steps 500 by default
+    assert "jtt's id_steps (500) must be below steps (300)" in capsys.readouterr().err
+    assert not out.exists()
