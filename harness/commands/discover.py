@@ -6,7 +6,7 @@ import argparse
 from tabulate import tabulate
 
 from harness import config as configs
-from harness.commands.train import add_config_args, split_args
+from harness.commands.train import add_run_args, split_args
 from harness.discovery import check, discover
 from harness.environments import read_report
 
@@ -29,9 +29,7 @@ Running the same command again resumes an unfinished discovery and skips a finis
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("discover", help="discover environments (XRM, JTT error sets)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 

@@ -28,9 +28,7 @@ resumes an unfinished run and skips a finished one."""
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one run", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(p)
-    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_args(p)
     p.set_defaults(func=run)
 
 
@@ -38,6 +36,13 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     """The arguments of every command that reads a run config: a YAML file, then overrides."""
     p.add_argument("args", nargs="*", metavar="CONFIG.yaml | key=value",
                    help="an optional YAML config file, then dotted overrides")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of the commands that train a run (train, discover)."""
+    add_config_args(p)
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def split_args(args: list[str]) -> tuple[str | None, list[str]]:
