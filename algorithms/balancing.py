@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.algorithm import Algorithm
-from harness.registry import ALGORITHMS
+from harness.core.registry import ALGORITHMS
+from harness.models.algorithm import Algorithm
 
 
 class Balanced(Algorithm):

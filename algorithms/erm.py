@@ -1,6 +1,6 @@
 """Empirical risk minimisation."""
-from harness.algorithm import Algorithm
-from harness.registry import ALGORITHMS
+from harness.core.registry import ALGORITHMS
+from harness.models.algorithm import Algorithm
 
 
 @ALGORITHMS.register("erm")

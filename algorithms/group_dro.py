@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.algorithm import Algorithm, Batch
-from harness.registry import ALGORITHMS, Hparam, log_uniform
+from harness.core.registry import ALGORITHMS, Hparam, log_uniform
+from harness.models.algorithm import Algorithm, Batch
 
 
 @ALGORITHMS.register("group_dro")

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.algorithm import Algorithm, Batch, Discoverer
-from harness.errors import HarnessError
-from harness.registry import ALGORITHMS, Hparam, choice
+from harness.core.errors import HarnessError
+from harness.core.registry import ALGORITHMS, Hparam, choice
+from harness.models.algorithm import Algorithm, Batch, Discoverer
 
 
 @ALGORITHMS.register("jtt_errors")

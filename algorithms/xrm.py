@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.algorithm import Batch, Discoverer
-from harness.registry import ALGORITHMS, Hparam, choice, log_uniform
+from harness.core.registry import ALGORITHMS, Hparam, choice, log_uniform
+from harness.models.algorithm import Batch, Discoverer
 
 
 def flip_probability(probs: torch.Tensor) -> torch.Tensor:

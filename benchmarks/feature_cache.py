@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from harness import features
-from harness.data import ShiftDataset, Split, batch_indices
+from harness.data.dataset import ShiftDataset, Split, batch_indices
+from harness.runs import features
 
 BACKBONE = "timm:resnet18"
 

@@ -17,11 +17,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from harness import config
-from harness.backbones import mlp
-from harness.files import read_jsonl
-from harness.registry import DATASETS
-from harness.run import train
+from harness.core import config
+from harness.core.files import read_jsonl
+from harness.core.registry import DATASETS
+from harness.models.backbones import mlp
+from harness.runs.run import train
 
 
 def hand_written(steps: int, batch_size: int) -> float:

@@ -27,9 +27,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from harness import config, sweep
-from harness.files import read_jsonl, write_text
-from harness.launchers import Processes
+from harness.core import config
+from harness.core.files import read_jsonl, write_text
+from harness.sweeps import sweep
+from harness.sweeps.launchers import Processes
 
 WORKERS = 2
 

@@ -2,8 +2,8 @@
 
 Same dataset, backbone, batch size, steps and evaluation schedule; the two are run alternately,
 several rounds, in one process, and the medians compared. XRM's time is the whole of
-``harness.discovery.discover`` (training both twins, evaluating, inferring the environments of
-train and val, writing the report); ERM's the whole of ``harness.run.train``. The training loops
+``harness.runs.discovery.discover`` (training both twins, evaluating, inferring the environments of
+train and val, writing the report); ERM's the whole of ``harness.runs.run.train``. The training loops
 alone (their per-evaluation ``train_seconds``) are compared too. Last line:
 ``ratio: <XRM discovery wall time over ERM's>`` (target <= 2.2).
 
@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from harness import config
-from harness.discovery import discover
-from harness.files import read_jsonl
-from harness.run import train
+from harness.core import config
+from harness.core.files import read_jsonl
+from harness.runs.discovery import discover
+from harness.runs.run import train
 
 
 def timed(fn, cfg: dict) -> tuple[float, float]:

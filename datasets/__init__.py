@@ -1,4 +1,4 @@
 """Built-in datasets: every module here registers itself when this package is imported."""
-from harness.plugins import import_submodules
+from harness.core.plugins import import_submodules
 
 import_submodules(__name__, __path__)

@@ -27,12 +27,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from harness.datasets.colored import fashion_mnist_subsets
 from matplotlib.colors import hsv_to_rgb
 
-from harness.data import ShiftDataset, Split
-from harness.datasets.colored import fashion_mnist_subsets
-from harness.errors import HarnessError
-from harness.registry import DATASETS
+from harness.core.errors import HarnessError
+from harness.core.registry import DATASETS
+from harness.data.dataset import ShiftDataset, Split
 
 PLACES = ("land", "water")
 HUES = ((0.05, 0.30), (0.50, 0.70))  # per place

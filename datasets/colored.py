@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.data import ShiftDataset, Split
-from harness.errors import HarnessError
-from harness.files import atomic_path
-from harness.registry import DATASETS
+from harness.core.errors import HarnessError
+from harness.core.files import atomic_path
+from harness.core.registry import DATASETS
+from harness.data.dataset import ShiftDataset, Split
 
 LABEL_NOISE = 0.25
 TRAIN_FLIPS = (0.1, 0.2)  # colour disagrees with the label: environments of 90% and 80% agreement

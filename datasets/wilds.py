@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from harness.data import ShiftDataset, Split
-from harness.errors import HarnessError, unknown
-from harness.registry import DATASETS
+from harness.core.errors import HarnessError, unknown
+from harness.core.registry import DATASETS
+from harness.data.dataset import ShiftDataset, Split
 
 DATA_VERSION = "1.0"
 # Bump when the mapping from WILDS tables to our splits, labels or attributes changes: it is part
@@ -264,7 +264,7 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
     its 16 overlapping evaluation groups. ``attribute="any"`` (default) is 1 when any of the eight
     identities scores >= 0.5, the partition BalancingGroups/XRM train on; naming one identity
     (``black``) makes the attribute that identity alone. WILDS' official worst-group accuracy is
-    ``harness.metrics.overlapping_worst_group_acc`` over :func:`civilcomments_identities`.
+    ``harness.protocols.classification.overlapping_worst_group_acc`` over :func:`civilcomments_identities`.
     """
     accepted = ("any", *CIVIL_IDENTITIES)
     if attribute not in accepted:
@@ -292,7 +292,7 @@ def identity_matrix(ds: Any) -> torch.Tensor:
 
 def civilcomments_identities(root: str = "") -> np.ndarray:
     """The identity matrix of the whole CivilComments table, indexed by example id: with stored
-    predictions (ids, labels, probabilities) and ``harness.metrics.overlapping_worst_group_acc``
+    predictions (ids, labels, probabilities) and ``harness.protocols.classification.overlapping_worst_group_acc``
     it gives WILDS' official worst-group accuracy."""
     return identity_matrix(load_wilds("civilcomments", root, False, CIVIL_FILES)).numpy()
 

@@ -5,7 +5,7 @@ For each dataset:
 1. XRM's hyperparameters by its own annotation-free recipe: discoveries (``--xrm-steps``, long
    enough for the flip rate to level off) with hyperparameter draws 0..K-1 (0 = the defaults)
    at seed 0; the draw whose discovery ends with the largest flip rate
-   (``harness.discovery.best_discovery``) is used for every seed.
+   (``harness.runs.discovery.best_discovery``) is used for every seed.
 2. For each seed: the XRM discovery of that draw; a JTT error-set discovery (``jtt_errors``,
    T = ``--steps``); ERM; GroupDRO on annotated groups; GroupDRO on the XRM groups and on
    the JTT groups of the same seed; the full JTT method. GroupDRO runs with its default
@@ -32,13 +32,13 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from harness import config
-from harness.discovery import best_discovery, discover
-from harness.environments import read_report
-from harness.files import read_jsonl
-from harness.metrics import mean_and_stderr
-from harness.run import train
-from harness.selection import select
+from harness.core import config
+from harness.core.files import read_jsonl
+from harness.data.environments import read_report
+from harness.protocols.classification import mean_and_stderr
+from harness.protocols.selection import select
+from harness.runs.discovery import best_discovery, discover
+from harness.runs.run import train
 
 DATASETS = ("colored_fashion_mnist", "background_fashion_mnist")
 

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 COMMANDS = ("quickstart", "train", "discover", "features", "sweep", "collect", "leaderboard", "list")
 

@@ -26,11 +26,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness import collect, files
-from harness.config import INFERRED
-from harness.errors import HarnessError, unknown
-from harness.selection import RULES, choose
-from harness.tables import cell, metric_label, render as render_table
+from harness.core import files
+from harness.core.config import INFERRED
+from harness.core.errors import HarnessError, unknown
+from harness.protocols.selection import RULES, choose
+from harness.reports import collect
+from harness.reports.tables import cell, metric_label
+from harness.reports.tables import render as render_table
 
 BOARD_DIR = Path(__file__).parent
 BOARD_KEYS = ("name", "title", "datasets", "selection", "metrics", "required_seeds", "description")

@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from harness import config  # noqa: E402
+from harness.core import config  # noqa: E402
 
 TINY = {"steps": 40, "eval_every": 10, "backbone.options.width": 64}
 
@@ -39,8 +39,8 @@ def tiny_spec(**changes) -> dict:
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory):
     """A finished sweep folder of tiny_spec() (8 runs), shared read-only by the tests that read one."""
-    from harness import sweep
-    from harness.launchers import Local
+    from harness.sweeps import sweep
+    from harness.sweeps.launchers import Local
 
     folder = tmp_path_factory.mktemp("sweep") / "tiny"
     report = sweep.run_sweep(sweep.parse_spec(tiny_spec()), folder, Local())

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from harness.backbones import backbone_factory
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.models.backbones import backbone_factory
 
 
 @pytest.mark.parametrize("name, shape, options", [
@@ -29,8 +29,8 @@ def test_unknown_timm_model_is_a_clear_error():
 
 
 def test_timm_through_a_run_config(tiny_cfg):
-    from harness.run import train
-    from harness.files import load_arrays, read_jsonl
+    from harness.core.files import load_arrays, read_jsonl
+    from harness.runs.run import train
 
     cfg = tiny_cfg("backbone.name=timm:resnet18", "backbone.options={}", "steps=4", "eval_every=4",
                    "dataset.options.test_fraction=0.05", "dataset.options.val_fraction=0.05")

@@ -2,10 +2,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from harness.datasets.background import background_fashion_mnist, compose, places
 from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, colored_fashion_mnist, load_fashion_mnist
-from harness.errors import HarnessError
+
+from harness.core.errors import HarnessError
 
 
 def test_backgrounds_take_their_places_colours_and_objects_are_white():

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import collect
 from harness.cli import main
-from harness.files import load_arrays, read_jsonl, save_arrays
+from harness.core.files import load_arrays, read_jsonl, save_arrays
+from harness.reports import collect
 
 
 def test_frame_has_every_run_and_checkpoint_and_agrees_with_the_logged_metrics(small_sweep):

@@ -3,10 +3,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from harness.datasets.colored import (
+    DEBIAN_ROOT,
+    FASHION_FILES,
+    colored_digits,
+    colored_fashion_mnist,
+    load_fashion_mnist,
+)
 
-from harness.datasets.colored import (DEBIAN_ROOT, FASHION_FILES, colored_digits, colored_fashion_mnist,
-                                      load_fashion_mnist)
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 def agreement(split, mask=slice(None)):
@@ -89,9 +94,9 @@ def test_real_colored_fashion_mnist_statistics(tmp_path, monkeypatch):
 def test_training_on_full_real_colored_fashion_mnist(tmp_path, monkeypatch):
     """End to end on the real files: GroupDRO with annotated groups already beats ERM on the
     test worst group after a few hundred steps (ERM follows the colour, which flips at test)."""
-    from harness import config
-    from harness.files import read_jsonl
-    from harness.run import train
+    from harness.core import config
+    from harness.core.files import read_jsonl
+    from harness.runs.run import train
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     wga = {}

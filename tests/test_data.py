@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from harness.data import Split, batch_indices
+from harness.data.dataset import Split, batch_indices
 
 
 def test_uniform_batches_cover_each_epoch_once_and_depend_only_on_the_step():
@@ -35,7 +35,7 @@ def test_split_from_a_map_style_dataset_stacks_its_items():
 def test_positions_of_matches_ids_in_any_order_and_names_the_missing():
     import numpy as np
 
-    from harness.data import positions_of
+    from harness.data.dataset import positions_of
 
     ids = np.array([40, 10, 30, 20])
     found, missing = positions_of(ids, np.array([20, 40, 10]))

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import yaml
 
-from harness import config, files
 from harness.cli import main
-from harness.discovery import best_discovery, degenerate_classes, discover
-from harness.environments import load_environments, save_environments
-from harness.errors import HarnessError
-from harness.files import load_arrays, read_jsonl
-from harness.registry import DATASETS
-from harness.run import train
+from harness.core import config, files
+from harness.core.errors import HarnessError
+from harness.core.files import load_arrays, read_jsonl
+from harness.core.registry import DATASETS
+from harness.data.environments import load_environments, save_environments
+from harness.runs.discovery import best_discovery, degenerate_classes, discover
+from harness.runs.run import train
 
 
 @pytest.fixture

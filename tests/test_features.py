@@ -8,17 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from harness import config as configs
-from harness import features
-from harness.backbones import backbone_factory
-from harness.commands import features as features_command
-from harness.data import ShiftDataset, Split
-from harness.datasets.wilds import image_transform
-from harness.errors import HarnessError
-from harness.registry import DATASETS
-
 import wilds_fixtures as F
+from harness.datasets.wilds import image_transform
+
+from harness.commands import features as features_command
+from harness.core import config as configs
+from harness.core.errors import HarnessError
+from harness.core.registry import DATASETS
+from harness.data.dataset import ShiftDataset, Split
+from harness.models.backbones import backbone_factory
+from harness.runs import features
 
 
 def tiny_images(n_per_split: int = 10, seed: int = 0) -> ShiftDataset:
@@ -168,7 +167,7 @@ def test_features_command_prints_cache_and_bytes_per_example(wroot, tmp_path, ca
 
 
 def test_a_head_trains_on_cached_features_through_the_run_loop(wroot, tmp_path):
-    from harness.run import train
+    from harness.runs.run import train
 
     cfg = configs.resolve({
         "dataset": {"name": "waterbirds", "options": {"root": str(wroot), "image_size": 8}},

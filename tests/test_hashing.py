@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from harness import config
+from harness.core import config
 
 # Pinned: a change here renames every existing run folder, so it must be deliberate.
 DEFAULT_HASH = "ca7f82fe7769"
@@ -46,7 +46,7 @@ def with_leaf(cfg, path, value):
 def test_hash_is_pinned_and_the_same_in_another_process():
     assert config.config_hash(config.resolve({})) == DEFAULT_HASH
     assert config.config_hash(config.resolve({"algorithm": {"name": "group_dro"}})) == GROUP_DRO_HASH
-    code = "from harness import config; print(config.config_hash(config.resolve({})))"
+    code = "from harness.core import config; print(config.config_hash(config.resolve({})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""})
     assert out.stdout.strip() == DEFAULT_HASH

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from harness.algorithm import Batch
-from harness.backbones import Backbone
 from harness.cli import main
-from harness.registry import ALGORITHMS
+from harness.core.registry import ALGORITHMS
+from harness.models.algorithm import Batch
+from harness.models.backbones import Backbone
 
 
 def make_jtt(**hp):

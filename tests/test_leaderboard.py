@@ -4,10 +4,10 @@ import shutil
 
 import pytest
 import yaml
+from harness.leaderboards import board as boards
 
 from harness.cli import main
-from harness.files import load_arrays, save_arrays
-from harness.leaderboards import board as boards
+from harness.core.files import load_arrays, save_arrays
 
 
 @pytest.fixture

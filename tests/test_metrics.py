@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from harness.metrics import classification_metrics, mean_and_stderr, overlapping_worst_group_acc, weighted_average
+from harness.protocols.classification import (
+    classification_metrics,
+    mean_and_stderr,
+    overlapping_worst_group_acc,
+    weighted_average,
+)
 
 
 def one_hot(pred, num_classes=2):

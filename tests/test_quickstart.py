@@ -1,9 +1,10 @@
 """``harness quickstart`` end to end, on few steps."""
 import shutil
 
+from harness.leaderboards import board as boards
+
 from harness import quickstart
 from harness.cli import main
-from harness.leaderboards import board as boards
 
 
 def test_quickstart_sweeps_enters_the_board_and_prints_it(tmp_path, capsys):

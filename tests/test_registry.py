@@ -3,8 +3,8 @@ import textwrap
 
 import pytest
 
-from harness import registry
-from harness.registry import ALGORITHMS, Hparam, Registry, choice, draw_hparams, log_uniform, uniform
+from harness.core import registry
+from harness.core.registry import ALGORITHMS, Hparam, Registry, choice, draw_hparams, log_uniform, uniform
 
 
 def test_draw_zero_is_the_defaults():
@@ -48,8 +48,8 @@ def test_unknown_name_lists_the_accepted_ones():
 
 def test_third_party_registration_through_an_entry_point(tmp_path, monkeypatch):
     (tmp_path / "my_plugin.py").write_text(textwrap.dedent('''
-        from harness.algorithm import Algorithm
-        from harness.registry import ALGORITHMS
+        from harness.models.algorithm import Algorithm
+        from harness.core.registry import ALGORITHMS
 
         @ALGORITHMS.register("my_algo")
         class MyAlgo(Algorithm):

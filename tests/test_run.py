@@ -3,11 +3,11 @@ import json
 import pytest
 import torch
 
-from harness import config
-from harness.errors import HarnessError
-from harness.registry import ALGORITHMS
-from harness.files import load_arrays, read_jsonl
-from harness.run import train
+from harness.core import config
+from harness.core.errors import HarnessError
+from harness.core.files import load_arrays, read_jsonl
+from harness.core.registry import ALGORITHMS
+from harness.runs.run import train
 
 
 def metrics_of(run):

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.collect import aggregate, bootstrap_interval
-from harness.errors import HarnessError
-from harness.selection import RULES, choose
+from harness.core.errors import HarnessError
+from harness.protocols.selection import RULES, choose
+from harness.reports.collect import aggregate, bootstrap_interval
 
 NAN = float("nan")
 

@@ -14,11 +14,11 @@ import time
 import pytest
 from conftest import tiny_spec
 
-from harness import sweep
-from harness.files import read_jsonl
-from harness.launchers import make_launcher
-from harness.run import train
-from harness.trials import read_lock, state
+from harness.core.files import read_jsonl
+from harness.runs.run import train
+from harness.sweeps import sweep
+from harness.sweeps.launchers import make_launcher
+from harness.sweeps.trials import read_lock, state
 
 SLURM = {"partition": "debug", "time_min": 5, "cpus_per_task": 1, "mem_gb": 1}
 
@@ -112,7 +112,7 @@ def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(t
 
 
 def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp_path, monkeypatch):
-    from harness import launchers
+    from harness.sweeps import launchers
     monkeypatch.setattr(launchers, "SLURM_VANISHED_S", 3.0)
     # long enough that it cannot finish in SLURM's KillWait (10 s): submitit ignores the SIGTERM of
     # scancel, so the job dies only at the SIGKILL that follows

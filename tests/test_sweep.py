@@ -12,13 +12,14 @@ import pytest
 import yaml
 from conftest import TINY, tiny_spec
 
-from harness import config, sweep
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.files import load_arrays, read_jsonl
-from harness.launchers import Local, make_launcher
-from harness.run import train
-from harness.trials import LOCK, Lock, Trial, execute, state
+from harness.core import config
+from harness.core.errors import HarnessError
+from harness.core.files import load_arrays, read_jsonl
+from harness.runs.run import train
+from harness.sweeps import sweep
+from harness.sweeps.launchers import Local, make_launcher
+from harness.sweeps.trials import LOCK, Lock, Trial, execute, state
 
 
 def logged(run_dir):

@@ -1,6 +1,6 @@
 """Discovery trials run before the trials that train on their groups.
 
-``harness.discovery`` (XRM, JTT) lives on another branch; here a stand-in with its interface
+``harness.runs.discovery`` (XRM, JTT) lives on another branch; here a stand-in with its interface
 (``discover(cfg) -> run folder`` holding environments.npz and discovery.json,
 ``best_discovery(run_dirs) -> the largest final flip rate``) is defined for these tests only,
 with an inferred group source for the training loop that reads its environments.
@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
-
-from harness import collect, config, files, sweep
-from harness import run as run_module
 from harness.algorithms.erm import ERM
-from harness.errors import HarnessError
-from harness.groups import GroupAssignment
-from harness.launchers import Local
-from harness.registry import ALGORITHMS, Entry
-from harness.selection import choose
+
+from harness.core import config, files
+from harness.core.errors import HarnessError
+from harness.core.registry import ALGORITHMS, Entry
+from harness.data.groups import GroupAssignment
+from harness.protocols.selection import choose
+from harness.reports import collect
+from harness.runs import run as run_module
+from harness.sweeps import sweep
+from harness.sweeps.launchers import Local
 
 
 @pytest.fixture
@@ -48,9 +50,9 @@ def standin(monkeypatch):
     def best_discovery(run_dirs):
         return max(run_dirs, key=lambda d: json.loads((Path(d) / "discovery.json").read_text())["final_flip_rate"])
 
-    module = types.ModuleType("harness.discovery")
+    module = types.ModuleType("harness.runs.discovery")
     module.discover, module.best_discovery = discover, best_discovery
-    monkeypatch.setitem(sys.modules, "harness.discovery", module)
+    monkeypatch.setitem(sys.modules, "harness.runs.discovery", module)
     monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in discovery", ERM.hparams))
 
     original = run_module.resolve_groups
@@ -117,7 +119,7 @@ def test_shared_discovery_seed_serves_every_downstream_seed(standin, tmp_path):
 
 
 def test_a_spec_with_discovery_needs_harness_discovery(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "harness.discovery", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "harness.runs.discovery", None)  # as if not installed
     monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in", ERM.hparams))
-    with pytest.raises(HarnessError, match="harness.discovery is not installed"):
+    with pytest.raises(HarnessError, match="harness.runs.discovery is not installed"):
         sweep.Plan(sweep.parse_spec(discovery_spec()), tmp_path)

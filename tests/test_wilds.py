@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 import wilds
-from harness import config as configs
-from harness.datasets import wilds as W
-from harness.errors import HarnessError
-from harness.metrics import classification_metrics, overlapping_worst_group_acc
-from harness.registry import DATASETS
 import wilds_fixtures as F
+from harness.datasets import wilds as W
+
+from harness.core import config as configs
+from harness.core.errors import HarnessError
+from harness.core.registry import DATASETS
+from harness.protocols.classification import classification_metrics, overlapping_worst_group_acc
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -225,7 +225,7 @@ def noisy_probs(y: torch.Tensor, seed: int, error_rate: float = 0.3) -> np.ndarr
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_parity_with_wilds_eval(root, wilds_eval, seed):
-    """For the same predictions, harness.metrics gives WILDS' own numbers."""
+    """For the same predictions, harness.protocols.classification gives WILDS' own numbers."""
     path, _ = root
     for name, wilds_name in (("waterbirds", "waterbirds"), ("celeba", "celebA"), ("camelyon17", "camelyon17")):
         ds = build(name, path, image_size=8)

@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from harness.algorithms.xrm import class_balanced_loss, flip_probability
 from torch import nn
 
-from harness.algorithm import Batch
-from harness.algorithms.xrm import class_balanced_loss, flip_probability
-from harness.backbones import Backbone
-from harness.registry import ALGORITHMS
+from harness.core.registry import ALGORITHMS
+from harness.models.algorithm import Batch
+from harness.models.backbones import Backbone
 
 
 def identity_backbone():

@@ -5,10 +5,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import collect, files
-from harness.errors import HarnessError, unknown
-from harness.selection import RULES
-from harness.tables import FORMATS, summary_tables
+from harness.core import files
+from harness.core.errors import HarnessError, unknown
+from harness.protocols.selection import RULES
+from harness.reports import collect
+from harness.reports.tables import FORMATS, summary_tables
 
 HELP = """\
 Read every finished run of a sweep folder (or any folder of runs), recompute every metric of

@@ -5,10 +5,10 @@ import argparse
 
 from tabulate import tabulate
 
-from harness import config as configs
 from harness.commands.train import add_run_args, split_args
-from harness.discovery import check, discover
-from harness.environments import read_report
+from harness.core import config as configs
+from harness.data.environments import read_report
+from harness.runs.discovery import check, discover
 
 HELP = """\
 Train a discovery algorithm (xrm, jtt_errors) through the normal run loop, then write into its

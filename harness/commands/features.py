@@ -5,10 +5,10 @@ import argparse
 
 from tabulate import tabulate
 
-from harness import config as configs
 from harness.commands.train import add_config_args, split_args
-from harness.errors import HarnessError
-from harness.features import cache_files
+from harness.core import config as configs
+from harness.core.errors import HarnessError
+from harness.runs.features import cache_files
 
 HELP = """\
 Encode every split of the configured dataset with a frozen backbone and cache the features by
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.run import build_dataset
+    from harness.runs.run import build_dataset
 
     path, overrides = split_args(args.args)
     cfg = configs.load(path, overrides)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness import files
-from harness.errors import HarnessError
+from harness.core import files
+from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 
 HELP = """\

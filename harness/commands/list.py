@@ -5,7 +5,7 @@ import argparse
 
 from tabulate import tabulate
 
-from harness.registry import REGISTRIES, Entry, builder_options
+from harness.core.registry import REGISTRIES, Entry, builder_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

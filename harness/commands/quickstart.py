@@ -5,11 +5,12 @@ import argparse
 import time
 from pathlib import Path
 
-from harness import quickstart, sweep
+from harness import quickstart
 from harness.commands.leaderboard import submit
-from harness.errors import HarnessError
-from harness.launchers import make_launcher
+from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
+from harness.sweeps import sweep
+from harness.sweeps.launchers import make_launcher
 
 HELP = f"""\
 Sweep ERM and GroupDRO with annotated groups, and JTT and GroupDRO on XRM's discovered groups

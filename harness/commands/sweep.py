@@ -7,10 +7,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness import sweep
-from harness.errors import HarnessError
-from harness.launchers import ACCEPTED, make_launcher
-from harness.trials import ERROR, STATES
+from harness.core.errors import HarnessError
+from harness.sweeps import sweep
+from harness.sweeps.launchers import ACCEPTED, make_launcher
+from harness.sweeps.trials import ERROR, STATES
 
 SHOWN = 10  # failures listed by name
 

@@ -5,9 +5,9 @@ import argparse
 
 from tabulate import tabulate
 
-from harness import config as configs
-from harness.files import read_jsonl
-from harness.run import summarize, train
+from harness.core import config as configs
+from harness.core.files import read_jsonl
+from harness.runs.run import summarize, train
 
 HELP = """\
 Train one run described by a YAML file and/or dotted overrides, for example
@@ -49,7 +49,7 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
     """The config file (the first argument without '=') and the overrides."""
     paths = [a for a in args if "=" not in a]
     if len(paths) > 1:
-        from harness.errors import HarnessError
+        from harness.core.errors import HarnessError
         raise HarnessError(f"at most one config file, got {paths}; overrides look like key.sub=value")
     return (paths[0] if paths else None), [a for a in args if "=" in a]
 

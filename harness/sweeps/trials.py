@@ -1,7 +1,7 @@
 """One trial of a sweep: what it is, how it runs wherever a launcher puts it, and its state.
 
 A trial is a resolved run config whose ``run_dir`` is ``SWEEP_DIR/<config hash>``. Its kind is
-``train`` (``harness.run.train``) or ``discovery`` (``harness.discovery.discover``, whose run
+``train`` (``harness.runs.run.train``) or ``discovery`` (``harness.runs.discovery.discover``, whose run
 folder holds ``environments.npz`` and ``discovery.json``). Running one:
 
 - skips it when it is done, and steps aside when another live process holds it;
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import config as configs
-from harness import files
+from harness.core import config as configs
+from harness.core import files
 
 KINDS = ("discovery", "train")
 # What a finished trial leaves behind, by kind.
@@ -109,9 +109,9 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
             step = resumed_step(trial.dir)
             log(f"trial {trial.hash} ({trial.label}): " + (f"resuming at step {step}" if step else "starting"))
         if trial.kind == "discovery":
-            importlib.import_module("harness.discovery").discover(trial.cfg)
+            importlib.import_module("harness.runs.discovery").discover(trial.cfg)
         else:
-            from harness.run import train
+            from harness.runs.run import train
             train(trial.cfg, progress=progress)
         _record(trial, "done", started)
         return Outcome(trial.hash, "done")

@@ -10,7 +10,7 @@
   harness. The trial callable is ``Checkpointable``: on preemption or timeout submitit requeues
   the job and the trial resumes from its run checkpoint.
 
-Every launcher returns one :class:`~harness.trials.Outcome` per trial; a trial that fails is
+Every launcher returns one :class:`~harness.sweeps.trials.Outcome` per trial; a trial that fails is
 recorded in its folder (``error.txt``) and the others go on.
 """
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 import submitit
 from tqdm.auto import tqdm
 
-from harness import files
-from harness.errors import HarnessError, unknown
-from harness.trials import ERROR, Outcome, Trial, execute, is_done
+from harness.core import files
+from harness.core.errors import HarnessError, unknown
+from harness.sweeps.trials import ERROR, Outcome, Trial, execute, is_done
 
 ACCEPTED = ("local", "processes:N (N worker processes, e.g. processes:2)", "slurm")
 SLURM_DEFAULTS: dict[str, Any] = {
@@ -122,8 +122,8 @@ def _init_worker(threads: int) -> None:
     """Once per worker: pay the imports and set the thread count; trials then start at once."""
     import torch
 
-    from harness import run  # noqa: F401  (imported for its side effect: the import cost, paid once)
-    from harness.registry import load_plugins
+    from harness.core.registry import load_plugins
+    from harness.runs import run  # noqa: F401  (imported for its side effect: the import cost, paid once)
 
     torch.set_num_threads(threads)
     load_plugins()

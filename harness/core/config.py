@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 
-from harness import features, files
-from harness.errors import HarnessError, unknown
-from harness.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
+from harness.core import files
+from harness.core.errors import HarnessError, unknown
+from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
+from harness.runs import features
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "colored_digits", "options": {}},

@@ -1,6 +1,6 @@
 """Collection: every run × evaluated checkpoint of a folder of runs into one pandas frame, each
 metric recomputed from the stored predictions (``predictions/step_*.npz``) with
-``harness.metrics``, never read from ``results.jsonl``; then a selection rule and the seeds
+``harness.protocols.classification``, never read from ``results.jsonl``; then a selection rule and the seeds
 aggregated (mean ± standard error, 95% bootstrap interval of the mean).
 """
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pandas as pd
 import yaml
 from scipy import stats
 
-from harness import files
-from harness.config import INFERRED
-from harness.errors import HarnessError
-from harness.metrics import classification_metrics, mean_and_stderr
-from harness.selection import SWEEP_KEYS, choose
+from harness.core import files
+from harness.core.config import INFERRED
+from harness.core.errors import HarnessError
+from harness.protocols.classification import classification_metrics, mean_and_stderr
+from harness.protocols.selection import SWEEP_KEYS, choose
 
 SPLITS = ("train", "val", "test")
 METRICS = ("avg_acc", "worst_group_acc", "worst_class_acc", "balanced_acc", "adjusted_avg_acc",

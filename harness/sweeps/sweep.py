@@ -5,7 +5,7 @@ Each trial's folder is ``SWEEP_DIR/<hash of its resolved config>``, so a relaunc
 trials and resumes interrupted ones from their checkpoints. Discovery trials (a group source
 ``inferred:<method>``) run first; the trials that train on their groups are planned only once
 they are done, because their config names the discovery run they use: for each (method,
-dataset, seed), the best of the method's hparam draws by ``harness.discovery.best_discovery``
+dataset, seed), the best of the method's hparam draws by ``harness.runs.discovery.best_discovery``
 (XRM's rule: the largest final flip rate).
 
 A spec (YAML)::
@@ -38,11 +38,11 @@ from typing import Any
 
 import yaml
 
-from harness import config as configs
-from harness import files
-from harness.errors import HarnessError, unknown
-from harness.launchers import check_launcher, slurm_options
-from harness.trials import Outcome, Trial, is_done, state
+from harness.core import config as configs
+from harness.core import files
+from harness.core.errors import HarnessError, unknown
+from harness.sweeps.launchers import check_launcher, slurm_options
+from harness.sweeps.trials import Outcome, Trial, is_done, state
 
 SPEC_KEYS = ("name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides",
              "discovery", "launcher", "slurm")
@@ -292,14 +292,14 @@ def unique(trials: list[Trial]) -> list[Trial]:
 
 
 def discovery_api() -> Any:
-    """``harness.discovery`` (XRM, JTT), or a clear error when it is not installed."""
+    """``harness.runs.discovery`` (XRM, JTT), or a clear error when it is not installed."""
     try:
-        return importlib.import_module("harness.discovery")
+        return importlib.import_module("harness.runs.discovery")
     except ModuleNotFoundError as exc:
-        if exc.name != "harness.discovery":
+        if exc.name != "harness.runs.discovery":
             raise
         raise HarnessError("this sweep has discovery trials (discovery.algorithms or inferred:<method> groups), "
-                           "but harness.discovery is not installed; accepted group sources without it: "
+                           "but harness.runs.discovery is not installed; accepted group sources without it: "
                            f"{', '.join(PLAIN_GROUPS)}") from None
 
 

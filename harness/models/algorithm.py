@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
-from harness.registry import Hparam, choice, log_uniform
+from harness.core.registry import Hparam, choice, log_uniform
 
 
 @dataclass

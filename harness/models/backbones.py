@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 from torch import nn
 
-from harness.errors import HarnessError
-from harness.registry import BACKBONES, Hparam, fixed
+from harness.core.errors import HarnessError
+from harness.core.registry import BACKBONES, Hparam, fixed
 
 TIMM_PREFIX = "timm:"
 

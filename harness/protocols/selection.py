@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harness.errors import unknown
+from harness.core.errors import unknown
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import INFERRED
-from harness.data import ShiftDataset, positions_of
-from harness.environments import DISCOVERY_SPLITS, load_environments, read_report
-from harness.errors import HarnessError
+from harness.core.config import INFERRED
+from harness.core.errors import HarnessError
+from harness.data.dataset import ShiftDataset, positions_of
+from harness.data.environments import DISCOVERY_SPLITS, load_environments, read_report
 
 SOURCES = ("annotated", "classes", "none", f"{INFERRED}<discovery run folder>")
 
@@ -66,7 +66,7 @@ def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAs
         classes = ", ".join(report["class_names"][c] for c in report["degenerate"])
         raise HarnessError(f"discovery {str(folder)!r} is degenerate: class(es) {classes} did not split into two "
                            "environments, so it cannot define groups; use another discovery (another "
-                           "hyperparameter draw or seed; harness.discovery.best_discovery skips degenerate ones)")
+                           "hyperparameter draw or seed; harness.runs.discovery.best_discovery skips degenerate ones)")
     envs = load_environments(folder, with_labels=True)
     by_split = {}
     for split in DISCOVERY_SPLITS:

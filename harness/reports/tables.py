@@ -11,7 +11,7 @@ from typing import Iterable
 import pandas as pd
 from tabulate import tabulate
 
-from harness.errors import unknown
+from harness.core.errors import unknown
 
 FORMATS = ("markdown", "latex", "csv")
 

@@ -72,7 +72,7 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 def read_yaml_mapping(path: str | Path, what: str, accepted: str = "") -> dict:
     """A YAML file that must hold a mapping (a config, a sweep spec): every way it can fail is
     a HarnessError naming the file."""
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     try:
         raw = yaml.safe_load(Path(path).read_text())

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import files
-from harness.backbones import TIMM_PREFIX, backbone_factory
-from harness.data import ShiftDataset, Split, chunks, positions_of
-from harness.errors import HarnessError, unknown
+from harness.core import files
+from harness.core.errors import HarnessError, unknown
+from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
+from harness.models.backbones import TIMM_PREFIX, backbone_factory
 
 CACHE_FORMAT = 1
 SPEC_DEFAULTS: dict[str, Any] = {"backbone": "", "pretrained": False, "options": {}, "batch_size": 64,
@@ -66,7 +66,7 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -> ShiftDataset:
     """The dataset with every split's inputs replaced by cached frozen features (encoded now
     where the cache lacks them); ``input_shape`` becomes ``(feature_dim,)``."""
-    from harness.run import pick_device  # imported here: harness.run imports this module
+    from harness.runs.run import pick_device  # imported here: harness.runs.run imports this module
 
     spec = check_spec(spec)
     options = dict(spec["options"])

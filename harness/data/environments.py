@@ -2,7 +2,7 @@
 
     environments.npz   per split (train, val): ``<split>.ids`` (example ids), ``<split>.y`` (labels)
                        and ``<split>.env`` (0/1, 1 = the minority "mistake" environment), all ints
-    discovery.json     the report (see ``harness.discovery``); written last, so its presence
+    discovery.json     the report (see ``harness.runs.discovery``); written last, so its presence
                        marks a complete discovery
 
 Group sources read these through :func:`load_environments` and :func:`read_report`.
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from harness import files
-from harness.errors import HarnessError
+from harness.core import files
+from harness.core.errors import HarnessError
 
 ENVIRONMENTS_FILE = "environments.npz"
 REPORT_FILE = "discovery.json"

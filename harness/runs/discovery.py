@@ -1,4 +1,4 @@
-"""Environment discovery: train a discovery algorithm (a :class:`~harness.algorithm.Discoverer`,
+"""Environment discovery: train a discovery algorithm (a :class:`~harness.models.algorithm.Discoverer`,
 such as ``xrm`` or ``jtt_errors``) through the normal run loop, then write into its run folder
 the inferred environment of every train and val example id and a report.
 
@@ -9,7 +9,7 @@ environments agree with them. That agreement is a diagnostic computed after the 
 discovery, in ``best_discovery`` or in the group source reads it.
 
 For sweeps: :func:`discover` (idempotent), :func:`best_discovery` (XRM's tuning recipe) and
-:func:`harness.environments.load_environments`.
+:func:`harness.data.environments.load_environments`.
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from harness import config as configs
-from harness import files
-from harness.algorithm import Algorithm, Discoverer
-from harness.data import ShiftDataset, Split, chunks
-from harness.environments import (DISCOVERY_SPLITS, PLOT_FILE, REPORT_FILE, read_report, save_environments)
-from harness.errors import HarnessError
-from harness.groups import resolve_groups
-from harness.registry import ALGORITHMS
-from harness.run import build_algorithm, build_dataset, pick_device, train
+from harness.core import config as configs
+from harness.core import files
+from harness.core.errors import HarnessError
+from harness.core.registry import ALGORITHMS
+from harness.data.dataset import ShiftDataset, Split, chunks
+from harness.data.environments import DISCOVERY_SPLITS, PLOT_FILE, REPORT_FILE, read_report, save_environments
+from harness.data.groups import resolve_groups
+from harness.models.algorithm import Algorithm, Discoverer
+from harness.runs.run import build_algorithm, build_dataset, pick_device, train
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
                   "discovery, by best_discovery or by model selection")

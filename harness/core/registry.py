@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, unknown
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ DATASETS = Registry("datasets")
 BACKBONES = Registry("backbones")
 REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES)}
 
-_BUILTIN_MODULES = ("harness.backbones", "harness.algorithms", "harness.datasets")
+_BUILTIN_MODULES = ("harness.models.backbones", "harness.algorithms", "harness.datasets")
 _loaded = False
 
 

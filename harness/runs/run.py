@@ -23,16 +23,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from harness import config as configs
-from harness import files
-from harness.algorithm import Algorithm, Batch
-from harness.backbones import backbone_factory
-from harness.data import ShiftDataset, batch_indices, chunks
-from harness.errors import HarnessError
-from harness.groups import GroupAssignment, resolve_groups
-from harness.metrics import classification_metrics
-from harness.registry import ALGORITHMS, DATASETS
-from harness.selection import RULES, select
+from harness.core import config as configs
+from harness.core import files
+from harness.core.errors import HarnessError
+from harness.core.registry import ALGORITHMS, DATASETS
+from harness.data.dataset import ShiftDataset, batch_indices, chunks
+from harness.data.groups import GroupAssignment, resolve_groups
+from harness.models.algorithm import Algorithm, Batch
+from harness.models.backbones import backbone_factory
+from harness.protocols.classification import classification_metrics
+from harness.protocols.selection import RULES, select
 
 EVAL_SPLITS = ("train", "val", "test")
 
@@ -55,7 +55,7 @@ def seed_everything(seed: int) -> None:
 def build_dataset(cfg: dict[str, Any]) -> ShiftDataset:
     dataset = DATASETS.get(cfg["dataset"]["name"]).obj(**cfg["dataset"]["options"])
     if cfg["features"]:
-        from harness import features
+        from harness.runs import features
         dataset = features.apply(cfg["features"], dataset, Path(cfg["output_dir"]) / "feature_cache")
     return dataset
 
