@@ -1,42 +1,50 @@
-"""Leaderboards: a board definition (YAML), one JSON entry per (algorithm, group source), and
-the markdown table rendered from the entries.
+"""Leaderboards: a board definition (YAML), one JSON entry per entrant, and the markdown table
+rendered from the entries.
 
-An entry is produced from a sweep folder (``harness leaderboard submit``): the board's selection
-rule for the entry's group source picks checkpoints and one hparam draw from the sweep's runs,
-and the entry records the chosen runs, every candidate run (config hashes), the seeds, the code
-version and the numbers. ``verify`` recomputes those numbers from the stored predictions of the
-listed runs and reports every difference.
+A definition names the protocol that scores the board, the config paths (or the protocol's
+columns) that identify an entrant (worst-group: algorithm, group source and arm), the datasets,
+the selection rule (one, or one per kind of entrant the protocol tells apart), the metrics and
+the number of distinct seeds an entry needs. An entry is produced from a sweep folder
+(``harness leaderboard submit``): the rule picks checkpoints and one hparam draw from the
+entrant's runs, and the entry records the chosen runs, every candidate run (config hashes), the
+seeds, the code version and the numbers. ``verify`` recomputes those numbers from the stored
+predictions of the listed runs and reports every difference.
 
-Layout of a board folder (by default the one holding this file)::
+Definitions ship with the package (beside this file) or are given as a YAML path. Entries and
+the table live in a board folder::
 
-    <name>.yaml                 the definition
-    entries/<name>/*.json       the entries
-    <name>.md                   the rendered table
+    <board folder>/entries/<name>/*.json     the entries
+    <board folder>/<name>.md                 the rendered table
+
+The shipped entries are in the package's own board folder (this one); they are read by default
+and written only when a command is given that folder explicitly.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import math
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from harness.core import files
-from harness.core.config import INFERRED
 from harness.core.errors import HarnessError, unknown
-from harness.protocols.selection import RULES, choose
+from harness.protocols.base import Protocol, Rule, protocol
+from harness.protocols.selection import choose
 from harness.reports import collect
 from harness.reports.tables import cell, metric_label
 from harness.reports.tables import render as render_table
 
 BOARD_DIR = Path(__file__).parent
-BOARD_KEYS = ("name", "title", "datasets", "selection", "metrics", "required_seeds", "description")
-GROUP_KINDS = ("annotated", "inferred", "classes", "none")
+BOARD_KEYS = ("name", "title", "protocol", "entrant", "datasets", "selection", "metrics", "required_seeds",
+              "description")
+ENTRY_KEYS = ("board", "protocol", "entrant", "selection", "results", "provenance")
 TOLERANCE = 1e-9
 
 
@@ -44,8 +52,10 @@ TOLERANCE = 1e-9
 class Board:
     name: str
     title: str
+    scorer: Protocol
+    entrant: list[str]
     datasets: list[str]
-    selection: dict[str, str]
+    selection: str | dict[str, str]
     metrics: list[str]
     required_seeds: int
     description: str
@@ -59,43 +69,61 @@ class Board:
     def table_path(self) -> Path:
         return self.dir / f"{self.name}.md"
 
-    def rule_for(self, groups: str) -> str:
-        kind = "inferred" if groups.startswith(INFERRED) else groups
+    @property
+    def config_paths(self) -> list[str]:
+        """Entrant items that are config paths rather than columns every frame has."""
+        return [e for e in self.entrant if e not in ("algorithm", "dataset", *self.scorer.columns)]
+
+    def rule_for(self, entrant: dict[str, Any]) -> Rule:
+        if isinstance(self.selection, str):
+            return self.scorer.rule(self.selection)
+        kind = self.scorer.selection_kind(entrant)
         if kind not in self.selection:
-            raise HarnessError(f"board {self.name!r} has no selection rule for group source {groups!r}; "
+            raise HarnessError(f"board {self.name!r} has no selection rule for {kind!r} entrants ({entrant}); "
                                f"it has rules for: {', '.join(self.selection)}")
-        return self.selection[kind]
+        return self.scorer.rule(self.selection[kind])
 
 
-def load_board(name: str, board_dir: str | Path = BOARD_DIR) -> Board:
-    path = Path(board_dir) / f"{name}.yaml"
-    if not path.exists():
-        found = sorted(p.stem for p in Path(board_dir).glob("*.yaml"))
-        raise unknown(f"board (no {path})", name, found)
-    raw = yaml.safe_load(path.read_text()) or {}
+def load_board(name: str, board_dir: str | Path | None = None) -> Board:
+    """The board ``name`` (a shipped definition) or the definition at a YAML path; its entries
+    and table in ``board_dir`` (default: the shipped ones)."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else BOARD_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise unknown(f"board (no {path})", name, sorted(p.stem for p in BOARD_DIR.glob("*.yaml")))
+    raw = files.read_yaml_mapping(path, "board definition", f"; keys: {', '.join(BOARD_KEYS)}")
     for key in raw:
         if key not in BOARD_KEYS:
             raise unknown(f"key of board {path}", key, BOARD_KEYS)
-    selection = raw.get("selection")
-    if isinstance(selection, str):
-        selection = {kind: selection for kind in GROUP_KINDS}
-    if not isinstance(selection, dict):
-        raise HarnessError(f"board {path}: selection must be a rule or a mapping group source → rule "
-                           f"(group sources: {', '.join(GROUP_KINDS)})")
-    for kind, rule in selection.items():
-        if kind not in GROUP_KINDS:
-            raise unknown(f"group source in board {path}", kind, GROUP_KINDS)
-        if rule not in RULES:
-            raise unknown(f"selection rule in board {path}", rule, list(RULES))
-    accepted = [f"{s}.{m}" for s in collect.SPLITS for m in collect.METRICS]
-    for metric in raw.get("metrics") or []:
-        if metric not in accepted:
-            raise unknown(f"metric in board {path}", metric, accepted)
-    if not raw.get("datasets") or not raw.get("metrics") or not isinstance(raw.get("required_seeds"), int):
-        raise HarnessError(f"board {path} needs datasets (a list), metrics (a list) and required_seeds (an integer)")
-    return Board(name=raw.get("name", name), title=raw.get("title", name), datasets=list(raw["datasets"]),
-                 selection=selection, metrics=list(raw["metrics"]), required_seeds=raw["required_seeds"],
-                 description=raw.get("description", ""), dir=Path(board_dir))
+    missing = [k for k in ("protocol", "entrant", "datasets", "selection", "metrics", "required_seeds") if k not in raw]
+    if missing:
+        raise HarnessError(f"board {path} lacks {', '.join(missing)}; keys: {', '.join(BOARD_KEYS)}")
+    scorer = protocol(raw["protocol"])
+    for key in ("entrant", "datasets", "metrics"):
+        if not isinstance(raw[key], list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
+            raise HarnessError(f"board {path}: {key} must be a non-empty list of names, got {raw[key]!r}")
+    if not isinstance(raw["required_seeds"], int) or raw["required_seeds"] < 1:
+        raise HarnessError(f"board {path}: required_seeds must be a positive integer, got {raw['required_seeds']!r}")
+    selection = raw["selection"]
+    if isinstance(selection, dict):
+        for kind, rule in selection.items():
+            if kind not in scorer.selection_kinds:
+                raise unknown(f"kind of entrant in board {path} (protocol {scorer.name})", kind, scorer.selection_kinds)
+            scorer.rule(rule)
+    elif isinstance(selection, str):
+        scorer.rule(selection)
+    else:
+        raise HarnessError(f"board {path}: selection must be a rule or a mapping kind → rule "
+                           f"(kinds of protocol {scorer.name}: {', '.join(scorer.selection_kinds) or 'none'})")
+    for metric in raw["metrics"]:
+        if metric not in scorer.metric_columns():
+            raise unknown(f"metric in board {path}", metric, scorer.metric_columns())
+    board_name = raw.get("name", path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9_]+", board_name):
+        raise HarnessError(f"board {path}: name must be letters, digits and underscores, got {board_name!r}")
+    return Board(name=board_name, title=raw.get("title", board_name), scorer=scorer, entrant=list(raw["entrant"]),
+                 datasets=list(raw["datasets"]), selection=selection, metrics=list(raw["metrics"]),
+                 required_seeds=raw["required_seeds"], description=raw.get("description", ""),
+                 dir=Path(board_dir) if board_dir is not None else BOARD_DIR)
 
 
 def code_version() -> dict[str, Any]:
@@ -116,19 +144,42 @@ def code_version() -> dict[str, Any]:
     return version
 
 
-def numbers(board: Board, frame: pd.DataFrame, groups: str) -> tuple[dict[str, Any], list[str]]:
-    """Per board dataset: the selection's result for one (algorithm, group source) of ``frame``
-    (its runs only); and why a dataset cannot be entered, if it cannot."""
-    rule = board.rule_for(groups)
+def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:
+    """The runs' frame, restricted to the board's protocol and datasets."""
+    frame = collect.load_runs(runs, board.config_paths)
+    return frame[(frame["protocol"] == board.scorer.name) & frame["dataset"].isin(board.datasets)]
+
+
+def entrants(board: Board, frame: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The frame split by entrant: (entrant values, its rows)."""
+    out = []
+    for values, part in frame.groupby(board.entrant, sort=True, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        out.append(({k: _plain(v) for k, v in zip(board.entrant, values)}, part))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def numbers(board: Board, frame: pd.DataFrame, entrant: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Per board dataset: the selection's result for one entrant (``frame`` holds its runs only);
+    and why a dataset cannot be entered, if it cannot."""
+    rule = board.rule_for(entrant)
+    keys = [*board.entrant, "dataset"]
     out, problems = {}, []
     for dataset in board.datasets:
         part = frame[frame["dataset"] == dataset]
-        chosen = choose(part, rule) if len(part) else part
-        if len(chosen) < board.required_seeds:
-            problems.append(f"{dataset}: {len(chosen)} seed(s) answer rule {rule}, the board requires "
+        chosen = choose(part, rule, keys) if len(part) else part
+        seeds = chosen["seed"].nunique() if len(chosen) else 0
+        if seeds < board.required_seeds:
+            problems.append(f"{dataset}: {seeds} seed(s) answer rule {rule.name}, the board requires "
                             f"{board.required_seeds}")
             continue
-        agg = collect.aggregate(chosen, board.metrics).iloc[0]
+        agg = collect.aggregate(chosen, keys, board.metrics).iloc[0]
         out[dataset] = {
             "hparams_seed": int(agg["hparams_seed"]),
             "hparams": json.loads(chosen["hparams"].iloc[0]),
@@ -146,22 +197,25 @@ def _num(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def describe(entrant: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in entrant.items() if v not in ("", None))
+
+
 def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tuple[list[dict], list[str]]:
-    """Entries for every (algorithm, group source) of a sweep that meets the board; and a
-    message for each that does not."""
+    """Entries for every entrant of a sweep that meets the board; and a message for each that
+    does not."""
     done, _ = collect.run_folders(sweep_dir)
-    frame = collect.load_runs(done)
-    frame = frame[frame["dataset"].isin(board.datasets)]
+    frame = board_frame(board, done)
     version = code_version()
     entries, skipped = [], []
-    for (algorithm, groups), part in frame.groupby(["algorithm", "groups"], sort=True):
-        results, problems = numbers(board, part, groups)
+    for entrant, part in entrants(board, frame):
+        results, problems = numbers(board, part, entrant)
         if problems:
-            skipped.append(f"{algorithm} ({groups}): " + "; ".join(problems))
+            skipped.append(f"{describe(entrant)}: " + "; ".join(problems))
             continue
         entries.append({
-            "board": board.name, "algorithm": algorithm, "groups": groups, "selection": board.rule_for(groups),
-            "results": results,
+            "board": board.name, "protocol": board.scorer.name, "entrant": entrant,
+            "selection": board.rule_for(entrant).name, "results": results,
             "provenance": {
                 "config_hashes": sorted(h for r in results.values() for h in r["candidates"]),
                 "seeds": sorted({s for r in results.values() for s in r["seeds"]}),
@@ -172,15 +226,25 @@ def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tupl
 
 
 def entry_path(board: Board, entry: dict) -> Path:
-    return board.entries_dir / f"{entry['algorithm']}--{entry['groups'].replace(':', '-')}.json"
+    """``entries/<board>/<entrant values>.json``: each value reduced to letters, digits, ``_``,
+    ``.`` and ``-`` (so no value can point outside the folder), empty ones left out, and a
+    value that would be long replaced by a short hash of itself."""
+    parts = []
+    for value in entry["entrant"].values():
+        if value in ("", None):
+            continue
+        text = re.sub(r"[^A-Za-z0-9_.]+", "-", str(value)).strip("-.")
+        parts.append(text if 0 < len(text) <= 40 else hashlib.md5(str(value).encode()).hexdigest()[:10])
+    return board.entries_dir / f"{'--'.join(parts) or 'entry'}.json"
 
 
 def write_entries(board: Board, entries: list[dict]) -> list[Path]:
-    paths = []
-    for entry in entries:
-        path = entry_path(board, entry)
+    paths = [entry_path(board, e) for e in entries]
+    if len(set(paths)) != len(paths):
+        raise HarnessError(f"two entrants of board {board.name!r} would share one entry file; entrants: "
+                           + "; ".join(describe(e["entrant"]) for e in entries))
+    for path, entry in zip(paths, entries):
         files.write_json(path, entry)
-        paths.append(path)
     return paths
 
 
@@ -191,7 +255,7 @@ def load_entries(board: Board) -> list[dict]:
             entry = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise HarnessError(f"leaderboard entry {path} is not valid JSON: {exc}") from None
-        missing = [k for k in ("board", "algorithm", "groups", "selection", "results", "provenance") if k not in entry]
+        missing = [k for k in ENTRY_KEYS if k not in entry] if isinstance(entry, dict) else list(ENTRY_KEYS)
         if missing:
             raise HarnessError(f"leaderboard entry {path} lacks {', '.join(missing)}")
         entry["_path"] = str(path)
@@ -205,8 +269,14 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     diffs = []
     if entry["board"] != board.name:
         diffs.append(f"board: entry says {entry['board']!r}, this board is {board.name!r}")
-    if entry["selection"] != board.rule_for(entry["groups"]):
-        diffs.append(f"selection: entry says {entry['selection']}, the board's rule is {board.rule_for(entry['groups'])}")
+    if entry["protocol"] != board.scorer.name:
+        diffs.append(f"protocol: entry says {entry['protocol']!r}, the board's is {board.scorer.name!r}")
+    if sorted(entry["entrant"]) != sorted(board.entrant):
+        return diffs + [f"entrant: entry names {sorted(entry['entrant'])}, the board identifies entrants by "
+                        f"{board.entrant}"]
+    rule = board.rule_for(entry["entrant"]).name
+    if entry["selection"] != rule:
+        diffs.append(f"selection: entry says {entry['selection']}, the board's rule is {rule}")
     if set(entry["results"]) != set(board.datasets):
         diffs.append(f"datasets: entry has {sorted(entry['results'])}, the board requires {board.datasets}")
     hashes = sorted({h for r in entry["results"].values() for h in r["candidates"]})
@@ -214,11 +284,12 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     if missing:
         return diffs + [f"runs not found (finished) in {where}: {', '.join(missing)}; pass --runs with the sweep "
                         "folder that holds them (rerunning the sweep recreates them: same configs, same hashes)"]
-    frame = collect.load_runs(where / h for h in hashes)
-    for run, algorithm, groups in frame[["run", "algorithm", "groups"]].drop_duplicates().itertuples(index=False):
-        if (algorithm, groups) != (entry["algorithm"], entry["groups"]):
-            diffs.append(f"run {run} is {algorithm} with groups {groups}, not {entry['algorithm']} with {entry['groups']}")
-    recomputed, problems = numbers(board, frame, entry["groups"])
+    frame = board_frame(board, [where / h for h in hashes])
+    for entrant, part in entrants(board, frame):
+        if entrant != entry["entrant"]:
+            diffs.append(f"runs {', '.join(sorted(part['run'].unique()))} are entrant {describe(entrant)}, "
+                         f"not {describe(entry['entrant'])}")
+    recomputed, problems = numbers(board, frame, entry["entrant"])
     diffs += problems
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:
@@ -241,35 +312,43 @@ def _compare(where: str, claimed: Any, actual: Any) -> list[str]:
 
 
 def render(board: Board, entries: list[dict]) -> str:
-    """The board's markdown table, best first by its first metric on its first dataset."""
+    """The board's markdown table, best first by its first metric on its first dataset. Entrant
+    columns empty in every entry (e.g. ``arm`` when no arm has its own overrides) are left out."""
     first = board.metrics[0]
 
     def score(entry: dict) -> float:
         value = entry["results"].get(board.datasets[0], {}).get("metrics", {}).get(first, {}).get("mean")
         return -math.inf if value is None else value
 
-    headers = ["rank", "algorithm", "groups", "selection"]
+    shown = [k for k in board.entrant if any(e["entrant"].get(k) not in ("", None) for e in entries)]
+    headers = ["rank", *shown, "selection"]
     for dataset in board.datasets:
-        headers += [f"{dataset}: {metric_label(m)}" for m in board.metrics]
+        headers += [f"{dataset}: {metric_label(board.scorer, m)}" for m in board.metrics]
     headers += ["seeds", "code"]
     rows = []
     for rank, entry in enumerate(sorted(entries, key=score, reverse=True), 1):
-        row = [rank, entry["algorithm"], entry["groups"], entry["selection"]]
+        row = [rank, *(entry["entrant"].get(k, "") for k in shown), entry["selection"]]
         for dataset in board.datasets:
             result = entry["results"].get(dataset)
             for m in board.metrics:
-                row.append(cell(_flat(result["metrics"][m], m), m) if result else "-")
+                display = board.scorer.metrics[m.split(".", 1)[1]]
+                row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
         version = entry["provenance"]["code_version"]
         commit = (version.get("git_commit") or "")[:10]
         row += [" ".join(map(str, entry["provenance"]["seeds"])),
                 f"{version['package']}" + (f" @ {commit}" if commit else "") + (" (dirty)" if version.get("git_dirty") else "")]
         rows.append(row)
-    rules = ", ".join(f"{rule} ({kind} groups)" for kind, rule in board.selection.items())
+    if isinstance(board.selection, str):
+        rules = board.selection
+    else:
+        rules = ", ".join(f"{rule} ({kind})" for kind, rule in board.selection.items())
+    percent = any(board.scorer.metrics[m.split(".", 1)[1]].percent for m in board.metrics)
     head = (f"# {board.title}\n\n{board.description.strip()}\n\n" if board.description else f"# {board.title}\n\n")
-    return (head + f"Selection: {rules}; one hparam draw per entry (best mean over seeds). Cells: mean ± standard "
-            f"error over {board.required_seeds}+ seeds [95% bootstrap interval], in %. Every number is recomputed "
-            f"from the listed runs' stored predictions by `harness leaderboard verify {board.name}`; entries are in "
-            f"`entries/{board.name}/`.\n\n" + render_table(headers, rows, "markdown") + "\n")
+    return (head + f"Protocol: {board.scorer.name}. Selection: {rules}; one hparam draw per entry (best mean over "
+            f"seeds). Cells: mean ± standard error over {board.required_seeds}+ seeds [95% bootstrap interval]"
+            + (", accuracies in %" if percent else "") + ". Every number is recomputed from the listed runs' stored "
+            f"predictions by `harness leaderboard verify {board.name}`; entries are in `entries/{board.name}/`.\n\n"
+            + render_table(headers, rows, "markdown") + "\n")
 
 
 def _flat(stat: dict[str, Any], metric: str) -> dict[str, float]:

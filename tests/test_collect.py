@@ -9,6 +9,7 @@ import pytest
 
 from harness.cli import main
 from harness.core.files import load_arrays, read_jsonl, save_arrays
+from harness.protocols.base import protocol
 from harness.reports import collect
 
 
@@ -72,8 +73,8 @@ def test_collect_csv_matches_a_summary_computed_by_hand(small_sweep, capsys, tmp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--rule", "best"], "unknown selection rule 'best'"),
-    (["--metric", "test.accuracy"], "unknown metric 'test.accuracy'; accepted: train.avg_acc"),
+    (["--rule", "best"], "unknown selection rule of protocol worst_group 'best'"),
+    (["--metric", "test.accuracy"], "unknown metric of protocol worst_group 'test.accuracy'; accepted: train.avg_acc"),
 ])
 def test_collect_bad_input_exits_2(small_sweep, capsys, args, message):
     assert main(["collect", str(small_sweep), *args]) == 2
@@ -89,7 +90,7 @@ def test_info_is_enough_to_recompute(small_sweep):
     run = sorted(p for p in small_sweep.iterdir() if (p / "done").exists())[0]
     info = json.loads((run / "info.json").read_text())
     arrays = load_arrays(sorted((run / "predictions").glob("*.npz"))[0])
-    metrics = collect.checkpoint_metrics(arrays, info)
+    metrics = protocol(info["protocol"]).scores(arrays, info)
     y, pred = arrays["test.y"], arrays["test.probs"].argmax(1)
     groups = arrays["test.attr"]
     worst = min(np.mean(y[groups == g] == pred[groups == g]) for g in np.unique(groups))

@@ -22,7 +22,8 @@ def board_dir(tmp_path):
 
 
 def submit(sweep_dir, board_dir):
-    return main(["leaderboard", "submit", str(sweep_dir), "--board-dir", str(board_dir)])
+    return main(["leaderboard", "submit", str(board_dir / "worst_group.yaml"), str(sweep_dir),
+                 "--board-dir", str(board_dir)])
 
 
 def test_submit_writes_one_entry_per_algorithm_and_group_source_with_provenance(small_sweep, board_dir, capsys):
@@ -38,7 +39,7 @@ def test_submit_writes_one_entry_per_algorithm_and_group_source_with_provenance(
     assert set(result["metrics"]) == {"test.worst_group_acc", "test.avg_acc", "test.worst_class_acc"}
     table = (board_dir / "worst_group.md").read_text()
     assert table.index("| group_dro") < table.index("| erm")  # ranked by worst-group accuracy
-    assert main(["leaderboard", "verify", "--board-dir", str(board_dir)]) == 0
+    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir)]) == 0
     assert "2 entries verified" in capsys.readouterr().out
 
 
@@ -49,7 +50,7 @@ def test_verify_exits_2_naming_a_tampered_number(small_sweep, board_dir, capsys)
     entry["results"]["colored_digits"]["metrics"]["test.worst_group_acc"]["mean"] += 0.01
     path.write_text(json.dumps(entry))
     capsys.readouterr()
-    assert main(["leaderboard", "verify", "--board-dir", str(board_dir)]) == 2
+    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir)]) == 2
     err = capsys.readouterr().err
     assert "colored_digits.metrics.test.worst_group_acc.mean: entry says" in err and "erm" not in err
 
@@ -65,14 +66,14 @@ def test_verify_recomputes_from_predictions(small_sweep, board_dir, tmp_path, ca
     arrays["test.probs"] = arrays["test.probs"][:, ::-1].copy()
     save_arrays(path, **arrays)
     capsys.readouterr()
-    assert main(["leaderboard", "verify", "--board-dir", str(board_dir), "--runs", str(copy)]) == 2
+    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir), "--runs", str(copy)]) == 2
     err = capsys.readouterr().err
     assert "erm--annotated.json: colored_digits.metrics.test.avg_acc.mean" in err
 
 
 def test_verify_without_the_runs_says_where_to_find_them(small_sweep, board_dir, tmp_path, capsys):
     submit(small_sweep, board_dir)
-    assert main(["leaderboard", "verify", "--board-dir", str(board_dir), "--runs", str(tmp_path / "none")]) == 2
+    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir), "--runs", str(tmp_path / "none")]) == 2
     assert "runs not found (finished) in" in capsys.readouterr().err
 
 
@@ -87,14 +88,14 @@ def test_a_board_needs_its_seeds(small_sweep, tmp_path, capsys):
 
 
 def test_unknown_board_names_the_boards_there(capsys):
-    assert main(["leaderboard", "render", "--board", "best"]) == 2
+    assert main(["leaderboard", "render", "best"]) == 2
     assert "unknown board" in capsys.readouterr().err
 
 
 def test_render_is_rebuilt_from_entries(small_sweep, board_dir):
     submit(small_sweep, board_dir)
     (board_dir / "worst_group.md").unlink()
-    assert main(["leaderboard", "render", "--board-dir", str(board_dir)]) == 0
+    assert main(["leaderboard", "render", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir)]) == 0
     table = (board_dir / "worst_group.md").read_text()
     assert "rank | algorithm" in table and "|      1 | group_dro" in table
 
@@ -105,9 +106,10 @@ def test_shipped_entries_verify_when_their_runs_exist():
     unless the quickstart ran, so this checks their shape, and verify where the runs exist."""
     board = boards.load_board("worst_group")
     entries = boards.load_entries(board)
-    assert {(e["algorithm"], e["groups"]) for e in entries} >= {("erm", "annotated"), ("group_dro", "annotated")}
+    assert {(e["entrant"]["algorithm"], e["entrant"]["groups"]) for e in entries} >= {
+        ("erm", "annotated"), ("group_dro", "annotated")}
     for entry in entries:
-        assert entry["provenance"]["produced_by"] == "harness quickstart"
+        assert entry["protocol"] == "worst_group" and set(entry["entrant"]) == {"algorithm", "groups", "arm"}
         assert entry["provenance"]["seeds"] == [0, 1, 2]
         runs = entry["provenance"]["sweep"]
         diffs = boards.verify(board, entry)

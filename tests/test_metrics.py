@@ -3,10 +3,10 @@ import pytest
 
 from harness.protocols.classification import (
     classification_metrics,
-    mean_and_stderr,
     overlapping_worst_group_acc,
     weighted_average,
 )
+from harness.reports.collect import mean_and_stderr
 
 
 def one_hot(pred, num_classes=2):

@@ -1,19 +1,20 @@
 """``harness quickstart`` end to end, on few steps."""
-import shutil
-
 from harness.leaderboards import board as boards
 
 from harness import quickstart
 from harness.cli import main
 
 
-def test_quickstart_sweeps_enters_the_board_and_prints_it(tmp_path, capsys):
-    board_dir = tmp_path / "boards"
-    board_dir.mkdir()
-    shutil.copy(boards.BOARD_DIR / "worst_group.yaml", board_dir)
-    args = ["quickstart", "--dir", str(tmp_path / "qs"), "--board-dir", str(board_dir), "--steps", "20",
-            "--hparam-draws", "1", "--launcher", "local"]
+def shipped_board() -> dict:
+    return {p: p.read_bytes() for p in sorted(boards.BOARD_DIR.rglob("*")) if p.is_file() and p.suffix != ".pyc"}
+
+
+def test_quickstart_sweeps_enters_its_own_board_and_prints_it(tmp_path, capsys):
+    board_dir = tmp_path / "qs" / "board"
+    args = ["quickstart", "--dir", str(tmp_path / "qs"), "--steps", "20", "--hparam-draws", "1", "--launcher", "local"]
+    before = shipped_board()
     assert main(args) == 0
+    assert shipped_board() == before  # the shipped board is never rewritten by the demo
     out = capsys.readouterr().out
     # 4 arms x 1 draw x 3 seeds, and XRM's 2 discovery draws x 3 seeds
     assert "sweep: 18 trial(s) ran" in out
@@ -24,7 +25,7 @@ def test_quickstart_sweeps_enters_the_board_and_prints_it(tmp_path, capsys):
     entries = sorted(p.name for p in (board_dir / "entries" / "worst_group").glob("*.json"))
     assert entries == ["erm--annotated.json", "group_dro--annotated.json", "group_dro--inferred-xrm.json",
                        "jtt--none.json"]
-    assert main(["leaderboard", "verify", "--board-dir", str(board_dir)]) == 0
+    assert main(["leaderboard", "verify", "worst_group", "--board-dir", str(board_dir)]) == 0
     # a relaunch reuses every trial
     assert main(args) == 0
     assert "sweep: 0 trial(s) ran, 18 already done" in capsys.readouterr().out

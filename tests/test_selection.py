@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.protocols.selection import RULES, choose
+from harness.protocols.base import Rule, protocol
+from harness.protocols.selection import choose
 from harness.reports.collect import aggregate, bootstrap_interval
 
 NAN = float("nan")
@@ -19,7 +20,7 @@ def frame():
     rows = []
 
     def add(groups, draw, seed, step, **metrics):
-        row = {"run": f"{groups}-{draw}-{seed}", "algorithm": "a", "dataset": "d", "groups": groups,
+        row = {"run": f"{groups}-{draw}-{seed}", "algorithm": "a", "dataset": "d", "groups": groups, "arm": "",
                "hparams_seed": draw, "seed": seed, "step": step, "hparams": "{}",
                "val.worst_group_acc": NAN, "val.source_worst_group_acc": NAN, "val.worst_class_acc": NAN,
                "val.avg_acc": NAN, "test.worst_group_acc": NAN, "test.avg_acc": NAN}
@@ -48,8 +49,16 @@ def frame():
     return pd.DataFrame(rows)
 
 
+WORST_GROUP = protocol("worst_group")
+KEYS = ["algorithm", "dataset", "groups", "arm"]
+
+
+def pick(rule):
+    return choose(frame(), WORST_GROUP.rule(rule), KEYS)
+
+
 def picked(rule, groups="annotated"):
-    c = choose(frame(), rule)
+    c = pick(rule)
     c = c[c["groups"] == groups]
     return [(int(d), int(s), int(t)) for d, s, t in zip(c["hparams_seed"], c["seed"], c["step"])]
 
@@ -71,7 +80,7 @@ def test_oracle_selects_on_test():
 
 
 def test_val_wga_inferred_uses_discovered_groups_and_skips_runs_without_them():
-    chosen = choose(frame(), "val-wga-inferred")
+    chosen = pick("val-wga-inferred")
     assert set(chosen["groups"]) == {"inferred:x"}  # annotated runs have no discovered groups
     assert picked("val-wga-inferred", "inferred:x") == [(0, 0, 20), (0, 1, 20)]
     # the same runs selected on annotated validation groups pick the other checkpoint
@@ -79,15 +88,25 @@ def test_val_wga_inferred_uses_discovered_groups_and_skips_runs_without_them():
 
 
 def test_unknown_rule_names_the_accepted_ones():
-    with pytest.raises(HarnessError, match="unknown selection rule 'best'; accepted: oracle, val-wga"):
-        choose(frame(), "best")
-    assert len(RULES) == 5
+    with pytest.raises(HarnessError, match="unknown selection rule of protocol worst_group 'best'; accepted: oracle, "
+                                           "val-wga"):
+        WORST_GROUP.rule("best")
+    assert len(WORST_GROUP.rules) == 5
+
+
+def test_a_rule_that_minimises_picks_the_lowest_value():
+    lowest = Rule("val-loss", "val", "avg_acc", higher_is_better=False)
+    c = choose(frame(), lowest, KEYS)
+    c = c[c["groups"] == "annotated"]
+    # val avg over draws: draw 0 means (0.1, 0.1) at step 10 -> 0.1, draw 1 (0.2, 0.2) -> 0.2: draw 0, step 10
+    assert [(int(d), int(s), int(t)) for d, s, t in zip(c["hparams_seed"], c["seed"], c["step"])] == [
+        (0, 0, 10), (0, 1, 10)]
 
 
 def test_aggregate_reports_mean_stderr_and_bootstrap_interval_over_seeds():
-    chosen = choose(frame(), "val-wga")
+    chosen = pick("val-wga")
     chosen = chosen[chosen["groups"] == "annotated"]
-    row = aggregate(chosen, ["test.worst_group_acc"]).iloc[0]
+    row = aggregate(chosen, KEYS, ["test.worst_group_acc"]).iloc[0]
     values = np.array([0.50, 0.90])  # test WGA at (draw 1, seed 0, step 20) and (draw 1, seed 1, step 10)
     assert row["test.worst_group_acc"] == pytest.approx(values.mean())
     assert row["test.worst_group_acc.se"] == pytest.approx(values.std(ddof=1) / math.sqrt(2))

@@ -10,7 +10,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import tiny_spec
@@ -20,6 +19,7 @@ from harness.core import config, files
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, Entry
 from harness.data.groups import GroupAssignment
+from harness.protocols import worst_group
 from harness.protocols.selection import choose
 from harness.reports import collect
 from harness.runs import run as run_module
@@ -55,7 +55,7 @@ def standin(monkeypatch):
     monkeypatch.setitem(sys.modules, "harness.runs.discovery", module)
     monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in discovery", ERM.hparams))
 
-    original = run_module.resolve_groups
+    original = worst_group.resolve_groups
 
     def resolve_groups(source, dataset):
         if not source.startswith("inferred:"):
@@ -70,7 +70,7 @@ def standin(monkeypatch):
         calls.append(("train", folder.name))
         return GroupAssignment("inferred", 4, ["y0 e0", "y0 e1", "y1 e0", "y1 e1"], by_split)
 
-    monkeypatch.setattr(run_module, "resolve_groups", resolve_groups)
+    monkeypatch.setattr(worst_group, "resolve_groups", resolve_groups)
     return calls
 
 
@@ -104,7 +104,8 @@ def test_discovery_trials_run_first_and_downstream_trials_use_the_best_one(stand
     # collected with the discovery method's name as group source, selectable on inferred groups
     frame = collect.load_runs(collect.run_folders(tmp_path / "s")[0])
     assert set(frame["groups"]) == {"annotated", "inferred:standin"}
-    chosen = choose(frame, "val-wga-inferred")
+    chosen = choose(frame, worst_group.WorstGroup("worst_group").rule("val-wga-inferred"),
+                    ["algorithm", "dataset", "groups", "arm"])
     assert set(chosen["groups"]) == {"inferred:standin"} and len(chosen) == 2
     assert chosen["val.source_worst_group_acc"].between(0, 1).all()
 

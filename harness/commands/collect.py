@@ -7,36 +7,48 @@ from pathlib import Path
 
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
-from harness.protocols.selection import RULES
+from harness.core.registry import PROTOCOLS
+from harness.protocols.base import protocol
 from harness.reports import collect
 from harness.reports.tables import FORMATS, summary_tables
 
 HELP = """\
 Read every finished run of a sweep folder (or any folder of runs), recompute every metric of
-every evaluated checkpoint from its stored predictions, apply selection rules and aggregate seeds.
+every evaluated checkpoint from its stored predictions with the run's protocol, apply selection
+rules and aggregate seeds.
 
   harness collect sweeps/demo                          # all rules, markdown
   harness collect sweeps/demo --rule val-wga --format latex
   harness collect sweeps/demo --format csv --output results.csv
   harness collect sweeps/demo --frame checkpoints.csv  # the raw frame: one row per run × checkpoint
 
-Selection, per (algorithm, dataset, group source): in every run, the checkpoint that maximises the
-rule's metric (earliest on ties); then the hparam draw whose selected checkpoints have the best
-mean over seeds. Reported: test metrics at those checkpoints, mean ± standard error over seeds
-and a 95% percentile-bootstrap interval of the mean.
+Selection, per algorithm × dataset × the protocol's own columns (worst-group: group source and
+arm): in every run, the checkpoint the rule prefers (earliest on ties); then the hparam draw
+whose selected checkpoints have the best mean over seeds. Reported: test metrics at those
+checkpoints, mean ± standard error over seeds and a 95% percentile-bootstrap interval of the mean.
+Runs of several protocols give one set of tables per protocol.
 
-Rules: """ + "; ".join(f"{name}: {split} {metric} ({needs})" for name, (split, metric, needs) in RULES.items())
+Rules and metrics per protocol (`harness list protocols` lists the protocols):"""
+
+
+def describe() -> str:
+    lines = []
+    for entry in PROTOCOLS.entries():
+        scorer = protocol(entry.name)
+        lines.append(f"  {entry.name}: rules " + "; ".join(
+            f"{r.name} ({'max' if r.higher_is_better else 'min'} {r.column}: {r.needs})" for r in scorer.rules))
+        lines.append(f"  {' ' * len(entry.name)}  metrics per split: {', '.join(scorer.metrics)}")
+    return "\n".join(lines)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="tables from a sweep, recomputed from stored predictions",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=HELP + "\n" + describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder or any folder of run folders")
-    p.add_argument("--rule", action="append", metavar="RULE", help=f"selection rule (repeatable; default all): "
-                   f"{', '.join(RULES)}")
+    p.add_argument("--rule", action="append", metavar="RULE", help="selection rule (repeatable; default: all of "
+                   "the protocol's)")
     p.add_argument("--metric", action="append", metavar="SPLIT.METRIC",
-                   help=f"reported metric (repeatable; default {', '.join(collect.DEFAULT_REPORTED)}); metrics: "
-                        f"{', '.join(collect.METRICS)}")
+                   help="reported metric (repeatable; default: the protocol's, e.g. test.worst_group_acc)")
     p.add_argument("--format", default="markdown", choices=FORMATS, help="table format (default markdown)")
     p.add_argument("--output", metavar="FILE", help="write the tables to FILE instead of printing them")
     p.add_argument("--frame", metavar="FILE.csv", help="also write the run × checkpoint frame as CSV")
@@ -44,24 +56,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rules = args.rule or list(RULES)
-    for rule in rules:
-        if rule not in RULES:
-            raise unknown("selection rule", rule, list(RULES))
-    metrics = args.metric or list(collect.DEFAULT_REPORTED)
-    accepted = [f"{s}.{m}" for s in collect.SPLITS for m in collect.METRICS]
-    for metric in metrics:
-        if metric not in accepted:
-            raise unknown("metric", metric, accepted)
     done, unfinished = collect.run_folders(args.sweep_dir)
     if not done:
         raise HarnessError(f"no finished run in {args.sweep_dir!r}"
                            + (f" ({len(unfinished)} unfinished; run the sweep again to finish them)" if unfinished else ""))
     frame = collect.load_runs(done)
+    scorers = [protocol(name) for name in frame["protocol"].unique()]
+    for scorer in scorers:  # checked before anything is written
+        for rule in args.rule or []:
+            scorer.rule(rule)
+        for metric in args.metric or []:
+            if metric not in scorer.metric_columns():
+                raise unknown(f"metric of protocol {scorer.name}", metric, scorer.metric_columns())
     if args.frame:
         files.write_text(args.frame, frame.to_csv(index=False))
-    summary = collect.summarize(frame, rules, metrics)
-    text = summary_tables(summary, metrics, args.format) if len(summary) else "no run answers these rules\n"
+    parts = []
+    for scorer in scorers:
+        rules, metrics = args.rule or [r.name for r in scorer.rules], args.metric or list(scorer.reported)
+        summary = collect.summarize(frame, scorer, rules, metrics)
+        text = summary_tables(summary, scorer, metrics, args.format) if len(summary) else "no run answers these rules\n"
+        parts.append(text if len(scorers) == 1 else f"## protocol {scorer.name}\n\n{text}")
+    text = "\n".join(parts)
     if args.output:
         files.write_text(args.output, text)
     else:

@@ -10,34 +10,39 @@ from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 
 HELP = """\
-A board (leaderboards/<board>.yaml) names its datasets, its selection rule for each group source,
-its metrics and the seeds an entry needs. One JSON entry per (algorithm, group source) lives in
-leaderboards/entries/<board>/, with provenance (config hashes of every candidate run, the chosen
-runs and checkpoints, seeds, code version).
+A board (a shipped definition such as worst_group, or a YAML file) names the protocol that scores
+it, the config paths that identify an entrant, its datasets, its selection rule(s), its metrics
+and the distinct seeds an entry needs. One JSON entry per entrant lives in a board folder
+(<board folder>/entries/<board>/), with provenance (config hashes of every candidate run, the
+chosen runs and checkpoints, seeds, code version).
 
-  harness leaderboard submit sweeps/demo            # entries for every (algorithm, group source) of a sweep,
-                                                    # then the table is rendered
-  harness leaderboard verify                        # recompute every entry from its runs' predictions
-  harness leaderboard verify --runs sweeps/demo     # ... with the runs in another folder
-  harness leaderboard render                        # leaderboards/<board>.md from the entries
+  harness leaderboard verify worst_group                       # the shipped entries, from their runs
+  harness leaderboard verify worst_group --runs runs/quickstart
+  harness leaderboard submit worst_group sweeps/demo --board-dir myboard   # entries + table in myboard/
+  harness leaderboard verify worst_group --board-dir myboard
+  harness leaderboard render worst_group                       # print the shipped table
+  harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
 
-verify exits 2 and lists every difference when an entry's numbers, chosen runs or checkpoints
-are not what the stored predictions give."""
+Nothing is written into the shipped board unless its folder is named with --board-dir (the
+project's maintainers do so, from a checkout: --board-dir leaderboards). verify exits 2 and lists
+every difference when an entry's numbers, chosen runs or checkpoints are not what the stored
+predictions give."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", help="submit sweep results to a board, verify entries, render the table",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("submit", "write entries from a sweep folder, then render"),
+    for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
                        ("verify", "recompute entries from their runs' stored predictions"),
-                       ("render", "write the markdown table from the entries")):
+                       ("render", "the markdown table from the entries (printed, or written into --board-dir)")):
         a = actions.add_parser(name, help=text, description=text)
+        a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
-        a.add_argument("--board", default="worst_group", help="board name (default worst_group)")
-        a.add_argument("--board-dir", default=str(boards.BOARD_DIR),
-                       help="folder of the board definition, entries and table (default: the installed leaderboards/)")
+        a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
+                       help="board folder holding entries/<board>/ and <board>.md"
+                            + ("" if name == "submit" else " (default: the shipped one)"))
         if name == "verify":
             a.add_argument("--runs", metavar="DIR", help="folder holding the listed runs (default: each entry's sweep)")
     p.set_defaults(func=run)
@@ -46,7 +51,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     board = boards.load_board(args.board, args.board_dir)
     if args.action == "submit":
-        return submit(board, args.sweep_dir, f"harness leaderboard submit {args.sweep_dir}")
+        return submit(board, args.sweep_dir, f"harness leaderboard submit {args.board} {args.sweep_dir}")
     if args.action == "verify":
         entries = boards.load_entries(board)
         if not entries:
@@ -54,15 +59,17 @@ def run(args: argparse.Namespace) -> int:
         failures = []
         for entry in entries:
             diffs = boards.verify(board, entry, args.runs)
-            print(f"{'ok  ' if not diffs else 'FAIL'} {entry['algorithm']} ({entry['groups']})  {entry['_path']}")
+            print(f"{'ok  ' if not diffs else 'FAIL'} {boards.describe(entry['entrant'])}  {entry['_path']}")
             failures += [f"{entry['_path']}: {d}" for d in diffs]
         if failures:
             raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
                                + "\n  ".join(failures))
         print(f"{len(entries)} entries verified: every number recomputed from stored predictions")
         return 0
-    path = write_table(board)
-    print(f"wrote {path}")
+    if args.board_dir is None:
+        print(boards.render(board, boards.load_entries(board)), end="")
+        return 0
+    print(f"wrote {write_table(board)}")
     return 0
 
 
@@ -71,7 +78,7 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
     for line in skipped:
         print(f"not entered: {line}")
     if not entries:
-        raise HarnessError(f"no (algorithm, group source) of {sweep_dir!r} meets board {board.name!r}")
+        raise HarnessError(f"no entrant of {sweep_dir!r} meets board {board.name!r}")
     for path in boards.write_entries(board, entries):
         print(f"entry: {path}")
     print(f"table: {write_table(board)}")

@@ -22,7 +22,8 @@ write the worst-group board's entries from the sweep and print the board.
   harness quickstart --dir runs/qs2 --steps 300 --hparam-draws 2
 
 Rerunning resumes: finished trials are skipped. Files: the sweep folder (one run per trial:
-config, results, predictions, checkpoint), the board's entries and its markdown table."""
+config, results, predictions, checkpoint), and the board's entries and markdown table in
+<sweep folder>/board (the board shipped with the package is never written)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=600, help="training steps per trial (default 600)")
     p.add_argument("--hparam-draws", type=int, default=3,
                    help="hparam draws per algorithm; draw 0 is the defaults (default 3)")
-    p.add_argument("--board-dir", default=str(boards.BOARD_DIR),
-                   help="folder of the board definition, entries and table (default: the installed leaderboards/)")
+    p.add_argument("--board-dir", help="board folder for the entries and table (default: <sweep folder>/board)")
     p.set_defaults(func=run)
 
 
@@ -43,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.workers < 1:
         raise HarnessError(f"--workers must be >= 1, got {args.workers}")
-    board = boards.load_board("worst_group", args.board_dir)
+    folder = Path(args.dir)
+    board = boards.load_board("worst_group", args.board_dir or folder / "board")
     launcher_name = args.launcher or f"processes:{args.workers}"
     spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher_name))
-    folder = Path(args.dir)
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
           f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {launcher_name}")
@@ -62,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  all rules, as tables:          harness collect {folder}")
     print(f"  board entries:                 {board.entries_dir}")
     print(f"  board table:                   {board.table_path}")
-    print(f"  check the entries:             harness leaderboard verify --board-dir {board.dir} --runs {folder}")
+    print(f"  check the entries:             harness leaderboard verify worst_group --board-dir {board.dir}")
     print(f"wall time: {time.perf_counter() - start:.0f} s")
     return 0 if report.ok else 1

@@ -7,7 +7,7 @@ from tabulate import tabulate
 
 from harness.core import config as configs
 from harness.core.files import read_jsonl
-from harness.runs.run import summarize, train
+from harness.runs.run import protocol_of, summarize, train
 
 HELP = """\
 Train one run described by a YAML file and/or dotted overrides, for example
@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
         print(configs.dump(cfg), end="")
         return 0
     out = train(cfg, progress=False if args.no_progress else None)
-    summary = summarize(read_jsonl(out / "results.jsonl"))
-    rows = [[rule, s["step"], s.get("avg_acc"), s.get("worst_group_acc"), s.get("worst_class_acc")]
-            for rule, s in summary.items()]
+    protocol = protocol_of(cfg)
+    summary = summarize(protocol, read_jsonl(out / "results.jsonl"))
+    shown = [m.split(".", 1)[1] for m in protocol.reported if m.startswith("test.")]
+    rows = [[rule, s["step"], *(s.get(m) for m in shown)] for rule, s in summary.items()]
     print(f"{cfg['algorithm']['name']} on {cfg['dataset']['name']} (seed {cfg['seed']}): test metrics "
-          "of the checkpoint each selection rule picks")
-    print(tabulate(rows, headers=["selection", "step", "avg acc", "worst-group acc", "worst-class acc"],
-                   floatfmt=".3f"))
+          f"of the checkpoint each selection rule of the {protocol.name} protocol picks")
+    print(tabulate(rows, headers=["selection", "step", *(protocol.metrics[m].label for m in shown)], floatfmt=".3f"))
     print(f"run folder: {out}")
     return 0

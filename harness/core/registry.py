@@ -127,9 +127,10 @@ def _class_hparams(obj: Any) -> dict[str, Hparam]:
 ALGORITHMS = Registry("algorithms")
 DATASETS = Registry("datasets")
 BACKBONES = Registry("backbones")
-REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES)}
+PROTOCOLS = Registry("protocols")
+REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS)}
 
-_BUILTIN_MODULES = ("harness.models.backbones", "harness.algorithms", "harness.datasets")
+_BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets")
 _loaded = False
 
 

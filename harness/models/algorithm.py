@@ -32,6 +32,7 @@ class Batch:
 class Algorithm(nn.Module):
     """Base class: a backbone and a linear head trained with cross-entropy."""
 
+    protocol = "worst_group"  # the protocol (harness.protocols) that trains and scores it
     needs_groups = False
     hparams: dict[str, Hparam] = {
         "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate"),

@@ -6,7 +6,6 @@ the averages but in no group.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -81,13 +80,3 @@ def overlapping_worst_group_acc(y_true: np.ndarray, y_pred: np.ndarray, membersh
         member = memberships[:, k] == 1
         accs += group_accuracies(y_true[member], y_pred[member], y_true[member], int(y_true.max(initial=0)) + 1)
     return worst(accs)
-
-
-def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and standard error of the mean (0 for a single value), as DomainBed's tables."""
-    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
-    if len(arr) == 0:
-        return float("nan"), float("nan")
-    if len(arr) == 1:
-        return float(arr[0]), 0.0
-    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr)))

@@ -1,13 +1,14 @@
 """Collection: every run × evaluated checkpoint of a folder of runs into one pandas frame, each
-metric recomputed from the stored predictions (``predictions/step_*.npz``) with
-``harness.protocols.classification``, never read from ``results.jsonl``; then a selection rule and the seeds
-aggregated (mean ± standard error, 95% bootstrap interval of the mean).
+metric recomputed from the stored arrays (``predictions/step_*.npz``) by the run's protocol,
+never read from ``results.jsonl``; then a selection rule and the seeds aggregated (mean ±
+standard error, 95% bootstrap interval of the mean).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,16 +16,13 @@ import yaml
 from scipy import stats
 
 from harness.core import files
-from harness.core.config import INFERRED
 from harness.core.errors import HarnessError
-from harness.protocols.classification import classification_metrics, mean_and_stderr
-from harness.protocols.selection import SWEEP_KEYS, choose
+from harness.core.registry import ALGORITHMS
+from harness.protocols.base import Protocol, protocol
+from harness.protocols.selection import choose
 
-SPLITS = ("train", "val", "test")
-METRICS = ("avg_acc", "worst_group_acc", "worst_class_acc", "balanced_acc", "adjusted_avg_acc",
-           "source_worst_group_acc", "loss")
-DEFAULT_REPORTED = ("test.worst_group_acc", "test.avg_acc", "test.worst_class_acc")
 BOOTSTRAP_RESAMPLES = 2000
+BASE_COLUMNS = ("run", "protocol", "algorithm", "dataset")
 
 
 def run_folders(root: str | Path) -> tuple[list[Path], list[Path]]:
@@ -39,60 +37,61 @@ def run_folders(root: str | Path) -> tuple[list[Path], list[Path]]:
     return [p for p in runs if (p / "done").exists()], [p for p in runs if not (p / "done").exists()]
 
 
-def load_runs(runs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per (run, evaluated checkpoint): the run's identity and every metric of every split."""
-    rows = []
+def run_protocol(cfg: dict[str, Any], info: dict[str, Any]) -> Protocol:
+    """The protocol that scores a run: the one its info.json names (runs written before protocols
+    were recorded are scored by their algorithm's protocol)."""
+    return protocol(info.get("protocol") or ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
+
+
+def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> pd.DataFrame:
+    """One row per (run, evaluated checkpoint): the run's identity (its protocol's columns and the
+    values of ``config_paths``) and every scalar metric of every split, recomputed by the
+    protocol from the stored arrays."""
+    rows, identity, metrics = [], [], []
+    config_paths = list(config_paths)
     for run in map(Path, runs):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         info = json.loads((run / "info.json").read_text())
-        base = {"run": run.name, "algorithm": cfg["algorithm"]["name"], "dataset": cfg["dataset"]["name"],
-                "groups": group_label(cfg["groups"], run.parent), "hparams_seed": cfg["algorithm"]["hparams_seed"],
-                "seed": cfg["seed"], "hparams": json.dumps(cfg["algorithm"]["hparams"], sort_keys=True),
-                "path": str(run)}
+        scorer = run_protocol(cfg, info)
+        identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]
+        metrics += [c for c in scorer.metric_columns() if c not in metrics]
+        base = {"run": run.name, "protocol": scorer.name, "algorithm": cfg["algorithm"]["name"],
+                "dataset": cfg["dataset"]["name"], **scorer.identity(cfg, run),
+                **{p: config_value(cfg, p) for p in config_paths},
+                "hparams_seed": cfg["algorithm"]["hparams_seed"], "seed": cfg["seed"],
+                "hparams": json.dumps(cfg["algorithm"]["hparams"], sort_keys=True), "path": str(run)}
         for path in sorted((run / "predictions").glob("step_*.npz")):
-            step = int(path.stem.split("_")[1])
-            metrics = checkpoint_metrics(files.load_arrays(path), info)
-            rows.append({**base, "step": step, **{f"{split}.{name}": value for split, m in metrics.items()
-                                                  for name, value in m.items() if name in METRICS}})
-    columns = ["run", *SWEEP_KEYS, "hparams_seed", "seed", "step", "hparams", "path",
-               *(f"{s}.{m}" for s in SPLITS for m in METRICS)]
+            scores = scorer.scores(files.load_arrays(path), info)
+            rows.append({**base, "step": int(path.stem.split("_")[1]),
+                         **{f"{split}.{name}": value for split, m in scores.items() for name, value in m.items()
+                            if name in scorer.metrics}})
+    columns = [*BASE_COLUMNS, *identity, "hparams_seed", "seed", "step", "hparams", "path", *metrics]
     frame = pd.DataFrame(rows)
     for column in columns:
         if column not in frame:
-            frame[column] = pd.Series(dtype=float if "." in column else object)
-    return frame[columns].sort_values(["algorithm", "dataset", "groups", "hparams_seed", "seed", "step"],
-                                      kind="stable").reset_index(drop=True)
+            frame[column] = pd.Series(dtype=float if column in metrics else object)
+    keys = ["protocol", "algorithm", "dataset", *identity, "hparams_seed", "seed", "step"]
+    return frame[columns].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
-def checkpoint_metrics(arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The metrics of one evaluated checkpoint, per split, from its stored predictions: annotated
-    groups for every split; the group source's groups (``source_*``) where they are not the
-    annotated ones. The same computation the run made when it logged them."""
-    out = {}
-    for split in SPLITS:
-        if f"{split}.y" not in arrays:
-            continue
-        y, probs = arrays[f"{split}.y"], arrays[f"{split}.probs"]
-        m = classification_metrics(y, probs, arrays[f"{split}.attr"], info["num_groups"], info["num_classes"],
-                                   info.get("group_weights"))
-        source = arrays[f"{split}.group"]
-        if info["group_source"] != "annotated" and info["source_num_groups"] and (source >= 0).any():
-            s = classification_metrics(y, probs, source, info["source_num_groups"], info["num_classes"])
-            m["source_worst_group_acc"] = s["worst_group_acc"]
-        out[split] = m
-    return out
+def config_value(cfg: dict[str, Any], path: str) -> Any:
+    """The value at a dotted config path (JSON text for lists and mappings; None if absent)."""
+    node: Any = cfg
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return json.dumps(node, sort_keys=True) if isinstance(node, (dict, list)) else node
 
 
-def group_label(groups: str, parent: Path) -> str:
-    """A run's group source as tables show it: ``inferred:<discovery algorithm>`` for a
-    discovery run folder (found at its path, or by name beside the run if the sweep moved)."""
-    if not groups.startswith(INFERRED):
-        return groups
-    folder = Path(groups[len(INFERRED):])
-    for candidate in (folder, parent / folder.name):
-        if (candidate / "config.yaml").exists():
-            return INFERRED + yaml.safe_load((candidate / "config.yaml").read_text())["algorithm"]["name"]
-    return INFERRED + folder.name
+def mean_and_stderr(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value), as DomainBed's tables."""
+    arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if len(arr) == 0:
+        return float("nan"), float("nan")
+    if len(arr) == 1:
+        return float(arr[0]), 0.0
+    return float(arr.mean()), float(arr.std(ddof=1) / math.sqrt(len(arr)))
 
 
 def bootstrap_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -108,15 +107,15 @@ def bootstrap_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[fl
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def aggregate(chosen: pd.DataFrame, metrics: Iterable[str] = DEFAULT_REPORTED) -> pd.DataFrame:
-    """One row per (algorithm, dataset, group source, rule) from the rows a rule chose (one per
-    seed): the draw, seeds, runs and steps, and per metric its mean, standard error and interval."""
-    metrics = list(metrics)
+def aggregate(chosen: pd.DataFrame, keys: Sequence[str], metrics: Iterable[str]) -> pd.DataFrame:
+    """One row per (entrant ``keys``, rule) from the rows a rule chose (one per seed): the draw,
+    seeds, runs and steps, and per metric its mean, standard error and interval."""
+    metrics, keys = list(metrics), list(keys)
     rows = []
-    for key, part in chosen.groupby([*SWEEP_KEYS, "rule"], sort=False):
+    for key, part in chosen.groupby([*keys, "rule"], sort=False, dropna=False):
         part = part.sort_values("seed")
-        row = dict(zip([*SWEEP_KEYS, "rule"], key))
-        row.update({"hparams_seed": int(part["hparams_seed"].iloc[0]), "n_seeds": len(part),
+        row = dict(zip([*keys, "rule"], key))
+        row.update({"hparams_seed": int(part["hparams_seed"].iloc[0]), "n_seeds": part["seed"].nunique(),
                     "seeds": " ".join(str(s) for s in part["seed"]), "runs": " ".join(part["run"]),
                     "steps": " ".join(str(s) for s in part["step"])})
         for metric in metrics:
@@ -128,8 +127,16 @@ def aggregate(chosen: pd.DataFrame, metrics: Iterable[str] = DEFAULT_REPORTED) -
     return pd.DataFrame(rows)
 
 
-def summarize(frame: pd.DataFrame, rules: Iterable[str], metrics: Iterable[str] = DEFAULT_REPORTED) -> pd.DataFrame:
-    """Selection by each rule, then seeds aggregated: the rows of every table ``collect`` prints."""
-    chosen = [choose(frame, rule) for rule in rules]
+def entrant_keys(scorer: Protocol) -> list[str]:
+    """What identifies a result in collect's tables: algorithm, dataset and the protocol's columns."""
+    return ["algorithm", "dataset", *scorer.columns]
+
+
+def summarize(frame: pd.DataFrame, scorer: Protocol, rules: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:
+    """Selection by each rule, then seeds aggregated, for the runs of one protocol: the rows of
+    the tables ``collect`` prints."""
+    part = frame[frame["protocol"] == scorer.name]
+    keys = entrant_keys(scorer)
+    chosen = [choose(part, scorer.rule(rule), keys) for rule in rules]
     chosen = [c for c in chosen if len(c)]
-    return aggregate(pd.concat(chosen, ignore_index=True), metrics) if chosen else pd.DataFrame()
+    return aggregate(pd.concat(chosen, ignore_index=True), keys, metrics) if chosen else pd.DataFrame()

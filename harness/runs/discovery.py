@@ -26,9 +26,8 @@ from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS
 from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.data.environments import DISCOVERY_SPLITS, PLOT_FILE, REPORT_FILE, read_report, save_environments
-from harness.data.groups import resolve_groups
 from harness.models.algorithm import Algorithm, Discoverer
-from harness.runs.run import build_algorithm, build_dataset, pick_device, train
+from harness.runs.run import build_algorithm, build_dataset, pick_device, protocol_of, train
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
                   "discovery, by best_discovery or by model selection")
@@ -57,7 +56,8 @@ def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         return out
     dataset = build_dataset(cfg)
     device = pick_device(cfg["device"])
-    algo = build_algorithm(cfg, dataset, resolve_groups("none", dataset)).to(device)
+    protocol = protocol_of(cfg)
+    algo = build_algorithm(cfg, dataset, protocol, protocol.prepare(cfg, dataset, device)).to(device)
     algo.amp = bool(cfg["amp"])
     algo.load_checkpoint_state(files.load_torch(out / "checkpoint.pt")["algorithm"])
     algo.eval()

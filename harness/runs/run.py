@@ -3,9 +3,9 @@ budget; evaluate every ``eval_every`` steps; write a run folder that can be resu
 
 The run folder holds:
     config.yaml       the resolved config (its hash names the folder)
-    info.json         what is needed to recompute metrics from predictions (classes, groups, weights)
+    info.json         the protocol and what it needs to recompute metrics from predictions
     results.jsonl     one line per evaluation: metrics of every split, mean training logs
-    predictions/      step_XXXXXXX.npz per evaluation: ids, labels, attributes, groups, probabilities
+    predictions/      step_XXXXXXX.npz per evaluation: the protocol's arrays of every split
     checkpoint.pt     model, optimizer, step and RNG state at the last evaluation
     summary.json      the checkpoint each selection rule picks and its test metrics
     done              written last
@@ -27,14 +27,12 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, DATASETS
-from harness.data.dataset import ShiftDataset, batch_indices, chunks
-from harness.data.groups import GroupAssignment, resolve_groups
-from harness.models.algorithm import Algorithm, Batch
+from harness.data.dataset import ShiftDataset, batch_indices
+from harness.models.algorithm import Algorithm
 from harness.models.backbones import backbone_factory
-from harness.protocols.classification import classification_metrics
-from harness.protocols.selection import RULES, select
-
-EVAL_SPLITS = ("train", "val", "test")
+from harness.protocols.base import Protocol
+from harness.protocols.base import protocol as get_protocol
+from harness.protocols.selection import select
 
 
 def pick_device(name: str) -> torch.device:
@@ -60,18 +58,19 @@ def build_dataset(cfg: dict[str, Any]) -> ShiftDataset:
     return dataset
 
 
-def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAssignment) -> Algorithm:
+def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, protocol: Protocol, state: Any) -> Algorithm:
     entry = ALGORITHMS.get(cfg["algorithm"]["name"])
-    if entry.obj.needs_groups and groups.num_groups == 0:
-        raise HarnessError(f"algorithm {entry.name!r} trains on groups, but groups is 'none'; "
-                           "accepted: annotated, classes or inferred:<discovery run folder>")
     entry.obj.check_run(cfg["algorithm"]["hparams"], cfg["steps"])
     name = cfg["backbone"]["name"]
     factory = backbone_factory(dataset.default_backbone if name == "auto" else name,
                                dataset.input_shape, cfg["backbone"]["options"])
     torch.manual_seed(cfg["seed"])
-    return entry.obj(factory, dataset.num_classes, groups.num_groups, cfg["algorithm"]["hparams"],
-                     len(dataset.splits["train"]))
+    return protocol.build(entry.obj, factory, cfg, dataset, state)
+
+
+def protocol_of(cfg: dict[str, Any]) -> Protocol:
+    """The protocol the run's algorithm is written for."""
+    return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
 
 
 def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
@@ -87,12 +86,15 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
         torch.set_flush_denormal(True)
     dataset = build_dataset(cfg)
-    groups = resolve_groups(cfg["groups"], dataset)
-    algo = build_algorithm(cfg, dataset, groups).to(device)
+    protocol = protocol_of(cfg)
+    state = protocol.prepare(cfg, dataset, device)
+    algo = build_algorithm(cfg, dataset, protocol, state).to(device)
     algo.amp = bool(cfg["amp"])
     _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
-    files.write_json(out / "info.json", _info(cfg, dataset, groups))
-    Run(cfg, out, dataset, groups, algo, device).fit(progress)
+    info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
+            "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "dataset_info": dataset.info}
+    files.write_json(out / "info.json", info)
+    Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
 
 
@@ -109,35 +111,15 @@ def _claim(out: Path, cfg: dict[str, Any]) -> None:
     files.write_text(saved, configs.dump(cfg))
 
 
-def _info(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAssignment) -> dict[str, Any]:
-    return {
-        "hash": configs.config_hash(cfg),
-        "num_classes": dataset.num_classes,
-        "class_names": list(dataset.class_names),
-        "attr_name": dataset.attr_name,
-        "attr_values": list(dataset.attr_values),
-        "num_groups": dataset.num_groups if dataset.annotated else 0,
-        "group_names": dataset.group_names() if dataset.annotated else [],
-        "group_weights": list(dataset.group_weights) if dataset.group_weights else None,
-        "group_source": groups.source,
-        "source_num_groups": groups.num_groups,
-        "source_group_names": groups.names,
-        "source_info": groups.info,
-        "split_sizes": {s: len(dataset.splits[s]) for s in EVAL_SPLITS},
-        "dataset_info": dataset.info,
-    }
-
-
 class Run:
-    """The training loop over one run folder."""
+    """The training loop over one run folder; what it trains on, stores and logs is the protocol's."""
 
-    def __init__(self, cfg: dict[str, Any], out: Path, dataset: ShiftDataset, groups: GroupAssignment,
-                 algo: Algorithm, device: torch.device):
-        self.cfg, self.out, self.dataset, self.groups, self.algo, self.device = cfg, out, dataset, groups, algo, device
-        self.splits = {s: sp.to(device) for s, sp in dataset.splits.items()}
-        self.source_groups = {s: g.to(device) for s, g in groups.by_split.items()}
-        self.annotated_groups = {s: dataset.annotated_groups(s).numpy() for s in EVAL_SPLITS}
-        positions, weights = algo.sampling(dataset.splits["train"].y, groups.by_split["train"])
+    def __init__(self, cfg: dict[str, Any], out: Path, dataset: ShiftDataset, protocol: Protocol, state: Any,
+                 info: dict[str, Any], algo: Algorithm, device: torch.device):
+        self.cfg, self.out, self.protocol, self.state, self.info = cfg, out, protocol, state, info
+        self.algo, self.device = algo, device
+        self.splits = {s: dataset.splits[s].to(device) for s in protocol.splits}
+        positions, weights = protocol.sampling(algo, dataset, state)
         self.positions = (torch.arange(len(dataset.splits["train"])) if positions is None else positions).to(device)
         self.weights = weights
         self.checkpoint_path = out / "checkpoint.pt"
@@ -156,8 +138,7 @@ class Run:
         for step in range(start, steps):
             pos = self.positions[batch_indices(len(self.positions), batch_size, step, seed, self.weights)
                                  .to(self.device)]
-            batch = Batch(train.inputs(pos), train.y[pos], self.source_groups["train"][pos], pos)
-            for key, value in algo.update(batch, step).items():
+            for key, value in algo.update(self.protocol.batch(train, pos, self.state), step).items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             bar.update(1)
@@ -166,8 +147,8 @@ class Run:
                 row = self._evaluate(step + 1, {k: float(v) / count for k, v in sums.items()}, train_seconds)
                 rows.append(row)
                 self._save(step + 1, rows)
-                bar.set_postfix(val_wga=_fmt(row["metrics"]["val"].get("worst_group_acc")),
-                                test_wga=_fmt(row["metrics"]["test"].get("worst_group_acc")))
+                bar.set_postfix({key: _fmt(row["metrics"].get(key.split(".")[0], {}).get(key.split(".")[1]))
+                                 for key in self.protocol.progress})
                 sums, count, clock = {}, 0, time.perf_counter()
         bar.close()
         files.write_text(self.out / "done", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
@@ -191,28 +172,16 @@ class Run:
 
     @torch.no_grad()
     def _evaluate(self, step: int, train_logs: dict[str, float], train_seconds: float) -> dict:
+        """Store the protocol's arrays of every split, then log the metrics the protocol computes
+        from exactly those arrays (the same function collect and verify call)."""
         self.algo.eval()
-        metrics, arrays = {}, {}
-        for name in EVAL_SPLITS:
-            split = self.splits[name]
-            probs = torch.cat([torch.softmax(self.algo.predict(split.inputs(idx.to(self.device))), 1).cpu()
-                               for idx in chunks(len(split), self.cfg["eval_batch_size"])]).numpy()
-            y = split.y.cpu().numpy()
-            annotated = self.annotated_groups[name]
-            m = classification_metrics(y, probs, annotated, self.dataset.num_groups if self.dataset.annotated else 0,
-                                       self.dataset.num_classes, self.dataset.group_weights)
-            source = self.source_groups.get(name)
-            source_np = source.cpu().numpy() if source is not None else np.full_like(y, -1)
-            if source is not None and self.groups.source != "annotated" and self.groups.num_groups:
-                s = classification_metrics(y, probs, source_np, self.groups.num_groups, self.dataset.num_classes)
-                m["source_worst_group_acc"], m["source_group_acc"] = s["worst_group_acc"], s["group_acc"]
-            metrics[name] = m
-            arrays.update({f"{name}.ids": split.ids.cpu().numpy(), f"{name}.y": y,
-                           f"{name}.attr": annotated, f"{name}.group": source_np,
-                           f"{name}.probs": probs.astype(np.float32)})
+        arrays = {f"{name}.{key}": value for name, split in self.splits.items()
+                  for key, value in self.protocol.record(self.algo, name, split, self.state,
+                                                         self.cfg["eval_batch_size"]).items()}
         files.save_arrays(self.out / "predictions" / f"step_{step:07d}.npz", **arrays)
         self.algo.train()
-        return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds, "metrics": metrics}
+        return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds,
+                "metrics": self.protocol.scores(arrays, self.info)}
 
     def _save(self, step: int, rows: list[dict]) -> None:
         """Results first, then the checkpoint: a kill in between is repaired by ``_resume``."""
@@ -222,19 +191,18 @@ class Run:
                "python": _py_plain(random.getstate()),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         files.save_torch(self.checkpoint_path, {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": rng})
-        files.write_json(self.out / "summary.json", summarize(rows))
+        files.write_json(self.out / "summary.json", summarize(self.protocol, rows))
 
 
-def summarize(rows: list[dict]) -> dict[str, Any]:
+def summarize(protocol: Protocol, rows: list[dict]) -> dict[str, Any]:
     """For each selection rule the run can answer: the chosen step and its test metrics."""
     summary = {}
-    for rule in RULES:
+    for rule in protocol.rules:
         row = select(rows, rule)
         if row is not None:
-            test = row["metrics"]["test"]
-            summary[rule] = {"step": row["step"],
-                             **{k: test.get(k) for k in ("avg_acc", "worst_group_acc", "worst_class_acc",
-                                                         "adjusted_avg_acc") if k in test}}
+            test = row["metrics"].get("test", {})
+            summary[rule.name] = {"step": row["step"], **{k: test[k] for k in protocol.metrics
+                                                          if isinstance(test.get(k), (int, float))}}
     return summary
 
 

@@ -1,0 +1,147 @@
+"""The worst-group protocol: a classifier trained on (possibly discovered) groups, scored by
+worst-group accuracy after model selection on validation.
+
+Per split and evaluation a run stores the example ids, labels, annotated groups (label ×
+attribute; -1 where unannotated), the training group source's groups (-1 where it gives none)
+and the class probabilities. :meth:`WorstGroup.scores` turns them into average, worst-group,
+per-group, worst-class and balanced accuracy and the loss, on the annotated groups, and on the
+group source's groups where those are not the annotated ones (``source_*``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from harness.core.config import INFERRED
+from harness.core.errors import HarnessError
+from harness.core.registry import PROTOCOLS
+from harness.data.dataset import ShiftDataset, Split, chunks
+from harness.data.groups import GroupAssignment, resolve_groups
+from harness.models.algorithm import Batch
+from harness.protocols.base import Display, Protocol, Rule
+from harness.protocols.classification import classification_metrics
+
+GROUP_KINDS = ("annotated", "inferred", "classes", "none")
+
+
+@dataclass
+class RunGroups:
+    """A run's groups: the group source's (train and val; on CPU, and on the run's device for
+    batches) and the annotated ones of every split (-1 where unannotated), which tests use."""
+
+    source: GroupAssignment
+    on_device: dict[str, torch.Tensor]
+    annotated: dict[str, np.ndarray]
+
+
+@PROTOCOLS.register("worst_group")
+class WorstGroup(Protocol):
+    """Classification under subpopulation shift: worst-group accuracy after selection."""
+
+    metrics = {
+        "avg_acc": Display("avg acc"),
+        "worst_group_acc": Display("worst-group acc"),
+        "worst_class_acc": Display("worst-class acc"),
+        "balanced_acc": Display("balanced acc"),
+        "adjusted_avg_acc": Display("adjusted avg acc"),
+        "source_worst_group_acc": Display("worst-group acc (training groups)"),
+        "loss": Display("loss", percent=False, precision=3),
+    }
+    rules = (
+        Rule("oracle", "test", "worst_group_acc", needs="test annotations (an upper bound, not a result)"),
+        Rule("val-wga", "val", "worst_group_acc", needs="annotated validation groups"),
+        Rule("val-wga-inferred", "val", "source_worst_group_acc", needs="discovered validation groups"),
+        Rule("val-worst-class", "val", "worst_class_acc", needs="validation labels only"),
+        Rule("val-avg", "val", "avg_acc", needs="validation labels only"),
+    )
+    reported = ("test.worst_group_acc", "test.avg_acc", "test.worst_class_acc")
+    columns = ("groups", "arm")
+    progress = ("val.worst_group_acc", "test.worst_group_acc")
+    selection_kinds = GROUP_KINDS
+
+    def prepare(self, cfg: dict[str, Any], dataset: ShiftDataset, device: torch.device) -> RunGroups:
+        source = resolve_groups(cfg["groups"], dataset)
+        return RunGroups(source, {s: g.to(device) for s, g in source.by_split.items()},
+                         {s: dataset.annotated_groups(s).numpy() for s in dataset.splits})
+
+    def build(self, algorithm: type, backbone: Callable[[], nn.Module], cfg: dict[str, Any],
+              dataset: ShiftDataset, state: RunGroups) -> nn.Module:
+        if algorithm.needs_groups and state.source.num_groups == 0:
+            raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} trains on groups, but groups is 'none'; "
+                               "accepted: annotated, classes or inferred:<discovery run folder>")
+        return algorithm(backbone, dataset.num_classes, state.source.num_groups, cfg["algorithm"]["hparams"],
+                         len(dataset.splits["train"]))
+
+    def info(self, cfg: dict[str, Any], dataset: ShiftDataset, state: RunGroups) -> dict[str, Any]:
+        source = state.source
+        return {
+            "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names),
+            "attr_name": dataset.attr_name,
+            "attr_values": list(dataset.attr_values),
+            "num_groups": dataset.num_groups if dataset.annotated else 0,
+            "group_names": dataset.group_names() if dataset.annotated else [],
+            "group_weights": list(dataset.group_weights) if dataset.group_weights else None,
+            "group_source": source.source,
+            "source_num_groups": source.num_groups,
+            "source_group_names": source.names,
+            "source_info": source.info,
+        }
+
+    def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: RunGroups):
+        return algo.sampling(dataset.splits["train"].y, state.source.by_split["train"])
+
+    def batch(self, split: Split, positions: torch.Tensor, state: RunGroups) -> Batch:
+        return Batch(split.inputs(positions), split.y[positions], state.on_device["train"][positions], positions)
+
+    @torch.no_grad()
+    def record(self, algo: nn.Module, name: str, split: Split, state: RunGroups,
+               batch_size: int) -> dict[str, np.ndarray]:
+        device = split.y.device
+        probs = torch.cat([torch.softmax(algo.predict(split.inputs(idx.to(device))), 1).cpu()
+                           for idx in chunks(len(split), batch_size)]).numpy()
+        y = split.y.cpu().numpy()
+        source = state.source.by_split.get(name)
+        return {"ids": split.ids.cpu().numpy(), "y": y, "attr": state.annotated[name],
+                "group": source.cpu().numpy() if source is not None else np.full_like(y, -1),
+                "probs": probs.astype(np.float32)}
+
+    def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for split in self.splits:
+            if f"{split}.y" not in arrays:
+                continue
+            y, probs = arrays[f"{split}.y"], arrays[f"{split}.probs"]
+            m = classification_metrics(y, probs, arrays[f"{split}.attr"], info["num_groups"], info["num_classes"],
+                                       info.get("group_weights"))
+            source = arrays[f"{split}.group"]
+            if info["group_source"] != "annotated" and info["source_num_groups"] and (source >= 0).any():
+                s = classification_metrics(y, probs, source, info["source_num_groups"], info["num_classes"])
+                m["source_worst_group_acc"], m["source_group_acc"] = s["worst_group_acc"], s["group_acc"]
+            out[split] = m
+        return out
+
+    def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        return {"groups": group_label(cfg["groups"], run_dir.parent), "arm": cfg.get("arm", "")}
+
+    def selection_kind(self, entrant: dict[str, Any]) -> str:
+        groups = entrant["groups"]
+        return "inferred" if groups.startswith(INFERRED) else groups
+
+
+def group_label(groups: str, parent: Path) -> str:
+    """A run's group source as tables show it: ``inferred:<discovery algorithm>`` for a
+    discovery run folder (found at its path, or by name beside the run if the sweep moved)."""
+    if not groups.startswith(INFERRED):
+        return groups
+    folder = Path(groups[len(INFERRED):])
+    for candidate in (folder, parent / folder.name):
+        if (candidate / "config.yaml").exists():
+            return INFERRED + yaml.safe_load((candidate / "config.yaml").read_text())["algorithm"]["name"]
+    return INFERRED + folder.name
