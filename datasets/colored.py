@@ -5,7 +5,8 @@ the shape predicts y at best 75% of the time); the colour is ``y`` flipped with 
 ``p_env``, and the grey image is written into the channel of its colour (two channels). In the
 training environments colour agrees with the label 90% and 80% of the time (p_env 0.1 and 0.2,
 alternating examples), validation is drawn from the training distribution, and the test set has
-colour agreeing 10% of the time. Attribute = colour; groups = (y, colour).
+colour agreeing 10% of the time. Metadata: ``y`` (label) and ``colour`` (the annotated
+attribute); groups = (y, colour).
 
 ``colored_digits`` uses scikit-learn's bundled 8x8 digits (no download, 1,797 images);
 ``colored_fashion_mnist`` uses real Fashion-MNIST, downsampled to 14x14 as DomainBed does.
@@ -22,12 +23,14 @@ import torch
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_path
 from harness.core.registry import DATASETS
-from harness.data.dataset import ShiftDataset, Split
+from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
 LABEL_NOISE = 0.25
 TRAIN_FLIPS = (0.1, 0.2)  # colour disagrees with the label: environments of 90% and 80% agreement
 TEST_FLIP = 0.9           # 10% agreement
 COLOURS = ("red", "green")
+CLASSES = ("class>=5", "class<5")
+SCHEMA = Schema((Column("y", "label", 2, CLASSES), Column("colour", "attribute", 2, COLOURS)), attribute="colour")
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -48,8 +51,7 @@ def colorize(images: np.ndarray, classes: np.ndarray, flips: np.ndarray,
 def _split(images: np.ndarray, classes: np.ndarray, ids: np.ndarray, flips: np.ndarray,
            rng: np.random.RandomState) -> Split:
     x, y, colour = colorize(images, classes, flips, rng)
-    return Split(torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(ids.astype(np.int64)),
-                 torch.from_numpy(colour))
+    return Split.of(torch.from_numpy(x), ids, SCHEMA, {"y": y, "colour": colour})
 
 
 def _training_flips(n: int) -> np.ndarray:
@@ -59,8 +61,7 @@ def _training_flips(n: int) -> np.ndarray:
 
 def _dataset(splits: dict[str, Split], shape: tuple[int, ...], name: str, backbone: str) -> ShiftDataset:
     return ShiftDataset(
-        splits=splits, num_classes=2, input_shape=(2, *shape), class_names=("class>=5", "class<5"),
-        attr_name="colour", attr_values=COLOURS, default_backbone=backbone,
+        splits=splits, input_shape=(2, *shape), default_backbone=backbone,
         info={"recipe": "colored", "source": name, "label_noise": LABEL_NOISE,
               "train_colour_agreement": [1 - f for f in TRAIN_FLIPS], "test_colour_agreement": 1 - TEST_FLIP},
     )

@@ -7,6 +7,8 @@ Files live where WILDS puts them, ``<root>/<name>_v1.0/`` (``root`` defaults to
 checked before WILDS is called, so WILDS never starts a download on its own.
 
 Example ids are row positions in WILDS' metadata table (its example index), stable across runs.
+Each split's metadata holds WILDS' label as ``y`` and chosen WILDS metadata fields under our
+column names (Waterbirds' ``background`` as ``place``).
 Inputs are read from disk on access: images through timm's eval transform (resize, centre crop,
 normalise) of ``transform_model``'s pretrained data config, text through a Hugging Face tokenizer.
 MultiNLI is not among wilds 2.0.0's datasets, so it is not here.
@@ -19,7 +21,7 @@ import os
 import warnings
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ import torch
 
 from harness.core.errors import HarnessError, unknown
 from harness.core.registry import DATASETS
-from harness.data.dataset import ShiftDataset, Split
+from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
 DATA_VERSION = "1.0"
 # Bump when the mapping from WILDS tables to our splits, labels or attributes changes: it is part
@@ -179,9 +181,11 @@ class WildsInputs(torch.utils.data.Dataset):
         return self.subset[index][0]
 
 
-def wilds_splits(ds: Any, attr: torch.Tensor, transform: Callable, limit: int) -> dict[str, Split]:
-    """WILDS' official train/val/test splits (Camelyon17's val and test are its OOD ones);
-    ``limit`` > 0 keeps the first examples of each."""
+def wilds_splits(ds: Any, schema: Schema, columns: Mapping[str, torch.Tensor], transform: Callable,
+                 limit: int) -> dict[str, Split]:
+    """WILDS' official train/val/test splits (Camelyon17's val and test are its OOD ones), with
+    the metadata ``columns`` (over WILDS' whole table) of their examples; ``limit`` > 0 keeps the
+    first examples of each."""
     from wilds.datasets.wilds_dataset import WILDSSubset
 
     splits = {}
@@ -191,13 +195,18 @@ def wilds_splits(ds: Any, attr: torch.Tensor, transform: Callable, limit: int) -
         if limit > 0:
             index = index[:limit]
         ids = torch.from_numpy(index.astype(np.int64))
-        splits[name] = Split(WildsInputs(WILDSSubset(ds, index, transform)), ds.y_array[ids].long(), ids,
-                             attr[ids].long())
+        splits[name] = Split.of(WildsInputs(WILDSSubset(ds, index, transform)), ids, schema,
+                                {column: values[ids] for column, values in columns.items()})
     return splits
 
 
 def _column(ds: Any, field: str) -> torch.Tensor:
     return ds.metadata_array[:, ds.metadata_fields.index(field)]
+
+
+def wilds_columns(ds: Any, fields: Mapping[str, str]) -> dict[str, torch.Tensor]:
+    """WILDS' labels as ``y``, and its metadata ``fields`` under our column names (``{"place": "background"}``)."""
+    return {"y": ds.y_array, **{ours: _column(ds, theirs) for ours, theirs in fields.items()}}
 
 
 def _info(name: str, ds: Any, files: Sequence[str], options: dict[str, Any], transform: Callable,
@@ -209,20 +218,22 @@ def _info(name: str, ds: Any, files: Sequence[str], options: dict[str, Any], tra
             "options": options, "transform": repr(transform), "headline_metric": headline, **extra}
 
 
-def image_dataset(name: str, wilds_name: str, files: Sequence[str], folder: str, attr_field: str, headline: str,
-                  root: str, download: bool, limit: int, transform_model: str, image_size: int,
-                  info: dict[str, Any], **fields: Any) -> ShiftDataset:
-    """What WILDS' binary image datasets share: files checked, timm's transform, the official
-    splits with one metadata column as the attribute; ``fields`` are the ShiftDataset's own."""
+def image_dataset(name: str, wilds_name: str, files: Sequence[str], folder: str, schema: Schema,
+                  fields: Mapping[str, str], headline: str, root: str, download: bool, limit: int,
+                  transform_model: str, image_size: int, info: dict[str, Any], **options: Any) -> ShiftDataset:
+    """What WILDS' image datasets share: files checked, timm's transform, the official splits with
+    the label and WILDS' metadata ``fields`` (ours: theirs) as the ``schema``'s columns;
+    ``options`` are the ShiftDataset's own."""
     ds = load_wilds(wilds_name, root, download, (*files, *([folder] if folder else [])))
     transform, shape = image_transform(transform_model, image_size)
-    options = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
-    return ShiftDataset(splits=wilds_splits(ds, _column(ds, attr_field), transform, limit), num_classes=2,
-                        input_shape=shape, info=_info(name, ds, files, options, transform, headline, **info),
-                        **fields)
+    loaded = {"limit": limit, "transform_model": transform_model, "image_size": image_size}
+    return ShiftDataset(splits=wilds_splits(ds, schema, wilds_columns(ds, fields), transform, limit),
+                        input_shape=shape, info=_info(name, ds, files, loaded, transform, headline, **info), **options)
 
 
 WATERBIRDS_FILES = ("metadata.csv",)
+WATERBIRDS_SCHEMA = Schema((Column("y", "label", 2, ("landbird", "waterbird")),
+                            Column("place", "attribute", 2, ("land", "water"))), attribute="place")
 
 
 @DATASETS.register("waterbirds")
@@ -230,15 +241,16 @@ def waterbirds(root: str = "", download: bool = False, limit: int = 0, transform
                image_size: int = 0) -> ShiftDataset:
     """Waterbirds (WILDS): landbird vs waterbird, attribute = background place (land/water)."""
     return image_dataset(
-        "waterbirds", "waterbirds", WATERBIRDS_FILES, "", "background", "worst_group_acc", root, download, limit,
-        transform_model, image_size,
+        "waterbirds", "waterbirds", WATERBIRDS_FILES, "", WATERBIRDS_SCHEMA, {"place": "background"},
+        "worst_group_acc", root, download, limit, transform_model, image_size,
         info={"also_reported": "adjusted_avg_acc (WILDS' adj_acc_avg: group accuracies weighted by "
                                "the official training group sizes 3498/184/56/1057)"},
-        class_names=("landbird", "waterbird"), attr_name="place", attr_values=("land", "water"),
         default_backbone="timm:resnet50", group_weights=WATERBIRDS_TRAIN_GROUP_SIZES)
 
 
 CELEBA_FILES = ("list_attr_celeba.csv", "list_eval_partition.csv")
+CELEBA_SCHEMA = Schema((Column("y", "label", 2, ("not blond", "blond")), Column("male", "attribute", 2, ("no", "yes"))),
+                       attribute="male")
 
 
 @DATASETS.register("celeba")
@@ -246,13 +258,13 @@ def celeba(root: str = "", download: bool = False, limit: int = 0, transform_mod
            image_size: int = 0) -> ShiftDataset:
     """CelebA (WILDS): blond hair or not, attribute = the Male annotation."""
     return image_dataset(
-        "celeba", "celebA", CELEBA_FILES, "img_align_celeba", "male", "worst_group_acc", root, download, limit,
-        transform_model, image_size, info={},
-        class_names=("not blond", "blond"), attr_name="male", attr_values=("no", "yes"),
-        default_backbone="timm:resnet50")
+        "celeba", "celebA", CELEBA_FILES, "img_align_celeba", CELEBA_SCHEMA, {"male": "male"}, "worst_group_acc",
+        root, download, limit, transform_model, image_size, info={}, default_backbone="timm:resnet50")
 
 
 CIVIL_FILES = ("all_data_with_identities.csv",)
+CIVIL_COLUMNS = (Column("y", "label", 2, ("non-toxic", "toxic")), Column("identity", "attribute", 2, ("none", "any")),
+                 *(Column(name, "attribute", 2, ("no", "yes")) for name in CIVIL_IDENTITIES))
 
 
 @DATASETS.register("civilcomments")
@@ -261,26 +273,24 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
     """CivilComments (WILDS): toxic or not, attribute = identity mentioned (any of WILDS' eight, or one).
 
     WILDS' identities overlap (a comment may mention several), so no single attribute reproduces
-    its 16 overlapping evaluation groups. ``attribute="any"`` (default) is 1 when any of the eight
-    identities scores >= 0.5, the partition BalancingGroups/XRM train on; naming one identity
-    (``black``) makes the attribute that identity alone. WILDS' official worst-group accuracy is
-    ``harness.protocols.classification.overlapping_worst_group_acc`` over :func:`civilcomments_identities`.
+    its 16 overlapping evaluation groups. The metadata has each identity as a 0/1 column and
+    ``identity``, 1 when any of the eight scores >= 0.5. ``attribute="any"`` (default) makes
+    ``identity`` the annotated attribute, the partition BalancingGroups/XRM train on; naming one
+    identity (``black``) makes that identity's column the attribute. WILDS' official worst-group
+    accuracy is ``harness.protocols.classification.overlapping_worst_group_acc`` over
+    :func:`civilcomments_identities`.
     """
     accepted = ("any", *CIVIL_IDENTITIES)
     if attribute not in accepted:
         raise unknown("civilcomments attribute (dataset.options.attribute)", attribute, accepted)
     ds = load_wilds("civilcomments", root, download, CIVIL_FILES)
     tokenize = load_tokenizer(tokenizer, max_length)
+    schema = Schema(CIVIL_COLUMNS, attribute="identity" if attribute == "any" else attribute)
     identities = identity_matrix(ds)
-    if attribute == "any":
-        attr, attr_name, attr_values = identities.any(1).long(), "identity", ("none", "any")
-    else:
-        attr, attr_name, attr_values = identities[:, CIVIL_IDENTITIES.index(attribute)], attribute, ("no", "yes")
+    columns = {"y": ds.y_array, "identity": identities.any(1), **dict(zip(CIVIL_IDENTITIES, identities.T))}
     options = {"limit": limit, "attribute": attribute, "tokenizer": tokenizer, "max_length": max_length}
     return ShiftDataset(
-        splits=wilds_splits(ds, attr, tokenize, limit), num_classes=2, input_shape=(2, max_length),
-        class_names=("non-toxic", "toxic"), attr_name=attr_name, attr_values=attr_values,
-        default_backbone="mlp",
+        splits=wilds_splits(ds, schema, columns, tokenize, limit), input_shape=(2, max_length), default_backbone="mlp",
         info=_info("civilcomments", ds, CIVIL_FILES, options, tokenize, "worst_group_acc", modality="text",
                    official_metric="overlapping_worst_group_acc over WILDS' 8 overlapping identities"))
 
@@ -298,17 +308,18 @@ def civilcomments_identities(root: str = "") -> np.ndarray:
 
 
 CAMELYON_FILES = ("metadata.csv",)
-CAMELYON_HOSPITALS = 5
+CAMELYON_SCHEMA = Schema((Column("y", "label", 2, ("normal", "tumor")), Column("hospital", "domain", 5)),
+                         attribute="hospital")
 
 
 @DATASETS.register("camelyon17")
 def camelyon17(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
-    """Camelyon17 (WILDS): tumour in a patch or not, attribute = hospital; OOD val and test."""
+    """Camelyon17 (WILDS): tumour in a patch or not; the hospital, a domain, serves as the annotated
+    attribute (groups: label × hospital); OOD val and test."""
     return image_dataset(
-        "camelyon17", "camelyon17", CAMELYON_FILES, "patches", "hospital", "avg_acc", root, download, limit,
-        transform_model, image_size,
+        "camelyon17", "camelyon17", CAMELYON_FILES, "patches", CAMELYON_SCHEMA, {"hospital": "hospital"}, "avg_acc",
+        root, download, limit, transform_model, image_size,
         info={"split_map": {"train": "train (hospitals 0, 3, 4)", "val": "val (OOD, hospital 1)",
                             "test": "test (OOD, hospital 2)"}},
-        class_names=("normal", "tumor"), attr_name="hospital",
-        attr_values=tuple(str(h) for h in range(CAMELYON_HOSPITALS)), default_backbone="timm:densenet121")
+        default_backbone="timm:densenet121")

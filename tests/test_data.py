@@ -1,7 +1,9 @@
 import pytest
 import torch
 
-from harness.data.dataset import Split, batch_indices
+from harness.data.dataset import Column, Schema, Split, batch_indices
+
+LABEL_ONLY = Schema((Column("y", "label", 2),))
 
 
 def test_uniform_batches_cover_each_epoch_once_and_depend_only_on_the_step():
@@ -22,12 +24,12 @@ def test_weighted_batches_follow_the_weights():
 
 def test_split_lengths_must_agree():
     with pytest.raises(ValueError, match="same length"):
-        Split(torch.zeros(3, 2), torch.zeros(3, dtype=torch.long), torch.arange(2))
+        Split(torch.zeros(3, 2), torch.arange(2), LABEL_ONLY, torch.zeros(3, 1, dtype=torch.long))
 
 
 def test_split_from_a_map_style_dataset_stacks_its_items():
     items = [torch.full((2,), float(i)) for i in range(4)]
-    split = Split(items, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    split = Split(items, torch.arange(4), LABEL_ONLY, torch.zeros(4, 1, dtype=torch.long))
     assert not split.in_memory
     assert split.inputs(torch.tensor([3, 1])).tolist() == [[3.0, 3.0], [1.0, 1.0]]
 

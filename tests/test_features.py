@@ -3,6 +3,7 @@ never reused when what they depend on changes."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 import numpy as np
@@ -15,19 +16,20 @@ from harness.commands import features as features_command
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.core.registry import DATASETS
-from harness.data.dataset import ShiftDataset, Split
+from harness.data.dataset import Column, Schema, ShiftDataset, Split
 from harness.models.backbones import backbone_factory
 from harness.runs import features
 
 
 def tiny_images(n_per_split: int = 10, seed: int = 0) -> ShiftDataset:
     gen = torch.Generator().manual_seed(seed)
+    schema = Schema((Column("y", "label", 2), Column("attribute", "attribute", 2, ("a", "b"))), attribute="attribute")
     splits = {}
     for k, name in enumerate(("train", "val", "test")):
         y = torch.randint(0, 2, (n_per_split,), generator=gen)
-        splits[name] = Split(torch.rand(n_per_split, 3, 8, 8, generator=gen), y,
-                             torch.arange(n_per_split) + 100 * k, 1 - y)
-    return ShiftDataset(splits, num_classes=2, input_shape=(3, 8, 8), attr_values=("a", "b"), info={"name": "tiny"})
+        splits[name] = Split.of(torch.rand(n_per_split, 3, 8, 8, generator=gen), torch.arange(n_per_split) + 100 * k,
+                                schema, {"y": y, "attribute": 1 - y})
+    return ShiftDataset(splits, input_shape=(3, 8, 8), info={"name": "tiny"})
 
 
 def frozen(name: str, shape: tuple[int, ...], seed: int = 0) -> torch.nn.Module:
@@ -138,8 +140,8 @@ def test_bad_specs_and_unfingerprinted_disk_data_are_clear_errors(tmp_path):
         features.apply({"backbone": "cnn", "options": {"width": 3}}, data, tmp_path)
     with pytest.raises(HarnessError, match="'cnn' is not a timm:<model> backbone"):
         features.apply({"backbone": "cnn", "pretrained": True}, data, tmp_path)
-    data.splits["test"] = Split(torch.utils.data.TensorDataset(data.splits["test"].x), *[
-        getattr(data.splits["test"], k) for k in ("y", "ids", "attr")])
+    test = data.splits["test"]
+    data.splits["test"] = dataclasses.replace(test, x=torch.utils.data.TensorDataset(test.x))
     with pytest.raises(HarnessError, match="reads its test inputs from disk but declares no"):
         features.apply({"backbone": "cnn"}, data, tmp_path)
 

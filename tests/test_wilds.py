@@ -168,6 +168,27 @@ def test_civilcomments_without_a_tokenizer_is_a_clear_error(root, monkeypatch):
         build("civilcomments", path, attribute="jewish")
 
 
+def test_metadata_columns_keep_every_civilcomments_identity_and_camelyon17s_hospital_domain(root, monkeypatch):
+    path, tables = root
+    monkeypatch.setitem(sys.modules, "transformers", fake_transformers([]))
+    civil = build("civilcomments", path, max_length=6, attribute="white")
+    columns = civil.metadata_info()["columns"]
+    assert [c["name"] for c in columns] == ["y", "identity", *F.CIVIL_IDENTITIES]
+    assert {c["role"] for c in columns[1:]} == {"attribute"} and civil.metadata_info()["attribute"] == "white"
+    identities = tables["civilcomments"][list(F.CIVIL_IDENTITIES)].to_numpy() >= 0.5
+    for name, split in civil.splits.items():
+        ids = split.ids.numpy()
+        for k, identity in enumerate(F.CIVIL_IDENTITIES):
+            assert split.column(identity).tolist() == identities[ids, k].astype(int).tolist()
+        assert split.column("identity").tolist() == identities[ids].any(1).astype(int).tolist()
+        assert torch.equal(civil.annotated_groups(name), split.y * 2 + split.column("white"))
+    camelyon = build("camelyon17", path, image_size=16)
+    assert camelyon.metadata_info() == {"attribute": "hospital", "columns": [
+        {"name": "y", "role": "label", "size": 2, "values": ["normal", "tumor"]},
+        {"name": "hospital", "role": "domain", "size": 5, "values": []}]}
+    assert camelyon.group_names()[1] == "normal, hospital=1"
+
+
 def test_missing_folder_names_it_and_the_download_flag_without_calling_wilds(tmp_path, monkeypatch):
     def no_wilds(**kwargs):
         raise AssertionError("wilds must not be called")

@@ -45,7 +45,7 @@ def resolve_groups(source: str, dataset: ShiftDataset) -> GroupAssignment:
         return GroupAssignment(source, dataset.num_groups, dataset.group_names(),
                                {s: dataset.annotated_groups(s) for s in ("train", "val")})
     if source == "classes":
-        return GroupAssignment(source, dataset.num_classes, _class_names(dataset),
+        return GroupAssignment(source, dataset.num_classes, list(dataset.class_names),
                                {s: dataset.splits[s].y.clone() for s in ("train", "val")})
     if source == "none":
         return GroupAssignment(source, 0, [], {s: torch.full_like(dataset.splits[s].y, -1)
@@ -53,10 +53,6 @@ def resolve_groups(source: str, dataset: ShiftDataset) -> GroupAssignment:
     if source.startswith(INFERRED) and source[len(INFERRED):]:
         return inferred_groups(source, Path(source[len(INFERRED):]), dataset)
     raise HarnessError(f"unknown group source {source!r}; accepted: {', '.join(SOURCES)}")
-
-
-def _class_names(dataset: ShiftDataset) -> list[str]:
-    return list(dataset.class_names) or [str(c) for c in range(dataset.num_classes)]
 
 
 def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAssignment:
@@ -83,7 +79,7 @@ def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAs
                                "dataset: it was made with other dataset.options; rerun `harness discover` with "
                                "this run's dataset options")
         by_split[split] = torch.from_numpy(labels * 2 + env[found])
-    names = [f"{c}, env={e}" for c in _class_names(dataset) for e in (0, 1)]
+    names = [f"{c}, env={e}" for c in dataset.class_names for e in (0, 1)]
     info = {"discovery_run": str(folder), "discovery_hash": report["hash"],
             "discovery_algorithm": report["algorithm"]}
     return GroupAssignment(source, dataset.num_classes * 2, names, by_split, info)

@@ -86,7 +86,7 @@ def degenerate_classes(y: np.ndarray, env: np.ndarray) -> list[int]:
 
 def make_report(cfg: dict[str, Any], dataset: ShiftDataset, envs: dict[str, np.ndarray],
                 stats: dict[str, float], rows: list[dict]) -> dict[str, Any]:
-    names = list(dataset.class_names) or [str(c) for c in range(dataset.num_classes)]
+    names = list(dataset.class_names)
     ys = {s: dataset.splits[s].y.numpy() for s in DISCOVERY_SPLITS}
     curve = [(r["step"], r["train_logs"]["flip_rate"]) for r in rows if "flip_rate" in r["train_logs"]]
     by_split = {s: degenerate_classes(ys[s], envs[s]) for s in DISCOVERY_SPLITS}

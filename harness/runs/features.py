@@ -83,7 +83,7 @@ def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -
         if features is None:
             features = encode(net.to(device), split, spec["batch_size"], device, spec["num_workers"], desc=name)
             _store(folder / f"{name}.npz", split.ids.numpy(), features)
-        splits[name] = Split(torch.from_numpy(features), split.y, split.ids, split.attr)
+        splits[name] = dataclasses.replace(split, x=torch.from_numpy(features))
     if not (folder / "meta.json").exists():
         files.write_json(folder / "meta.json", identity)
     dim = int(next(iter(splits.values())).x.shape[1])
