@@ -92,7 +92,8 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     algo.amp = bool(cfg["amp"])
     _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
-            "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "dataset_info": dataset.info}
+            "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
+            "dataset_info": dataset.info}
     files.write_json(out / "info.json", info)
     Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
