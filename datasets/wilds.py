@@ -131,12 +131,14 @@ def image_transform(model: str = "", size: int = 0) -> tuple[Callable, tuple[int
 
 
 class Tokenize:
-    """Text → a (2, max_length) int64 tensor: token ids, then the attention mask."""
+    """Text → a (2, max_length) int64 tensor: token ids, then the attention mask. Ids are below
+    ``vocab_size``."""
 
     def __init__(self, tokenizer: Any, name: str, max_length: int):
         self.tokenizer, self.name, self.max_length = tokenizer, name, max_length
-        vocab = json.dumps(sorted(tokenizer.get_vocab().items()))
-        self.vocab_hash = hashlib.sha256(vocab.encode()).hexdigest()[:12]
+        vocab = tokenizer.get_vocab()
+        self.vocab_size = max(vocab.values()) + 1
+        self.vocab_hash = hashlib.sha256(json.dumps(sorted(vocab.items())).encode()).hexdigest()[:12]
 
     def __call__(self, text: str) -> torch.Tensor:
         enc = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.max_length)
@@ -272,6 +274,10 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
                   tokenizer: str = "bert-base-uncased", max_length: int = 300) -> ShiftDataset:
     """CivilComments (WILDS): toxic or not, attribute = identity mentioned (any of WILDS' eight, or one).
 
+    Inputs are token ids and attention masks; the default backbone learns token embeddings over
+    the tokenizer's vocabulary (``text:<vocab size>``), so it trains offline; ``hf:<model>`` fine-tunes
+    a locally cached Hugging Face encoder instead.
+
     WILDS' identities overlap (a comment may mention several), so no single attribute reproduces
     its 16 overlapping evaluation groups. The metadata has each identity as a 0/1 column and
     ``identity``, 1 when any of the eight scores >= 0.5. ``attribute="any"`` (default) makes
@@ -290,7 +296,8 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
     columns = {"y": ds.y_array, "identity": identities.any(1), **dict(zip(CIVIL_IDENTITIES, identities.T))}
     options = {"limit": limit, "attribute": attribute, "tokenizer": tokenizer, "max_length": max_length}
     return ShiftDataset(
-        splits=wilds_splits(ds, schema, columns, tokenize, limit), input_shape=(2, max_length), default_backbone="mlp",
+        splits=wilds_splits(ds, schema, columns, tokenize, limit), input_shape=(2, max_length),
+        default_backbone=f"text:{tokenize.vocab_size}",
         info=_info("civilcomments", ds, CIVIL_FILES, options, tokenize, "worst_group_acc", modality="text",
                    official_metric="overlapping_worst_group_acc over WILDS' 8 overlapping identities"))
 

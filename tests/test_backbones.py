@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 
@@ -39,3 +41,190 @@ def test_timm_through_a_run_config(tiny_cfg):
     assert rows[-1]["step"] == 4 and 0.0 < rows[-1]["train_logs"]["loss"] < 10.0
     probs = load_arrays(run / "predictions" / "step_0000004.npz")["test.probs"]
     assert probs.shape == (rows[-1]["metrics"]["test"]["n"], 2)
+
+
+LAYERS = [
+    ("mlp", (2, 4, 4), {"width": 8, "depth": 3}, {"hidden1": 8, "hidden2": 8, "output": 8}),
+    ("cnn", (3, 8, 8), {"channels": (4, 6, 8)}, {"block1": 4, "block2": 6, "block3": 8, "output": 8}),
+    ("identity", (5,), {}, {"output": 5}),
+    ("text:50", (2, 7), {"embed_dim": 6, "width": 5, "depth": 2}, {"embedding": 6, "hidden1": 5, "output": 5}),
+    ("timm:resnet18", (3, 32, 32), {},
+     {"act1": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512, "output": 512}),
+]
+
+
+def inputs(name: str, shape: tuple[int, ...], n: int = 3) -> torch.Tensor:
+    """Random images, or token ids with attention masks of random lengths (padding id 0)."""
+    gen = torch.Generator().manual_seed(0)
+    if name.startswith(("text:", "hf:")):
+        ids = torch.randint(1, 50, (n, shape[1]), generator=gen)
+        mask = (torch.arange(shape[1]) < torch.randint(1, shape[1] + 1, (n, 1), generator=gen)).long()
+        return torch.stack([ids * mask, mask], 1)
+    return torch.randn(n, *shape, generator=gen)
+
+
+def calls(module: torch.nn.Module) -> list:
+    """A list that grows by one each time ``module`` runs forward."""
+    seen: list = []
+    module.register_forward_hook(lambda *args: seen.append(1))
+    return seen
+
+
+@pytest.mark.parametrize("name, shape, options, dims", LAYERS)
+def test_layers_are_named_shallow_to_deep_with_their_widths(name, shape, options, dims):
+    net = backbone_factory(name, shape, options)().eval()
+    assert net.layer_names == list(dims) and net.layer_dims == dims
+    features = net.intermediates(inputs(name, shape), net.layer_names)
+    assert {k: v.shape for k, v in features.items()} == {k: (3, d) for k, d in dims.items()}
+
+
+@pytest.mark.parametrize("name, shape, options, dims", LAYERS)
+def test_one_pass_gives_each_layer_as_separate_calls_do(name, shape, options, dims):
+    net = backbone_factory(name, shape, options)().eval()
+    x = inputs(name, shape)
+    first = calls(next(m for m in net.modules() if not list(m.children())))  # the first leaf module
+    with torch.no_grad():
+        together = net.intermediates(x, list(reversed(net.layer_names)))  # order of the request is free
+        assert len(first) == 1  # one forward for all layers
+        for layer in net.layer_names:
+            assert torch.allclose(together[layer], net.intermediates(x, [layer])[layer], atol=1e-5)
+        assert torch.allclose(together["output"], net(x), atol=1e-5)
+
+
+def test_layers_are_what_the_blocks_compute_pooled():
+    net = backbone_factory("cnn", (3, 8, 8), {"channels": (4, 6, 8)})().eval()
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        got = net.intermediates(x, ["block2", "block1"])
+        assert torch.allclose(got["block1"], net[0](x).mean((2, 3)))
+        assert torch.allclose(got["block2"], net[1](net[0](x)).mean((2, 3)))
+    timm_net = backbone_factory("timm:resnet18", (3, 32, 32), {})().eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = timm_net.forward_intermediates(x, intermediates_only=True)
+        got = timm_net.intermediates(x, ["layer2", "act1"])
+    assert torch.allclose(got["layer2"], maps[2].mean((2, 3)), atol=1e-5)
+    assert torch.allclose(got["act1"], maps[0].mean((2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("name, shape, options, shallow, deeper", [
+    ("cnn", (3, 8, 8), {}, "block2", lambda net: net[2]),
+    ("mlp", (2, 4, 4), {"width": 8, "depth": 3}, "hidden1", lambda net: net[2]),
+    ("text:50", (2, 7), {"depth": 2}, "embedding", lambda net: net[1]),
+    ("timm:resnet18", (3, 32, 32), {}, "layer2", lambda net: net.layer3),
+])
+def test_intermediates_stop_after_the_deepest_layer_asked_for(name, shape, options, shallow, deeper):
+    net = backbone_factory(name, shape, options)().eval()
+    skipped = calls(deeper(net))
+    with torch.no_grad():
+        net.intermediates(inputs(name, shape), [shallow])
+        assert skipped == []
+        net.intermediates(inputs(name, shape), [shallow, "output"])
+    assert skipped == [1]
+
+
+@pytest.mark.parametrize("name, shape", [("cnn", (3, 8, 8)), ("timm:resnet18", (3, 32, 32))])
+def test_an_unknown_layer_names_the_accepted_ones(name, shape):
+    net = backbone_factory(name, shape, {})()
+    with pytest.raises(HarnessError, match=r"unknown layer 'block9'; accepted: (block1, .*|act1, layer1, .*), output$"):
+        net.intermediates(inputs(name, shape), ["output", "block9"])
+
+
+def test_text_backbone_averages_the_tokens_the_mask_keeps():
+    net = backbone_factory("text:50", (2, 5), {"depth": 0})().eval()
+    x = torch.tensor([[[7, 9, 9, 0, 0], [1, 1, 1, 0, 0]]])
+    table = net[0].bag.weight
+    assert torch.allclose(net(x), (table[7] + 2 * table[9]) / 3)
+    padded_otherwise = x.clone()
+    padded_otherwise[0, 0, 3:] = 42  # another padding id changes nothing: the mask says what is text
+    assert torch.allclose(net(padded_otherwise), net(x))
+
+
+def test_text_backbone_learns_a_separable_token_task():
+    torch.manual_seed(0)
+    x = inputs("text:50", (2, 12), n=64)
+    y = torch.arange(64) % 2
+    x[:, 0, 0] = 40 + y  # the first token says the class; the rest is noise
+    net = backbone_factory("text:50", (2, 12), {})()
+    model = torch.nn.Sequential(net, torch.nn.Linear(net.n_outputs, 2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.6 and losses[-1] < 0.05
+    assert (model(x).argmax(1) == y).all()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("text", "backbone 'text' needs its vocab_size: write text:<vocab_size>"),
+    ("text:many", "write text:<vocab size>, a positive integer"),
+    ("hf:", "backbone 'hf:' needs its model: write hf:<model>"),
+])
+def test_family_names_need_their_argument(name, message):
+    with pytest.raises(HarnessError, match=message):
+        backbone_factory(name, (2, 5), {})
+
+
+def test_text_backbones_refuse_image_inputs():
+    with pytest.raises(HarnessError, match=r"reads token ids and attention masks.*shape \(3, 8, 8\)"):
+        backbone_factory("text:50", (3, 8, 8), {})()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with random weights, saved where from_pretrained finds it offline."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=16)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_hf_backbone_mean_pools_a_local_model_and_names_its_hidden_states(tiny_bert):
+    from transformers import AutoModel
+
+    net = backbone_factory(f"hf:{tiny_bert}", (2, 7), {})().eval()
+    assert net.n_outputs == 32
+    assert net.layer_names == ["embedding", "hidden1", "hidden2", "output"]
+    assert set(net.layer_dims.values()) == {32}
+    x = inputs("hf:", (2, 7))
+    mask = x[:, 1].unsqueeze(-1).float()
+    reference = AutoModel.from_pretrained(tiny_bert).eval()
+    runs = calls(net.model.embeddings)
+    with torch.no_grad():
+        states = reference(input_ids=x[:, 0], attention_mask=x[:, 1], output_hidden_states=True).hidden_states
+        together = net.intermediates(x, net.layer_names)
+        assert len(runs) == 1
+        for layer, state in zip(net.layer_names, states):
+            assert torch.allclose(together[layer], (state * mask).sum(1) / mask.sum(1), atol=1e-5)
+        assert torch.allclose(together["output"], together["hidden2"]) and torch.allclose(net(x), together["output"])
+    out = net(x)
+    out.sum().backward()  # trainable: gradients reach the embeddings
+    assert net.model.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_hf_backbone_without_the_model_or_transformers_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    with pytest.raises(HarnessError, match="'.*nowhere' is neither in the local cache nor a local folder"):
+        backbone_factory(f"hf:{tmp_path / 'nowhere'}", (2, 7), {})()
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails, as when not installed
+    with pytest.raises(HarnessError, match=r"needs `transformers`.*pip install '\.\[text\]'"):
+        backbone_factory("hf:bert-base-uncased", (2, 7), {})()
+
+
+def test_family_backbones_resolve_in_configs(tiny_bert):
+    from harness.core import config as configs
+
+    cfg = configs.resolve({"backbone": {"name": "text:30522", "options": {"embed_dim": 16}}})
+    assert cfg["backbone"]["options"] == {"embed_dim": 16}
+    with pytest.raises(HarnessError, match="unknown option \\(backbone.options.vocab_size\\)"):
+        configs.resolve({"backbone": {"name": "text:30522", "options": {"vocab_size": 3}}})
+    with pytest.raises(HarnessError, match="unknown backbone 'bert'"):
+        configs.resolve({"backbone": {"name": "bert"}})
+    configs.resolve({"backbone": {"name": f"hf:{tiny_bert}"}})

@@ -187,3 +187,60 @@ def test_a_head_trains_on_cached_features_through_the_run_loop(wroot, tmp_path):
     with np.load(out / "predictions" / "step_0000006.npz", allow_pickle=False) as pred:
         assert pred["test.ids"].tolist() == waterbirds(wroot, image_size=8).splits["test"].ids.tolist()
     assert (tmp_path / "runs" / "feature_cache").is_dir() and (out / "done").exists()
+
+
+def test_a_layer_is_cached_under_its_own_key_and_the_default_key_is_unchanged(tmp_path):
+    import hashlib
+
+    data = tiny_images()
+    spec = {"backbone": "cnn", "options": {"channels": [4, 6, 8]}}
+    output = features.apply(spec, data, tmp_path)
+    # the key of output features is the hash it was before layers existed
+    net = features.frozen_backbone("cnn", (3, 8, 8), {"channels": [4, 6, 8]}, 0)
+    before = {"format": 1, "backbone": "cnn", "options": {"channels": [4, 6, 8]}, "pretrained": False,
+              "weights": features.weights_hash(net), "dataset": features.dataset_identity(data)}
+    assert output.info["features"]["key"] == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:16]
+    assert features.apply({**spec, "layer": "output"}, data, tmp_path).info["features"]["key"] == \
+        output.info["features"]["key"]
+    block2 = features.apply({**spec, "layer": "block2"}, data, tmp_path)
+    block3 = features.apply({**spec, "layer": "block3"}, data, tmp_path)
+    keys = {d.info["features"]["key"] for d in (output, block2, block3)}
+    assert len(keys) == 3
+    assert block2.input_shape == (6,) and block2.info["features"]["layer"] == "block2"
+    with torch.no_grad():
+        assert torch.allclose(block2.splits["val"].x, net[1](net[0](data.splits["val"].x)).mean((2, 3)), atol=1e-5)
+    meta = json.loads((tmp_path / block2.info["features"]["key"] / "meta.json").read_text())
+    assert meta["layer"] == "block2" and "layer" not in json.loads(
+        (tmp_path / output.info["features"]["key"] / "meta.json").read_text())
+
+
+def test_an_unknown_layer_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(HarnessError, match="unknown features.layer 'layer3'; accepted: block1, block2, output"):
+        features.apply({"backbone": "cnn", "options": {"channels": [4, 6]}, "layer": "layer3"}, tiny_images(),
+                       tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_run_hashes_cover_a_layer_but_not_the_default_one(tiny_cfg):
+    base = tiny_cfg("features.backbone=cnn")
+    assert "layer" not in base["features"]
+    same = tiny_cfg("features.backbone=cnn", "features.layer=output")
+    assert configs.config_hash(same) == configs.config_hash(base)
+    assert configs.config_hash(tiny_cfg("features.backbone=cnn", "features.layer=block3")) != configs.config_hash(base)
+    fast = tiny_cfg("features.backbone=cnn", "features.layer=block3", "features.batch_size=7")
+    assert configs.config_hash(fast) == configs.config_hash(tiny_cfg("features.backbone=cnn", "features.layer=block3"))
+
+
+def test_a_head_trains_on_a_cached_intermediate_layer(tiny_cfg):
+    from harness.core.files import load_torch, read_jsonl
+    from harness.runs.run import train
+
+    cfg = tiny_cfg("features.backbone=cnn", "features.options.channels=[4,6,8]", "features.layer=block2",
+                   "backbone.name=mlp", "backbone.options={depth: 0}", "steps=20", "eval_every=10")
+    out = train(cfg, progress=False)
+    rows = read_jsonl(out / "results.jsonl")
+    assert [r["step"] for r in rows] == [10, 20] and rows[-1]["train_logs"]["loss"] > 0
+    cache = json.loads((out / "info.json").read_text())["dataset_info"]["features"]
+    assert cache["layer"] == "block2" and cache["dim"] == 6  # block2's channels, not the output's 8
+    head = load_torch(out / "checkpoint.pt")["algorithm"]["model"]["classifier.weight"]
+    assert head.shape == (2, 6)

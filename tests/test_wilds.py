@@ -106,17 +106,19 @@ def test_camelyon17_uses_ood_val_and_test_hospitals(root):
 
 
 class FakeTokenizer:
-    """Word-level tokenizer built on the fly (what a local Hugging Face tokenizer returns)."""
+    """Word-level tokenizer with a fixed vocabulary, unknown words [UNK] (what a local Hugging
+    Face tokenizer returns)."""
 
     def __init__(self):
-        self.vocab = {"[PAD]": 0, "[UNK]": 1}
+        words = ("comment", "you", "are", "awful", "thank")
+        self.vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
 
     def get_vocab(self):
         return dict(self.vocab)
 
     def __call__(self, text, padding, truncation, max_length):
         assert padding == "max_length" and truncation
-        ids = [self.vocab.setdefault(w, len(self.vocab)) for w in text.split()][:max_length]
+        ids = [self.vocab.get(w, 1) for w in text.split()][:max_length]
         pad = max_length - len(ids)
         return {"input_ids": ids + [0] * pad, "attention_mask": [1] * len(ids) + [0] * pad}
 
@@ -150,10 +152,28 @@ def test_civilcomments_text_path_with_a_local_tokenizer(root, monkeypatch):
     assert x.shape == (2, 6) and x.dtype == torch.int64
     assert x[1].sum().item() == len(table.comment_text[ds.splits["train"].ids[0].item()].split())
     assert ds.input_shape == (2, 6) and ds.attr_values == ("none", "any")
+    assert ds.default_backbone == "text:7"  # embeddings for the tokenizer's whole vocabulary
     black = build("civilcomments", path, tokenizer="my-tokenizer", max_length=6, attribute="black")
     test_ids = black.splits["test"].ids.numpy()
     assert black.splits["test"].attr.tolist() == identities[test_ids, 6].astype(int).tolist()
     assert black.attr_name == "black"
+
+
+def test_civilcomments_trains_offline_with_its_default_backbone(root, monkeypatch, tmp_path):
+    from harness.core.files import read_jsonl
+    from harness.runs.run import train
+
+    path, tables = root
+    monkeypatch.setitem(sys.modules, "transformers", fake_transformers([]))
+    cfg = configs.resolve({"dataset": {"name": "civilcomments", "options": {"root": str(path)}},
+                           "algorithm": {"name": "erm", "hparams": {"batch_size": 8, "lr": 0.01}},
+                           "steps": 30, "eval_every": 15, "output_dir": str(tmp_path)})
+    assert cfg["backbone"]["name"] == "auto"
+    rows = read_jsonl(train(cfg, progress=False) / "results.jsonl")
+    assert [r["step"] for r in rows] == [15, 30]
+    assert rows[-1]["metrics"]["test"]["n"] == (tables["civilcomments"].split == "test").sum()
+    # "awful" marks every toxic comment: a backbone that reads the tokens learns it
+    assert rows[-1]["metrics"]["train"]["avg_acc"] == 1.0 and rows[-1]["metrics"]["test"]["avg_acc"] == 1.0
 
 
 def test_civilcomments_without_a_tokenizer_is_a_clear_error(root, monkeypatch):

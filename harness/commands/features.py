@@ -17,11 +17,13 @@ encoding images at every step. For example
 
   harness features dataset.name=waterbirds features.backbone=timm:resnet50 features.pretrained=true
   harness features run.yaml features.batch_size=128 features.num_workers=4
+  harness features dataset.name=waterbirds features.backbone=timm:resnet50 features.layer=layer3
 
-features keys: backbone (mlp, cnn, timm:<model>), pretrained (timm weights from the local cache),
-options (backbone options), batch_size, seed (random init), device (auto | cpu | cuda),
-num_workers (image decoding processes). The cache lives in output_dir/feature_cache/<key>/, the
-key covering backbone, weights, transform and dataset version; a cache that matches is reused."""
+features keys: backbone (mlp, cnn, text:<vocab size>, timm:<model>, hf:<model>), pretrained (timm
+weights from the local cache), options (backbone options), layer (one of the backbone's layers,
+pooled; default output), batch_size, seed (random init), device (auto | cpu | cuda), num_workers
+(input decoding processes). The cache lives in output_dir/feature_cache/<key>/, the key covering
+backbone, layer, weights, transform and dataset version; a cache that matches is reused."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                            "(and features.pretrained=true for timm's weights)")
     dataset = build_dataset(cfg)
     meta = dataset.info["features"]
-    print(f"{cfg['dataset']['name']} encoded by {meta['backbone']} (pretrained: {meta['pretrained']}), "
+    print(f"{cfg['dataset']['name']} encoded by {meta['backbone']} (layer: {meta['layer']}, "
+          f"pretrained: {meta['pretrained']}), "
           f"{meta['dim']} features per example")
     print(f"cache: {meta['dir']}")
     rows = []

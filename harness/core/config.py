@@ -18,6 +18,7 @@ import yaml
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
 from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
+from harness.models import backbones
 from harness.runs import features
 
 DEFAULTS: dict[str, Any] = {
@@ -94,9 +95,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     cfg["algorithm"]["hparams"] = hparams
     backbone = cfg["backbone"]["name"]
     if backbone != "auto":
-        entry = BACKBONES.get("timm" if backbone.startswith("timm:") else backbone)
-        cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"], entry.obj,
-                                                    skip=("input_shape", "model"))
+        name, from_name = backbones.registered(backbone)
+        cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"],
+                                                    BACKBONES.get(name).obj, skip=("input_shape", *from_name))
     if cfg["features"] is not None:
         cfg["features"] = features.check_spec(cfg["features"])
     for key in ("steps", "eval_every", "eval_batch_size"):

@@ -1,29 +1,89 @@
-"""Backbones: feature extractors with an ``n_outputs`` attribute.
+"""Backbones: feature extractors with ``n_outputs`` and named layers.
 
-Small ones for small images (``mlp``, ``cnn``) and any timm model by name (``timm:resnet18``),
-randomly initialised unless ``pretrained=True`` is asked for (timm then needs the weights in its
-local cache: nothing is downloaded behind the user's back).
+Small ones for small images (``mlp``, ``cnn``), for token ids (``text:<vocab size>``), any timm
+model by name (``timm:resnet18``) and any Hugging Face encoder (``hf:<name or local folder>``).
+Nothing is downloaded behind the user's back: timm's pretrained weights (``pretrained=True``) and
+Hugging Face models must be in their local caches.
+
+Every backbone has the same layer interface, for probes and frozen features at any depth:
+``layer_names`` (shallow to deep, the last being ``output``, what ``forward`` returns),
+``layer_dims`` (name → feature width) and ``intermediates(x, layers)``, the 2-D features of
+several layers from one forward pass that stops after the deepest one asked for. Convolutional
+maps are global-average-pooled and token states averaged over the attention mask.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, unknown
 from harness.core.registry import BACKBONES, Hparam, fixed
 
+OUTPUT = "output"
 TIMM_PREFIX = "timm:"
+# Backbone families named ``<family>:<argument>``, and the builder option the argument sets.
+FAMILIES = {"timm": "model", "hf": "model", "text": "vocab_size"}
 
 
-class Backbone(nn.Sequential):
-    """A sequence of blocks; ``n_outputs`` is the width of the last one. Being a sequence, its
-    intermediate outputs (one per block) are the per-layer features probes read."""
+class Layers:
+    """The layer interface; subclasses set ``layer_dims`` (ordered, ``output`` last) and
+    implement ``_features``."""
 
-    def __init__(self, *blocks: nn.Module, n_outputs: int):
+    layer_dims: dict[str, int]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.layer_dims)
+
+    def intermediates(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        """(N × dim) features of each named layer, from one forward pass that stops after the
+        deepest of them."""
+        for name in layers:
+            check_layer(self, name)
+        wanted = [n for n in self.layer_names if n in layers]
+        return self._features(x, wanted) if wanted else {}
+
+    def _features(self, x: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+        """Features of ``wanted`` (known names, shallow to deep)."""
+        raise NotImplementedError
+
+
+def check_layer(net: Any, name: str, kind: str = "layer") -> None:
+    """A HarnessError naming the accepted layers when ``name`` is not one of ``net``'s."""
+    if name not in net.layer_dims:
+        raise unknown(kind, name, net.layer_names)
+
+
+def pooled(t: torch.Tensor) -> torch.Tensor:
+    """A 2-D feature: feature maps (N, C, H, W) averaged over space, anything else flattened."""
+    return t.mean((2, 3)) if t.ndim == 4 else t.flatten(1)
+
+
+class Backbone(Layers, nn.Sequential):
+    """A sequence of blocks; ``n_outputs`` is the width of the last one, the layer ``output``.
+    ``hidden`` names the blocks just before it, with their widths; blocks before those only
+    prepare the input (flattening)."""
+
+    def __init__(self, *blocks: nn.Module, n_outputs: int, hidden: Sequence[tuple[str, int]] = ()):
         super().__init__(*blocks)
         self.n_outputs = n_outputs
+        self.layer_dims = {**dict(hidden), OUTPUT: n_outputs}
+        self._first = len(blocks) - len(self.layer_dims)  # position of the first named block
+
+    def _features(self, x: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+        names = [None] * self._first + self.layer_names
+        out = {}
+        for block, name in zip(self, names):
+            x = block(x)
+            if name in wanted:
+                out[name] = pooled(x)
+                if len(out) == len(wanted):
+                    break
+        return out
 
 
 @BACKBONES.register("identity")
@@ -32,26 +92,34 @@ def identity(input_shape: tuple[int, ...]) -> Backbone:
     return Backbone(nn.Flatten(), n_outputs=math.prod(input_shape))
 
 
+def _hidden_blocks(fan_in: int, width: int, depth: int, dropout: float) -> tuple[list[nn.Module], int]:
+    """``depth`` Linear + ReLU + Dropout blocks and the width of the last."""
+    blocks: list[nn.Module] = []
+    for _ in range(depth):
+        blocks.append(nn.Sequential(nn.Linear(fan_in, width), nn.ReLU(), nn.Dropout(dropout)))
+        fan_in = width
+    return blocks, fan_in
+
+
 @BACKBONES.register("mlp", hparams={
     "width": Hparam(390, fixed(390), "hidden units per layer"),
     "depth": Hparam(2, fixed(2), "hidden layers"),
     "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer"),
 })
 def mlp(input_shape: tuple[int, ...], width: int = 390, depth: int = 2, dropout: float = 0.0) -> Backbone:
-    """Multi-layer perceptron on flattened inputs (the ColoredMNIST MLP: 390-390, ReLU)."""
-    blocks: list[nn.Module] = [nn.Flatten()]
-    fan_in = math.prod(input_shape)
-    for _ in range(depth):
-        blocks.append(nn.Sequential(nn.Linear(fan_in, width), nn.ReLU(), nn.Dropout(dropout)))
-        fan_in = width
-    return Backbone(*blocks, n_outputs=fan_in)
+    """Multi-layer perceptron on flattened inputs (the ColoredMNIST MLP: 390-390, ReLU).
+    Layers: hidden1 .. hidden<depth-1>, output (the last hidden layer)."""
+    blocks, n_outputs = _hidden_blocks(math.prod(input_shape), width, depth, dropout)
+    hidden = [(f"hidden{i + 1}", width) for i in range(depth - 1)]
+    return Backbone(nn.Flatten(), *blocks, n_outputs=n_outputs, hidden=hidden)
 
 
 @BACKBONES.register("cnn", hparams={
     "channels": Hparam((16, 32, 32, 32), fixed((16, 32, 32, 32)), "channels of each conv block"),
 })
 def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 32)) -> Backbone:
-    """Small CNN for small images: 3x3 conv + BatchNorm + ReLU blocks, global average pool."""
+    """Small CNN for small images: 3x3 conv + BatchNorm + ReLU blocks, global average pool.
+    Layers: block1 .. block<n> (pooled), output (the pool of the last block)."""
     blocks: list[nn.Module] = []
     fan_in = input_shape[0]
     for i, out in enumerate(channels):
@@ -60,7 +128,74 @@ def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 3
                                     nn.BatchNorm2d(out), nn.ReLU()))
         fan_in = out
     blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
-    return Backbone(*blocks, n_outputs=fan_in)
+    hidden = [(f"block{i + 1}", c) for i, c in enumerate(channels)]
+    return Backbone(*blocks, n_outputs=fan_in, hidden=hidden)
+
+
+def _check_tokens(name: str, input_shape: tuple[int, ...]) -> None:
+    if len(input_shape) != 2 or input_shape[0] != 2:
+        raise HarnessError(f"backbone {name!r} reads token ids and attention masks, inputs of shape (2, length); "
+                           f"this dataset's inputs have shape {tuple(input_shape)}")
+
+
+class TokenMean(nn.Module):
+    """Learned token embeddings averaged over the tokens the attention mask keeps: inputs are
+    (N, 2, length) token ids and masks, so padding needs no id of its own."""
+
+    def __init__(self, vocab_size: int, dim: int):
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab_size, dim, mode="sum")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = x[:, 1].float()
+        return self.bag(x[:, 0], per_sample_weights=mask / mask.sum(1, keepdim=True).clamp(min=1))
+
+
+@BACKBONES.register("text", hparams={
+    "embed_dim": Hparam(128, fixed(128), "token embedding width"),
+    "width": Hparam(256, fixed(256), "hidden units per layer"),
+    "depth": Hparam(1, fixed(1), "hidden layers after the mean embedding"),
+    "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer"),
+})
+def text(input_shape: tuple[int, ...], vocab_size: int, embed_dim: int = 128, width: int = 256, depth: int = 1,
+         dropout: float = 0.0) -> Backbone:
+    """Token embeddings averaged over the text, then an MLP; written ``text:<vocab size>`` (text
+    datasets name it with their tokenizer's). Layers: embedding, hidden1 .., output."""
+    _check_tokens(f"text:{vocab_size}", input_shape)
+    blocks, n_outputs = _hidden_blocks(embed_dim, width, depth, dropout)
+    hidden = [("embedding", embed_dim), *[(f"hidden{i}", width) for i in range(1, depth)]] if depth else []
+    return Backbone(TokenMean(vocab_size, embed_dim), *blocks, n_outputs=n_outputs, hidden=hidden)
+
+
+class TimmLayers(Layers):
+    """The layer interface of a timm model: its feature stages (``feature_info``'s module names)
+    through timm's ``forward_intermediates``, then ``output``. Mixed into the model's own class
+    rather than wrapped around it, so parameter names stay timm's: checkpoints and feature-cache
+    keys (a hash of the named weights) are those of the plain model."""
+
+    @property
+    def layer_dims(self) -> dict[str, int]:
+        stages = self.feature_info if hasattr(self, "forward_intermediates") else []
+        return {**{s["module"]: s["num_chs"] for s in stages}, OUTPUT: self.n_outputs}
+
+    def _features(self, x: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+        stages = [n for n in wanted if n != OUTPUT]
+        if not stages:
+            return {OUTPUT: self(x)}
+        indices = [self.layer_names.index(n) for n in stages]
+        out = {}
+        if OUTPUT in wanted:
+            final, maps = self.forward_intermediates(x, indices=indices)
+            out[OUTPUT] = self.forward_head(final)
+        else:
+            maps = self.forward_intermediates(x, indices=indices, intermediates_only=True, stop_early=True)
+        out.update(zip(stages, map(pooled, maps)))
+        return out
+
+
+@functools.cache
+def _with_layers(cls: type) -> type:
+    return type(cls.__name__, (TimmLayers, cls), {"__module__": cls.__module__})
 
 
 @BACKBONES.register("timm", hparams={
@@ -74,14 +209,78 @@ def timm_backbone(input_shape: tuple[int, ...], model: str = "resnet18", pretrai
     if model not in timm.list_models() and model not in timm.list_models(pretrained=True):
         raise HarnessError(f"unknown timm model {model!r}; see timm.list_models() for the accepted names")
     net = timm.create_model(model, pretrained=pretrained, num_classes=0, in_chans=input_shape[0], **kwargs)
+    net.__class__ = _with_layers(type(net))
     net.n_outputs = net.num_features
     return net
 
 
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(N, length, dim) token states averaged over the tokens where ``mask`` (N, length) is 1."""
+    weights = mask.unsqueeze(-1).to(states.dtype)
+    return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class HFBackbone(Layers, nn.Module):
+    """A Hugging Face encoder on (N, 2, length) token ids and masks; features are hidden states
+    averaged over the mask. Layers: embedding, hidden1 .. hidden<n> (``hidden_states`` by
+    index), output (the last hidden state, as ``forward`` gives it). Hugging Face models run all
+    their layers, so ``intermediates`` does not stop early here."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.n_outputs = model.config.hidden_size
+        depth = model.config.num_hidden_layers
+        self.layer_dims = {"embedding": self.n_outputs, **{f"hidden{i}": self.n_outputs for i in range(1, depth + 1)},
+                           OUTPUT: self.n_outputs}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return masked_mean(self.model(input_ids=x[:, 0], attention_mask=x[:, 1]).last_hidden_state, x[:, 1])
+
+    def _features(self, x: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+        out = self.model(input_ids=x[:, 0], attention_mask=x[:, 1], output_hidden_states=wanted != [OUTPUT])
+        states = {**dict(zip(self.layer_names, out.hidden_states or ())), OUTPUT: out.last_hidden_state}
+        return {n: masked_mean(states[n], x[:, 1]) for n in wanted}
+
+
+@BACKBONES.register("hf")
+def hf_backbone(input_shape: tuple[int, ...], model: str) -> HFBackbone:
+    """A Hugging Face encoder, written ``hf:<name or local folder>``, from the local cache only."""
+    _check_tokens(f"hf:{model}", input_shape)
+    try:
+        from transformers import AutoModel
+    except ImportError:
+        raise HarnessError(f"backbone hf:{model} needs `transformers`, which is not installed: "
+                           "pip install '.[text]'") from None
+    try:
+        net = AutoModel.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"Hugging Face model {model!r} is neither in the local cache nor a local folder ({exc}); "
+                           f"fetch it once with AutoModel.from_pretrained({model!r}) while online, or give the "
+                           "folder its save_pretrained wrote") from None
+    return HFBackbone(net)
+
+
+def registered(name: str) -> tuple[str, dict[str, Any]]:
+    """The registered backbone behind a name and the option a ``<family>:<argument>`` name sets:
+    ``timm:resnet18`` is ``timm`` with ``model="resnet18"``, ``text:30522`` is ``text`` with
+    ``vocab_size=30522``."""
+    family, colon, argument = name.partition(":")
+    option = FAMILIES.get(family)
+    if option is None or (family == "timm" and not colon):
+        return name, {}
+    if not argument:
+        raise HarnessError(f"backbone {name!r} needs its {option}: write {family}:<{option}>")
+    if option == "vocab_size":
+        if not argument.isdigit() or int(argument) < 1:
+            raise HarnessError(f"backbone {name!r}: write text:<vocab size>, a positive integer, like text:30522")
+        return family, {option: int(argument)}
+    return family, {option: argument}
+
+
 def backbone_factory(name: str, input_shape: tuple[int, ...], options: dict[str, Any]) -> Callable[[], nn.Module]:
     """A function that builds a fresh backbone each time it is called."""
-    if name.startswith(TIMM_PREFIX):
-        options = {"model": name[len(TIMM_PREFIX):], **options}
-        name = "timm"
+    name, from_name = registered(name)
     build = BACKBONES.get(name).obj
+    options = {**from_name, **options}
     return lambda: build(tuple(input_shape), **options)

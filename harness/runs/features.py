@@ -2,7 +2,7 @@
 
 A run config's ``features`` key (or ``harness features``) names the encoder::
 
-    features: {backbone: timm:resnet50, pretrained: true, options: {}, batch_size: 64}
+    features: {backbone: timm:resnet50, pretrained: true, options: {}, layer: layer3, batch_size: 64}
 
 Each split is encoded once, in eval mode and without gradients, and stored as
 ``<cache_root>/<key>/<split>.npz`` (arrays ``ids`` and ``features``, float32, uncompressed)
@@ -13,6 +13,9 @@ another checkpoint or another random init is another key), and the dataset's ide
 files) and each split's input transform (its repr). A dataset held in memory without a
 fingerprint is identified by a hash of its inputs and ids. Features are matched to examples by
 id; a file missing any id of its split is encoded again.
+
+``layer`` (default ``output``, what the backbone's forward returns) caches one of the backbone's
+``layer_names`` instead, pooled to a vector; the key covers it when it is not the output.
 """
 from __future__ import annotations
 
@@ -31,11 +34,11 @@ from tqdm.auto import tqdm
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
 from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
-from harness.models.backbones import TIMM_PREFIX, backbone_factory
+from harness.models.backbones import OUTPUT, TIMM_PREFIX, backbone_factory, check_layer
 
 CACHE_FORMAT = 1
-SPEC_DEFAULTS: dict[str, Any] = {"backbone": "", "pretrained": False, "options": {}, "batch_size": 64,
-                                 "seed": 0, "device": "auto", "num_workers": 0}
+SPEC_DEFAULTS: dict[str, Any] = {"backbone": "", "pretrained": False, "options": {}, "layer": OUTPUT,
+                                 "batch_size": 64, "seed": 0, "device": "auto", "num_workers": 0}
 NOT_HASHED = ("batch_size", "device", "num_workers")  # how fast features are computed, not what they are
 
 
@@ -60,6 +63,8 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["pretrained"] and not out["backbone"].startswith(TIMM_PREFIX):
         raise HarnessError(f"features.pretrained: pretrained weights come from timm; "
                            f"{out['backbone']!r} is not a timm:<model> backbone")
+    if out["layer"] == OUTPUT:  # the default stays out of the spec: run hashes predating layers hold
+        del out["layer"]
     return out
 
 
@@ -73,6 +78,8 @@ def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -
     if spec["backbone"].startswith(TIMM_PREFIX):
         options["pretrained"] = spec["pretrained"]
     net = frozen_backbone(spec["backbone"], dataset.input_shape, options, spec["seed"])
+    layer = spec.get("layer", OUTPUT)
+    check_layer(net, layer, "features.layer")
     identity = cache_identity(spec, net, dataset)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_root) / key
@@ -81,14 +88,15 @@ def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -
     for name, split in dataset.splits.items():
         features = _cached(folder / f"{name}.npz", split.ids.numpy())
         if features is None:
-            features = encode(net.to(device), split, spec["batch_size"], device, spec["num_workers"], desc=name)
+            features = encode(net.to(device), split, spec["batch_size"], device, spec["num_workers"], desc=name,
+                              layer=layer)
             _store(folder / f"{name}.npz", split.ids.numpy(), features)
         splits[name] = dataclasses.replace(split, x=torch.from_numpy(features))
     if not (folder / "meta.json").exists():
         files.write_json(folder / "meta.json", identity)
     dim = int(next(iter(splits.values())).x.shape[1])
     info = {**dataset.info, "features": {"key": key, "dir": str(folder), "backbone": spec["backbone"],
-                                         "pretrained": spec["pretrained"], "dim": dim}}
+                                         "layer": layer, "pretrained": spec["pretrained"], "dim": dim}}
     return dataclasses.replace(dataset, splits=splits, input_shape=(dim,), default_backbone="identity", info=info)
 
 
@@ -107,10 +115,12 @@ def frozen_backbone(name: str, input_shape: tuple[int, ...], options: dict[str, 
 
 
 def cache_identity(spec: dict[str, Any], net: torch.nn.Module, dataset: ShiftDataset) -> dict[str, Any]:
-    """Everything the cached features depend on, as plain JSON (hashed into the key)."""
+    """Everything the cached features depend on, as plain JSON (hashed into the key). The layer
+    enters only when it is not the output, so keys of output features predating layers hold."""
     return {
         "format": CACHE_FORMAT,
         "backbone": spec["backbone"], "options": spec["options"], "pretrained": spec["pretrained"],
+        **({"layer": spec["layer"]} if spec.get("layer", OUTPUT) != OUTPUT else {}),
         "weights": weights_hash(net),
         "dataset": dataset_identity(dataset),
     }
@@ -148,16 +158,16 @@ def dataset_identity(dataset: ShiftDataset) -> dict[str, Any]:
 
 @torch.no_grad()
 def encode(net: torch.nn.Module, split: Split, batch_size: int, device: torch.device,
-           num_workers: int = 0, desc: str = "") -> np.ndarray:
-    """Frozen features (n × dim, float32) of a split's inputs, in the split's order."""
+           num_workers: int = 0, desc: str = "", layer: str = OUTPUT) -> np.ndarray:
+    """Frozen features (n × dim, float32) of one layer for a split's inputs, in the split's order."""
     if split.in_memory:
         batches: Any = (split.x[idx] for idx in chunks(len(split), batch_size))
     else:
         batches = torch.utils.data.DataLoader(split.x, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    out = [net(x.to(device)).flatten(1).float().cpu()
+    out = [net.intermediates(x.to(device), [layer])[layer].float().cpu()
            for x in tqdm(batches, total=math.ceil(len(split) / batch_size), desc=f"encoding {desc}",
                          unit="batch", leave=False, disable=not sys.stderr.isatty())]
-    return torch.cat(out).numpy() if out else np.zeros((0, net.n_outputs), dtype=np.float32)
+    return torch.cat(out).numpy() if out else np.zeros((0, net.layer_dims[layer]), dtype=np.float32)
 
 
 def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:
