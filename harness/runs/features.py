@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
+from harness.core.registry import config_section
 from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
 from harness.models.backbones import TIMM_PREFIX, backbone_factory
 
@@ -61,6 +62,17 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
         raise HarnessError(f"features.pretrained: pretrained weights come from timm; "
                            f"{out['backbone']!r} is not a timm:<model> backbone")
     return out
+
+
+def hashed_part(spec: Any) -> Any:
+    """What of a ``features`` value enters the run's config hash: not how fast it is computed."""
+    return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
+
+
+@config_section("features", default=None, identity=hashed_part)
+def check_section(value: Any) -> dict[str, Any] | None:
+    """Frozen-feature cache: train on features of a frozen backbone (null: on the inputs)."""
+    return None if value is None else check_spec(value)
 
 
 def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -> ShiftDataset:

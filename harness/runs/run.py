@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
-from harness.core.registry import ALGORITHMS, DATASETS
+from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.data.dataset import ShiftDataset, batch_indices, chunks
 from harness.data.groups import GroupAssignment, resolve_groups
 from harness.models.algorithm import Algorithm, Batch
@@ -74,6 +74,7 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, groups: GroupAss
                      len(dataset.splits["train"]))
 
 
+@trial_kind("train", done_files=("done",))
 def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume, or skip if done) the run described by the resolved config ``cfg``."""
     out = configs.run_dir(cfg)
