@@ -20,8 +20,9 @@ DISCOVERY_ARMS = (("xrm", "group_dro"),)
 DISCOVERY = {"hparam_draws": 2, "seeds": "paired"}
 
 
-def spec(steps: int, hparam_draws: int, launcher: str) -> dict[str, Any]:
-    """The quickstart's sweep spec (the same shape as a YAML spec for ``harness sweep``)."""
+def spec(steps: int, hparam_draws: int, launcher: str | dict[str, Any]) -> dict[str, Any]:
+    """The quickstart's sweep spec (the same shape as a YAML spec for ``harness sweep``);
+    ``launcher`` as a spec writes it (``processes:2``, ``{name: slurm, ...}``)."""
     algorithms: list[Any] = list(ANNOTATED_ARMS)
     algorithms += [{"name": arm["name"], "groups": arm["groups"],
                     "overrides": {"algorithm.hparams.id_steps": max(1, steps // arm["id_steps_fraction"])}}

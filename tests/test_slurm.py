@@ -20,7 +20,7 @@ from harness.sweeps import sweep
 from harness.sweeps.launchers import make_launcher
 from harness.sweeps.trials import read_lock, state
 
-SLURM = {"partition": "debug", "time_min": 5, "cpus_per_task": 1, "mem_gb": 1}
+SLURM = {"name": "slurm", "partition": "debug", "time_min": 5, "cpus_per_task": 1, "mem_gb": 1}
 
 
 def cluster_problem() -> str | None:
@@ -56,9 +56,10 @@ def job_logs(folder, stream: str = "out"):
 
 
 def test_a_sweep_submitted_to_slurm_runs_every_trial_in_this_python(tmp_path):
-    spec = sweep.parse_spec(tiny_spec(hparam_draws=1, launcher="slurm", slurm=SLURM))
+    spec = sweep.parse_spec(tiny_spec(hparam_draws=1, launcher=SLURM))
+    assert spec.launcher.options["partition"] == "debug" and spec.launcher.options["mem_gb"] == 1.0
     folder = tmp_path / "sweep"
-    report = sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))
+    report = sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder, "test"))
     assert report.ok and report.ran == 4, report.failed
     trials, _ = sweep.Plan(spec, folder).downstream()
     jobs = set()
@@ -75,12 +76,12 @@ def test_a_sweep_submitted_to_slurm_runs_every_trial_in_this_python(tmp_path):
 
 def submit_one_trial(folder, algorithm: str, steps: int):
     """Start a one-trial sweep on SLURM in a thread; return once the trial has a checkpoint."""
-    spec = sweep.parse_spec(tiny_spec(algorithms=[algorithm], hparam_draws=1, seeds=[0], launcher="slurm",
-                                      slurm=SLURM, overrides={"steps": steps, "eval_every": 100}))
+    spec = sweep.parse_spec(tiny_spec(algorithms=[algorithm], hparam_draws=1, seeds=[0], launcher=SLURM,
+                                      overrides={"steps": steps, "eval_every": 100}))
     [trial] = sweep.Plan(spec, folder).downstream()[0]
     reports = []
     thread = threading.Thread(target=lambda: reports.append(
-        sweep.run_sweep(spec, folder, make_launcher("slurm", folder, spec.slurm, "test"))))
+        sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder, "test"))))
     thread.start()
     deadline = time.time() + 240
     while not (trial.dir / "checkpoint.pt").exists():

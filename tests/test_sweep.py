@@ -15,11 +15,13 @@ from conftest import TINY, tiny_spec
 from harness.cli import main
 from harness.core import config
 from harness.core.errors import HarnessError
-from harness.core.files import load_arrays, read_jsonl
+from harness.core.files import TornLineWarning, load_arrays, read_jsonl
 from harness.runs.run import train
 from harness.sweeps import sweep
-from harness.sweeps.launchers import Local, make_launcher
-from harness.sweeps.trials import LOCK, Lock, Trial, execute, state
+from harness.core.options import Option
+from harness.core.registry import LAUNCHERS
+from harness.sweeps.launchers import Launcher, LauncherChoice, Local, make_launcher, override_launcher
+from harness.sweeps.trials import LOCK, Lock, Outcome, Trial, execute, state
 
 
 def logged(run_dir):
@@ -48,13 +50,25 @@ def write_spec(tmp_path, **changes):
     ({"algorithms": ["nope"]}, "unknown algorithm 'nope'; accepted: erm, group_dro"),
     ({"groups": ["sometimes"]}, "unknown group source 'sometimes'; accepted: annotated, classes, none, inferred:"),
     ({"groups": ["inferred:xrm"]}, "names no method of discovery.algorithms; accepted: inferred:<path"),
-    ({"launcher": "threads:2"}, "unknown launcher 'threads:2'; accepted: local, processes:N"),
-    ({"launcher": "processes:0"}, "unknown launcher 'processes:0'"),
+    ({"launcher": "threads:2"}, "unknown launcher 'threads'; accepted: local, processes, slurm"),
+    ({"launcher": {"name": "threads"}}, "unknown launcher 'threads'; accepted: local, processes, slurm"),
+    ({"launcher": "processes:0"}, "processes launcher option 'workers' must be an integer >= 1, got 0"),
+    ({"launcher": "processes:two"}, "processes launcher option 'workers' must be an integer >= 1, got 'two'"),
+    ({"launcher": "slurm:debug"}, "launcher slurm has no shorthand slurm:<value>"),
+    ({"launcher": ["local"]}, "sweep spec key 'launcher' must be a launcher name (local, processes, slurm)"),
+    ({"launcher": {"name": "local", "workers": 2}}, "unknown local launcher option 'workers'; accepted: (none"),
     ({"overrides": {"seed": 3}}, "overrides sets 'seed', which the sweep sets itself"),
     ({"overrides": {"stepz": 3}}, "unknown config key 'stepz'"),
     ({"seeds": 0}, "'seeds' must be a positive count or a list"),
-    ({"slurm": {"partitoin": "x"}}, "unknown slurm option 'partitoin'; accepted: partition, time_min"),
-    ({"slurm": {"time_min": 0}}, "slurm option 'time_min' must be an integer >= 1"),
+    ({"launcher": {"name": "slurm", "partitoin": "x"}},
+     "unknown slurm launcher option 'partitoin'; accepted: partition, time_min, cpus_per_task"),
+    ({"launcher": {"name": "slurm", "time_min": 0}}, "slurm launcher option 'time_min' must be an integer >= 1, got 0"),
+    ({"launcher": {"name": "slurm", "mem_gb": 0}}, "slurm launcher option 'mem_gb' must be a number > 0 or null"),
+    ({"launcher": {"name": "slurm", "partition": 3}},
+     "slurm launcher option 'partition' must be a non-empty string or null, got 3"),
+    ({"slurm": {"partition": "debug"}}, "sweep spec key 'slurm' has moved: SLURM options are options of the slurm "
+                                        "launcher, e.g. launcher: {name: slurm, partition: debug"),
+    ({"algorithms": [{"name": "erm", "overrides": {"arm": "mine"}}]}, "sets 'arm', which the sweep sets itself"),
     ({"discovery": {"algorithms": ["erm"], "seeds": "some"}}, "unknown value of discovery.seeds 'some'; accepted: paired, shared"),
 ])
 def test_bad_spec_exits_2_naming_the_key_and_writes_nothing(tmp_path, capsys, change, message):
@@ -139,7 +153,10 @@ def test_a_trial_killed_mid_run_resumes_to_exactly_the_uninterrupted_result(tmp_
     assert state(trial) == "interrupted"  # its lock names a dead process
     # what a kill inside an atomic write leaves behind (here planted, as the kill may miss a write)
     (trial.dir / "predictions" / ".step_0000300.npz.x1y2.tmp").write_bytes(b"half")
-    assert main(["sweep", str(spec), "--dir", str(folder)]) == 0
+    with open(trial.dir / "results.jsonl", "a") as fh:  # and a kill inside an append to the results
+        fh.write('{"metrics": {"test": {"avg_')
+    with pytest.warns(TornLineWarning):
+        assert main(["sweep", str(spec), "--dir", str(folder)]) == 0
     reference = train(dict(trial.cfg, run_dir=str(tmp_path / "reference")))
     rows = logged(trial.dir)
     assert [r["step"] for r in rows] == list(range(100, 1501, 100))
@@ -176,8 +193,69 @@ def test_status_tells_running_from_interrupted(tmp_path):
 def test_launcher_names_are_checked_and_never_guessed(tmp_path):
     assert type(make_launcher("local", tmp_path)).__name__ == "Local"
     assert make_launcher("processes:3", tmp_path).workers == 3
+    assert make_launcher({"name": "processes", "workers": 4}, tmp_path).workers == 4
+    assert make_launcher({"name": "processes"}, tmp_path).workers == 2  # the declared default
     with pytest.raises(HarnessError, match="unknown launcher 'auto'"):
         make_launcher("auto", tmp_path)
+
+
+def test_slurm_options_are_the_launchers_own_with_defaults_filled_in(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(launcher={"name": "slurm", "partition": "debug", "mem_gb": 4}))
+    assert spec.launcher.name == "slurm"
+    assert spec.launcher.options == {"partition": "debug", "time_min": 60, "cpus_per_task": 1, "gpus_per_node": 0,
+                                     "mem_gb": 4.0, "array_parallelism": 64, "signal_delay_s": 90,
+                                     "max_requeues": 3}
+    slurm = make_launcher(spec.launcher, tmp_path, "demo")
+    assert slurm.options == spec.launcher.options and slurm.folder == tmp_path / ".submitit"
+    # --launcher: the same launcher keeps the spec's options under the given ones; another replaces them
+    shorter = override_launcher(spec.launcher, {"name": "slurm", "time_min": 5})
+    assert (shorter.options["partition"], shorter.options["time_min"]) == ("debug", 5)
+    assert override_launcher(spec.launcher, "slurm") == spec.launcher
+    assert override_launcher(spec.launcher, "processes:4") == LauncherChoice("processes", {"workers": 4})
+
+
+def test_a_new_launcher_is_one_registration_with_its_options(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    class Recorder(Launcher):
+        """Records the trials it is given."""
+
+        shorthand = "tag"
+
+        def __init__(self, tag: str, **where):
+            super().__init__(**where)
+            self.tag = tag
+
+        def run(self, trials, desc="trials"):
+            ran.extend((self.tag, self.job_name, t.hash) for t in trials)
+            return [Outcome(t.hash, "done") for t in trials]
+
+    LAUNCHERS.names()  # the built-in launchers, then a copy of the registry that the test may change
+    monkeypatch.setattr(LAUNCHERS, "_entries", dict(LAUNCHERS._entries))
+    LAUNCHERS.register("recorder", options={"tag": Option("x", str, "a label", choices=("x", "y"))})(Recorder)
+    spec = sweep.parse_spec(tiny_spec(launcher="recorder:y", hparam_draws=1, seeds=[0]))
+    report = sweep.run_sweep(spec, tmp_path / "s", make_launcher(spec.launcher, tmp_path / "s", "tiny"))
+    assert report.ran == 2 and {(tag, job) for tag, job, _ in ran} == {("y", "tiny")}
+    with pytest.raises(HarnessError, match="recorder launcher option 'tag' must be one of x, y, got 'z'"):
+        sweep.parse_spec(tiny_spec(launcher={"name": "recorder", "tag": "z"}))
+    assert main(["list", "launchers"]) == 0
+    assert "tag='x': one of x, y; a label" in capsys.readouterr().out
+
+
+def test_each_trial_names_its_arm_by_its_own_overrides(tmp_path):
+    spec = sweep.parse_spec(tiny_spec(
+        algorithms=["erm", {"name": "group_dro", "overrides": {"algorithm": {"hparams": {"eta": 0.05}}, "steps": 30}},
+                    {"name": "group_dro", "overrides": {"algorithm.hparams.eta": 0.5}}],
+        hparam_draws=1, seeds=[0]))
+    trials, _ = sweep.Plan(spec, tmp_path).downstream()
+    arms = {t.cfg["arm"]: t.cfg for t in trials}
+    assert sorted(arms) == ["", "algorithm.hparams.eta=0.05 steps=30", "algorithm.hparams.eta=0.5"]
+    assert arms[""]["algorithm"]["name"] == "erm"  # sweep-wide overrides are no part of an arm
+    assert arms["algorithm.hparams.eta=0.5"]["algorithm"]["hparams"]["eta"] == 0.5
+    # the arm is a name, not a setting: it does not enter the config hash
+    cfg = arms["algorithm.hparams.eta=0.5"]
+    assert config.config_hash(dict(cfg, arm="")) == config.config_hash(cfg)
+    assert Trial("train", cfg, "annotated").label.startswith("group_dro [algorithm.hparams.eta=0.5] on ")
 
 
 def test_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):

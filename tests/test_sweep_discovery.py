@@ -1,13 +1,11 @@
 """Discovery trials run before the trials that train on their groups.
 
-``harness.runs.discovery`` (XRM, JTT) lives on another branch; here a stand-in with its interface
-(``discover(cfg) -> run folder`` holding environments.npz and discovery.json,
-``best_discovery(run_dirs) -> the largest final flip rate``) is defined for these tests only,
-with an inferred group source for the training loop that reads its environments.
+Instead of ``harness.runs.discovery`` (XRM, JTT: slow), a stand-in with its interface is registered
+as the ``discovery`` trial kind for these tests only (``discover(cfg) -> run folder`` holding
+environments.npz and discovery.json, ``best_discovery(run_dirs) -> the largest final flip
+rate``), with an inferred group source for the training loop that reads its environments.
 """
 import json
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -16,12 +14,12 @@ from conftest import tiny_spec
 from harness.algorithms.erm import ERM
 
 from harness.core import config, files
-from harness.core.errors import HarnessError
-from harness.core.registry import ALGORITHMS, Entry
+from harness.core.registry import ALGORITHMS, TRIAL_KINDS, Entry, TrialKind
 from harness.data.groups import GroupAssignment
 from harness.protocols import worst_group
 from harness.protocols.selection import choose
 from harness.reports import collect
+from harness.runs import discovery as discoveries
 from harness.runs import run as run_module
 from harness.sweeps import sweep
 from harness.sweeps.launchers import Local
@@ -32,7 +30,7 @@ def standin(monkeypatch):
     """The stand-in discovery method ``standin``; returns the log of calls in order."""
     calls = []
 
-    def discover(cfg):
+    def discover(cfg, progress=None):
         out = Path(cfg["run_dir"])
         files.write_text(out / "config.yaml", config.dump(cfg))  # a run folder, as discovery's are
         dataset = run_module.build_dataset(cfg)
@@ -50,9 +48,9 @@ def standin(monkeypatch):
     def best_discovery(run_dirs):
         return max(run_dirs, key=lambda d: json.loads((Path(d) / "discovery.json").read_text())["final_flip_rate"])
 
-    module = types.ModuleType("harness.runs.discovery")
-    module.discover, module.best_discovery = discover, best_discovery
-    monkeypatch.setitem(sys.modules, "harness.runs.discovery", module)
+    kind = TrialKind(discover, ("environments.npz", "discovery.json"))
+    monkeypatch.setitem(TRIAL_KINDS._entries, "discovery", Entry("discovery", kind, "stand-in discovery"))
+    monkeypatch.setattr(discoveries, "best_discovery", best_discovery)
     monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in discovery", ERM.hparams))
 
     original = worst_group.resolve_groups
@@ -117,10 +115,3 @@ def test_shared_discovery_seed_serves_every_downstream_seed(standin, tmp_path):
     assert report.ok and [c for c in standin if c[0] == "discover"] == [("discover", 0, 0)]
     trials, _ = sweep.Plan(spec, tmp_path / "s").downstream()
     assert len({t.cfg["groups"] for t in trials if t.groups == "inferred:standin"}) == 1
-
-
-def test_a_spec_with_discovery_needs_harness_discovery(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "harness.runs.discovery", None)  # as if not installed
-    monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in", ERM.hparams))
-    with pytest.raises(HarnessError, match="harness.runs.discovery is not installed"):
-        sweep.Plan(sweep.parse_spec(discovery_spec()), tmp_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from harness import quickstart
 from harness.commands.leaderboard import submit
+from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.sweeps import sweep
@@ -31,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="runs/quickstart", help="sweep folder (default runs/quickstart)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--launcher", help="instead of processes:<workers>: local, processes:N or slurm")
+    p.add_argument("--launcher", help="instead of processes:<workers>: local, processes:N, slurm, or a YAML "
+                                      "mapping {name: slurm, partition: ..., time_min: ...}")
     p.add_argument("--steps", type=int, default=600, help="training steps per trial (default 600)")
     p.add_argument("--hparam-draws", type=int, default=3,
                    help="hparam draws per algorithm; draw 0 is the defaults (default 3)")
@@ -45,12 +47,12 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(f"--workers must be >= 1, got {args.workers}")
     folder = Path(args.dir)
     board = boards.load_board("worst_group", args.board_dir or folder / "board")
-    launcher_name = args.launcher or f"processes:{args.workers}"
-    spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher_name))
+    launcher = configs.parse_value(args.launcher) if args.launcher else f"processes:{args.workers}"
+    spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher))
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
-          f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {launcher_name}")
-    report = sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder.resolve(), spec.slurm, spec.name))
+          f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {spec.launcher}")
+    report = sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder.resolve(), spec.name))
     print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
     if not report.ok:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun `harness quickstart` to resume")

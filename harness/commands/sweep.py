@@ -7,9 +7,10 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.sweeps import sweep
-from harness.sweeps.launchers import ACCEPTED, make_launcher
+from harness.sweeps.launchers import make_launcher, override_launcher
 from harness.sweeps.trials import ERROR, STATES
 
 SHOWN = 10  # failures listed by name
@@ -19,7 +20,8 @@ Run every trial of a sweep spec: algorithms × datasets × group sources × hpar
 
   harness sweep demo.yaml                          # into sweeps/demo (the spec's name)
   harness sweep demo.yaml --launcher processes:4   # 4 worker processes on this machine
-  harness sweep demo.yaml --launcher slurm         # SLURM array jobs (partition, time... from `slurm:`)
+  harness sweep demo.yaml --launcher slurm         # SLURM array jobs (with the spec's slurm options, if any)
+  harness sweep demo.yaml --launcher '{name: slurm, partition: debug, time_min: 30}'
   harness sweep demo.yaml --dry-run                # the planned trials, nothing run
   harness sweep status sweeps/demo                 # done / running / failed / interrupted / not started
 
@@ -33,8 +35,12 @@ A spec (YAML):
   seeds: 3
   overrides: {steps: 600, eval_every: 50}
   discovery: {algorithms: [xrm], hparam_draws: 2, seeds: paired}   # only for inferred:<method>
-  launcher: processes:2          # local | processes:N | slurm
-  slurm: {partition: debug, time_min: 60, cpus_per_task: 1, gpus_per_node: 0, mem_gb: 4, array_parallelism: 64}
+  launcher: {name: processes, workers: 2}     # or: local | processes:2 (shorthand) |
+                                              # {name: slurm, partition: debug, time_min: 60, mem_gb: 4}
+
+Launchers and their options (types, ranges, defaults): `harness list launchers`. An arm listed
+twice with different `overrides` is two arms; each trial's config names its arm (`arm`: the
+arm's own overrides as sorted key=value pairs).
 
 Each trial runs in SWEEP_DIR/<hash of its resolved config>. Relaunching the same command skips
 done trials and resumes interrupted ones from their checkpoints; a failing trial writes
@@ -49,7 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("target", nargs="+", metavar="SPEC.yaml | status SWEEP_DIR",
                    help="a sweep spec to run, or `status` and a sweep folder")
     p.add_argument("--dir", help="sweep folder (default: sweeps/<spec name>)")
-    p.add_argument("--launcher", help=f"overrides the spec's launcher; accepted: {', '.join(ACCEPTED)}")
+    p.add_argument("--launcher", help="overrides the spec's launcher: a name (local, processes, slurm), "
+                                      "processes:N, or a YAML mapping {name: ..., option: value}; the spec's "
+                                      "options of the same launcher are kept under the ones given")
     p.add_argument("--dry-run", action="store_true", help="list the planned trials and their states; run nothing")
     p.set_defaults(func=run)
 
@@ -63,11 +71,11 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError(f"one spec file, got {args.target}; for states: harness sweep status SWEEP_DIR")
     spec = sweep.load_spec(args.target[0])
     if args.launcher:
-        spec.launcher = sweep.check_launcher(args.launcher)
+        spec.launcher = override_launcher(spec.launcher, configs.parse_value(args.launcher))
     folder = Path(args.dir) if args.dir else Path("sweeps") / spec.name
     if args.dry_run:
         return show_status(sweep.Plan(spec, folder), every_trial=True)
-    launcher = make_launcher(spec.launcher, folder.resolve(), spec.slurm, spec.name)
+    launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
     report = sweep.run_sweep(spec, folder, launcher)
     print(f"sweep {spec.name} in {folder}: {report.ran} trial(s) ran ({report.resumed} resumed from checkpoints), "
           f"{report.skipped} already done, {len(report.failed)} failed"
@@ -89,7 +97,8 @@ def show_status(plan: sweep.Plan, every_trial: bool = False) -> int:
         print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", "groups", "draw", "seed", "state"]))
     counts: dict[tuple, Counter] = {}
     for t, s in trials:
-        counts.setdefault((t.kind, t.cfg["algorithm"]["name"], t.groups), Counter())[s] += 1
+        algorithm = t.cfg["algorithm"]["name"] + (f" [{t.cfg['arm']}]" if t.cfg.get("arm") else "")
+        counts.setdefault((t.kind, algorithm, t.groups), Counter())[s] += 1
     rows = [[*key, *(c[s] for s in STATES)] for key, c in counts.items()]
     total = Counter(s for _, s in trials)
     total["not started"] += len(waiting)

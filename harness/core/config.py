@@ -3,6 +3,10 @@
 ``resolve`` returns the complete config (every hyperparameter filled in); its identity part,
 hashed, names the run folder. Anything unknown or of the wrong type is a :class:`HarnessError`
 that names the key and the accepted values.
+
+This module knows the basic run keys (``DEFAULTS``) only. A top-level section owned by a higher
+layer (``features``: harness.runs.features) is a registration in ``SECTIONS`` that brings its
+default, its check and the part of it that is hashed.
 """
 from __future__ import annotations
 
@@ -17,16 +21,15 @@ import yaml
 
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
-from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, builder_options, draw_hparams
+from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, SECTIONS, Section, builder_options, draw_hparams
 from harness.models import backbones
-from harness.runs import features
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "colored_digits", "options": {}},
     "algorithm": {"name": "erm", "hparams": {}, "hparams_seed": 0},
     "backbone": {"name": "auto", "options": {}},
     "groups": "annotated",
-    "features": None,
+    "arm": "",  # set by sweeps: the label of the arm's own overrides (see harness.sweeps.sweep.arm_label)
     "seed": 0,
     "steps": 1000,
     "eval_every": 100,
@@ -38,8 +41,8 @@ DEFAULTS: dict[str, Any] = {
 }
 # Free-form mappings, checked against the registered object they configure.
 FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "options")}
-# Keys that say where or how fast a run happens, not what it computes: not hashed.
-NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size")
+# Keys that say where or how fast a run happens, or how a sweep names it, not what it computes: not hashed.
+NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size", "arm")
 INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
@@ -81,8 +84,12 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     """Merge onto the defaults, check every key and type, fill in the hyperparameters."""
+    sections = _sections()
+    for key in raw:
+        if key not in DEFAULTS and key not in sections:
+            raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, raw, DEFAULTS, prefix="")
+    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
     _check_names(cfg)
     cfg["dataset"]["options"] = _check_options(
         "dataset.options", cfg["dataset"]["options"], DATASETS.get(cfg["dataset"]["name"]).obj)
@@ -98,14 +105,19 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         name, from_name = backbones.registered(backbone)
         cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"],
                                                     BACKBONES.get(name).obj, skip=("input_shape", *from_name))
-    if cfg["features"] is not None:
-        cfg["features"] = features.check_spec(cfg["features"])
+    for name, section in sections.items():
+        cfg[name] = section.check(copy.deepcopy(raw[name] if name in raw else section.default))
     for key in ("steps", "eval_every", "eval_batch_size"):
         if cfg[key] < 1:
             raise HarnessError(f"{key} must be a positive integer, got {cfg[key]}")
     if cfg["seed"] < 0:
         raise HarnessError(f"seed must be >= 0, got {cfg['seed']}")
     return cfg
+
+
+def _sections() -> dict[str, Section]:
+    """The registered sections (listing them loads the plugins that register them)."""
+    return {e.name: e.obj for e in SECTIONS.entries()}
 
 
 def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
@@ -178,8 +190,9 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     groups = ident.get("groups")
     if isinstance(groups, str) and groups.startswith(INFERRED):
         ident["groups"] = INFERRED + Path(groups[len(INFERRED):]).name
-    if isinstance(ident.get("features"), dict):
-        ident["features"] = {k: v for k, v in ident["features"].items() if k not in features.NOT_HASHED}
+    for name, section in _sections().items():
+        if name in ident:
+            ident[name] = section.identity(ident[name])
     return ident
 
 

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -12,6 +13,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import yaml
+
+from harness.core.errors import HarnessError
 
 
 @contextmanager
@@ -72,8 +75,6 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
 def read_yaml_mapping(path: str | Path, what: str, accepted: str = "") -> dict:
     """A YAML file that must hold a mapping (a config, a sweep spec): every way it can fail is
     a HarnessError naming the file."""
-    from harness.core.errors import HarnessError
-
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -87,11 +88,34 @@ def read_yaml_mapping(path: str | Path, what: str, accepted: str = "") -> dict:
     return raw
 
 
+class TornLineWarning(UserWarning):
+    """A JSON-lines file ended in a line cut short (its writer was killed mid-append); dropped."""
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of an appended JSON-lines file. A last line without its newline that is not
+    valid JSON is what a kill during an append leaves: it is dropped with a
+    :class:`TornLineWarning` (a rewrite of the file, as resume does, removes it). A bad line
+    anywhere else is a HarnessError naming the file and the line."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}: dropped its torn last line (line {number}, a write cut short)",
+                              TornLineWarning, stacklevel=2)
+                break
+            raise HarnessError(f"{path}: line {number} is not valid JSON ({exc.msg}); only a torn last line "
+                               "(a write cut short) is dropped") from None
+    return rows
 
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> None:

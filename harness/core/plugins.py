@@ -6,6 +6,11 @@ import pkgutil
 
 
 def import_submodules(package_name: str, path: list[str]) -> None:
+    """A module that fails to import is named in the error (the package alone would not say which)."""
     for module in pkgutil.iter_modules(path):
         if not module.name.startswith("_"):
-            importlib.import_module(f"{package_name}.{module.name}")
+            name = f"{package_name}.{module.name}"
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                raise ImportError(f"{name}: {type(exc).__name__}: {exc}") from exc

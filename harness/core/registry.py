@@ -1,4 +1,5 @@
-"""Registries: the catalogue of algorithms, datasets and backbones.
+"""Registries: the catalogue of algorithms, datasets, backbones, sweep launchers, trial kinds and
+config sections. Every extension point is a registry: adding one is one registration.
 
 A class (or factory) is registered under a name with a hyperparameter space. Each
 hyperparameter has a default and a random distribution; a random draw seeds every
@@ -7,7 +8,7 @@ the values drawn for the others (DomainBed's habit).
 
 Third-party packages register through entry points in the group ``shift_harness``:
 ``[project.entry-points.shift_harness] mything = "mypkg.module"``; importing the module
-runs its ``@register`` decorators.
+runs its ``@register`` decorators. The built-in plugins are the modules in ``_BUILTIN_MODULES``.
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ import inspect
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from harness.core.errors import HarnessError, unknown
+from harness.core.options import Option
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Entry:
     obj: Any
     description: str
     hparams: dict[str, Hparam] = field(default_factory=dict)
+    options: dict[str, Option] = field(default_factory=dict)
 
 
 def builder_options(obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict[str, inspect.Parameter]:
@@ -80,22 +85,24 @@ def builder_options(obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict[
 class Registry:
     """Names → registered objects, with their hyperparameter spaces."""
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, noun: str | None = None):
+        self.kind = kind  # plural, as `harness list` names it
+        self.noun = noun or (kind[:-1] if kind.endswith("s") else kind)
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, hparams: dict[str, Hparam] | None = None,
-                 description: str | None = None) -> Callable[[Any], Any]:
+    def register(self, name: str, hparams: dict[str, Hparam] | None = None, description: str | None = None,
+                 options: dict[str, Option] | None = None) -> Callable[[Any], Any]:
         """Decorator. The description defaults to the first line of the docstring. A class may
-        also carry an ``hparams`` dict (merged along its bases); explicit ones win."""
+        also carry an ``hparams`` dict (merged along its bases); explicit ones win. ``options``
+        declares the options the object accepts (a launcher's), checked by
+        :func:`harness.core.options.check_options`."""
 
         def decorate(obj: Any) -> Any:
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             space = dict(_class_hparams(obj))
             space.update(hparams or {})
-            summary = description or next(iter((obj.__doc__ or "").strip().splitlines()), "")
-            self._entries[name] = Entry(name, obj, summary, space)
+            self._entries[name] = Entry(name, obj, description or _summary(obj), space, dict(options or {}))
             return obj
 
         return decorate
@@ -103,7 +110,7 @@ class Registry:
     def get(self, name: str) -> Entry:
         load_plugins()
         if name not in self._entries:
-            raise unknown(self.kind[:-1] if self.kind.endswith("s") else self.kind, name, self.names())
+            raise unknown(self.noun, name, self.names())
         return self._entries[name]
 
     def names(self) -> list[str]:
@@ -117,6 +124,10 @@ class Registry:
         return [self._entries[n] for n in self.names()]
 
 
+def _summary(obj: Any) -> str:
+    return next(iter((obj.__doc__ or "").strip().splitlines()), "")
+
+
 def _class_hparams(obj: Any) -> dict[str, Hparam]:
     space: dict[str, Hparam] = {}
     for klass in reversed(getattr(obj, "__mro__", (obj,))):
@@ -124,26 +135,98 @@ def _class_hparams(obj: Any) -> dict[str, Hparam]:
     return {k: v for k, v in space.items() if isinstance(v, Hparam)}
 
 
+@dataclass(frozen=True)
+class TrialKind:
+    """What a sweep can run: ``run(resolved config, progress=...)`` trains (or resumes, or skips)
+    the run in the config's run folder; the trial is done once every ``done_files`` exists there."""
+
+    run: Callable[..., Any]
+    done_files: tuple[str, ...]
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Section:
+    """A top-level run-config key owned by a module above ``harness.core``: ``check`` turns the
+    user's value (or ``default`` when the config has none) into the resolved value, raising
+    HarnessError on bad input; ``identity`` is the part of the resolved value that is hashed."""
+
+    default: Any
+    check: Callable[[Any], Any]
+    identity: Callable[[Any], Any] = _as_is
+
+
 ALGORITHMS = Registry("algorithms")
 DATASETS = Registry("datasets")
 BACKBONES = Registry("backbones")
+LAUNCHERS = Registry("launchers")
+TRIAL_KINDS = Registry("kinds", noun="trial kind")
+SECTIONS = Registry("sections", noun="config section")
 PROTOCOLS = Registry("protocols")
-REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS)}
+# What `harness list` shows.
+REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS)}
 
-_BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets")
+
+def trial_kind(name: str, done_files: Sequence[str], description: str | None = None) -> Callable[[F], F]:
+    """Decorator: register ``run(cfg, progress=...)`` as the trial kind ``name``, done once
+    every one of ``done_files`` exists in the run folder."""
+
+    def decorate(run: F) -> F:
+        TRIAL_KINDS.register(name, description=description or _summary(run))(TrialKind(run, tuple(done_files)))
+        return run
+
+    return decorate
+
+
+def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as_is) -> Callable[[F], F]:
+    """Decorator: register ``check`` as the validator of the top-level config key ``name``
+    (see :class:`Section`)."""
+
+    def decorate(check: F) -> F:
+        SECTIONS.register(name, description=_summary(check))(Section(default, check, identity))
+        return check
+
+    return decorate
+
+
+# The built-in plugins: modules whose import registers algorithms, datasets, backbones, config
+# sections (harness.runs.features), protocols (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery) and
+# launchers (harness.sweeps.launchers).
+_BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",
+                    "harness.runs.features",
+                    "harness.runs.run", "harness.runs.discovery", "harness.sweeps.launchers")
 _loaded = False
+_loading = False
+_failure: str | None = None  # why the registries are incomplete in this process
 
 
 def load_plugins() -> None:
-    """Import the built-in modules and every ``shift_harness`` entry point, once."""
-    global _loaded
-    if _loaded:
+    """Import the built-in plugins and every ``shift_harness`` entry point, once. A plugin that
+    fails to import is a HarnessError naming it, on this call and on every later one: the
+    registries would be incomplete, and a catalogue silently missing entries is worse than none."""
+    global _loaded, _loading, _failure
+    if _failure is not None:
+        raise HarnessError(_failure)
+    if _loaded or _loading:  # _loading: a plugin looked something up while being imported
         return
-    _loaded = True
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group="shift_harness"):
-        try:
-            ep.load()
-        except Exception as exc:  # a broken plugin must not take the harness down
-            raise HarnessError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+    _loading = True
+    try:
+        for module in _BUILTIN_MODULES:
+            _load(f"built-in plugin module {module!r}", lambda: importlib.import_module(module))
+        for ep in entry_points(group="shift_harness"):
+            _load(f"plugin {ep.name!r} ({ep.value})", ep.load)
+        _loaded = True
+    finally:
+        _loading = False
+
+
+def _load(what: str, load: Callable[[], Any]) -> None:
+    global _failure
+    try:
+        load()
+    except Exception as exc:  # any failure: the plugin's registrations are missing or partial
+        _failure = f"{what} failed to load ({type(exc).__name__}: {exc}); the registries are incomplete"
+        raise HarnessError(_failure) from exc

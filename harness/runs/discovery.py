@@ -23,9 +23,10 @@ from sklearn.metrics import adjusted_rand_score
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
-from harness.core.registry import ALGORITHMS
+from harness.core.registry import ALGORITHMS, trial_kind
 from harness.data.dataset import ShiftDataset, Split, chunks
-from harness.data.environments import DISCOVERY_SPLITS, PLOT_FILE, REPORT_FILE, read_report, save_environments
+from harness.data.environments import (DISCOVERY_SPLITS, ENVIRONMENTS_FILE, PLOT_FILE, REPORT_FILE, read_report,
+                                       save_environments)
 from harness.models.algorithm import Algorithm, Discoverer
 from harness.runs.run import build_algorithm, build_dataset, pick_device, protocol_of, train
 
@@ -47,6 +48,8 @@ def check(cfg: dict[str, Any]) -> None:
         raise HarnessError(f"a discovery uses no annotation, so groups must be 'none', got {cfg['groups']!r}")
 
 
+@trial_kind("discovery", done_files=(ENVIRONMENTS_FILE, REPORT_FILE),
+            description="Train a discovery algorithm, then write every example's inferred environment.")
 def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume) the discovery run of the resolved config ``cfg``, then write its
     environments, report and flip-rate plot. Returns the run folder; a finished one is left as is."""

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
+from harness.core.registry import config_section
 from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
 from harness.models.backbones import OUTPUT, TIMM_PREFIX, backbone_factory, check_layer
 
@@ -66,6 +67,17 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if out["layer"] == OUTPUT:  # the default stays out of the spec: run hashes predating layers hold
         del out["layer"]
     return out
+
+
+def hashed_part(spec: Any) -> Any:
+    """What of a ``features`` value enters the run's config hash: not how fast it is computed."""
+    return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
+
+
+@config_section("features", default=None, identity=hashed_part)
+def check_section(value: Any) -> dict[str, Any] | None:
+    """Frozen-feature cache: train on features of a frozen backbone (null: on the inputs)."""
+    return None if value is None else check_spec(value)
 
 
 def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -> ShiftDataset:

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
-from harness.core.registry import ALGORITHMS, DATASETS
+from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
 from harness.models.backbones import backbone_factory
@@ -73,6 +73,7 @@ def protocol_of(cfg: dict[str, Any]) -> Protocol:
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
 
 
+@trial_kind("train", done_files=("done",))
 def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume, or skip if done) the run described by the resolved config ``cfg``."""
     out = configs.run_dir(cfg)

@@ -1,7 +1,13 @@
 """Launchers: where a list of trials runs. Chosen by name, never detected.
 
+A launcher is a registration in ``harness.core.registry.LAUNCHERS``: a :class:`Launcher` class
+and the options it accepts (declared :class:`~harness.core.options.Option` constraints; ``harness
+list launchers`` shows them). A spec names one as ``launcher: local`` or ``launcher: {name:
+slurm, partition: debug, time_min: 60}``; a launcher with a ``shorthand`` option also takes
+``name:value`` (``processes:4`` is ``{name: processes, workers: 4}``).
+
 - ``local``: in this process, one after another.
-- ``processes:N``: N long-lived worker processes (spawned, so nothing forked from a process
+- ``processes``: N long-lived worker processes (spawned, so nothing forked from a process
   holding threads); each imports torch and the harness once and runs many trials, with
   ``cores // N`` torch threads so that N workers do not fight over the cores.
 - ``slurm``: one SLURM array task per trial through submitit's ``SlurmExecutor`` (named
@@ -23,70 +29,87 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import submitit
 from tqdm.auto import tqdm
 
+from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError
+from harness.core.options import Option, check_options
+from harness.core.registry import LAUNCHERS
 from harness.sweeps.trials import ERROR, Outcome, Trial, execute, is_done
 
-ACCEPTED = ("local", "processes:N (N worker processes, e.g. processes:2)", "slurm")
-SLURM_DEFAULTS: dict[str, Any] = {
-    "partition": None,          # None: the cluster's default partition
-    "time_min": 60,             # per job; a job that runs out is requeued (up to max_requeues times)
-    "cpus_per_task": 1,
-    "gpus_per_node": 0,
-    "mem_gb": None,             # None: the cluster's default (DefMemPerCPU)
-    "array_parallelism": 64,    # array tasks running at once
-    "signal_delay_s": 90,       # USR2 this long before the time limit: checkpoint and requeue
-    "max_requeues": 3,          # after timeouts (preemptions always requeue)
+SLURM_OPTIONS: dict[str, Option] = {
+    "partition": Option(None, str, "SLURM partition (null: the cluster's default)", nullable=True),
+    "time_min": Option(60, int, "minutes per job; a job that runs out is requeued (max_requeues times)", low=1),
+    "cpus_per_task": Option(1, int, "CPUs per job (also its torch threads)", low=1),
+    "gpus_per_node": Option(0, int, "GPUs per job", low=0),
+    "mem_gb": Option(None, float, "memory per job in GB (null: the cluster's default, DefMemPerCPU)", low=0,
+                     low_open=True, nullable=True),
+    "array_parallelism": Option(64, int, "array tasks running at once", low=1),
+    "signal_delay_s": Option(90, int, "USR2 this long before the time limit: checkpoint and requeue", low=1),
+    "max_requeues": Option(3, int, "requeues after timeouts (preemptions always requeue)", low=0),
 }
 # A job that leaves the queue without writing its result is failed after this long.
 SLURM_VANISHED_S = 30.0
 
 
-def check_launcher(name: Any) -> str:
-    if name == "local" or name == "slurm":
-        return name
-    if isinstance(name, str) and name.startswith("processes:"):
-        count = name.split(":", 1)[1]
-        if count.isdigit() and int(count) >= 1:
-            return name
-    raise unknown("launcher", name, ACCEPTED)
+@dataclass(frozen=True)
+class LauncherChoice:
+    """A launcher's name and its checked options (every declared one, defaults filled in)."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        given = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return f"{self.name} ({given})" if given else self.name
 
 
-def slurm_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The spec's ``slurm`` mapping over SLURM_DEFAULTS, each value checked."""
-    if not isinstance(options, dict):
-        raise HarnessError(f"sweep spec key 'slurm' must be a mapping with keys {', '.join(SLURM_DEFAULTS)}")
-    for key, value in options.items():
-        if key not in SLURM_DEFAULTS:
-            raise unknown("slurm option", key, list(SLURM_DEFAULTS))
-        if value is None and SLURM_DEFAULTS[key] is None:
-            continue
-        if key == "partition":
-            ok, what = isinstance(value, str) and bool(value), "a partition name"
-        elif key == "mem_gb":
-            ok, what = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, "a positive number"
-        else:
-            low = 0 if key in ("gpus_per_node", "max_requeues") else 1
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
-            what = f"an integer >= {low}"
-        if not ok:
-            raise HarnessError(f"slurm option {key!r} must be {what}, got {value!r}")
-    return {**SLURM_DEFAULTS, **options}
+def parse_launcher(value: Any, where: str = "launcher") -> LauncherChoice:
+    """``local``, ``processes:4`` or ``{name: slurm, partition: debug, ...}``, checked."""
+    name, given = _split(value, where)
+    return _checked(name, given)
 
 
-def make_launcher(name: str, sweep_dir: Path, slurm: dict[str, Any] | None = None, job_name: str = "sweep") -> Any:
-    name = check_launcher(name)
-    if name == "local":
-        return Local()
-    if name == "slurm":
-        return Slurm(slurm_options(slurm or {}), Path(sweep_dir) / ".submitit", job_name)
-    return Processes(int(name.split(":", 1)[1]))
+def override_launcher(current: LauncherChoice, value: Any, where: str = "--launcher") -> LauncherChoice:
+    """A launcher given over the spec's (``--launcher``): another launcher replaces it with its
+    own options; the same launcher keeps the spec's options under the ones given."""
+    name, given = _split(value, where)
+    return _checked(name, {**current.options, **given} if name == current.name else given)
+
+
+def _split(value: Any, where: str) -> tuple[str, dict[str, Any]]:
+    """The launcher's name and the options given with it (not yet checked)."""
+    if isinstance(value, str) and value:
+        name, sep, short = value.partition(":")
+        if not sep:
+            return name, {}
+        option = getattr(LAUNCHERS.get(name).obj, "shorthand", None)
+        if option is None:
+            raise HarnessError(f"{where}: launcher {name} has no shorthand {name}:<value> (got {value!r}); "
+                               f"write {{name: {name}, <option>: <value>}} (`harness list launchers`)")
+        return name, {option: configs.parse_value(short)}
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        return value["name"], {k: v for k, v in value.items() if k != "name"}
+    raise HarnessError(f"{where} must be a launcher name ({', '.join(LAUNCHERS.names())}), a shorthand like "
+                       f"processes:4, or a mapping like {{name: slurm, partition: debug}}; got {value!r}")
+
+
+def _checked(name: str, given: dict[str, Any]) -> LauncherChoice:
+    entry = LAUNCHERS.get(name)
+    return LauncherChoice(name, check_options(f"{name} launcher option", given, entry.options))
+
+
+def make_launcher(choice: LauncherChoice | str | dict, sweep_dir: Path, job_name: str = "sweep") -> "Launcher":
+    """The launcher for a sweep in ``sweep_dir`` (SLURM keeps its job files there)."""
+    if not isinstance(choice, LauncherChoice):
+        choice = parse_launcher(choice)
+    return LAUNCHERS.get(choice.name).obj(**choice.options, sweep_dir=Path(sweep_dir), job_name=job_name)
 
 
 def available_cores() -> int:
@@ -106,7 +129,22 @@ def _count(bar: tqdm, outcomes: list[Outcome]) -> None:
     bar.update(1)
 
 
-class Local:
+class Launcher:
+    """Runs trials. Built with its checked options as keywords, plus the sweep's folder and
+    name; ``shorthand`` names the option that ``<name>:<value>`` sets, if any."""
+
+    shorthand: str | None = None
+
+    def __init__(self, *, sweep_dir: Path | None = None, job_name: str = "sweep"):
+        self.sweep_dir, self.job_name = sweep_dir, job_name
+
+    def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
+        """One outcome per trial; a trial that fails is recorded, never raised."""
+        raise NotImplementedError
+
+
+@LAUNCHERS.register("local")
+class Local(Launcher):
     """In this process, one trial after another."""
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
@@ -129,10 +167,14 @@ def _init_worker(threads: int) -> None:
     load_plugins()
 
 
-class Processes:
-    """N worker processes, each running many trials."""
+@LAUNCHERS.register("processes", options={"workers": Option(2, int, "worker processes", low=1)})
+class Processes(Launcher):
+    """N long-lived worker processes on this machine, each running many trials (shorthand processes:N)."""
 
-    def __init__(self, workers: int):
+    shorthand = "workers"
+
+    def __init__(self, workers: int, **where: Any):
+        super().__init__(**where)
         self.workers = workers
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
@@ -165,11 +207,16 @@ class TrialJob(submitit.helpers.Checkpointable):
         return execute(trial, log=lambda line: print(line, flush=True))
 
 
-class Slurm:
-    """One array task per trial, through submitit; waits for all of them."""
+@LAUNCHERS.register("slurm", options=SLURM_OPTIONS)
+class Slurm(Launcher):
+    """One SLURM array task per trial through submitit, in this Python; preempted jobs requeue."""
 
-    def __init__(self, options: dict[str, Any], folder: Path, job_name: str, poll_s: float = 2.0):
-        self.options, self.folder, self.job_name, self.poll_s = options, folder, job_name, poll_s
+    poll_s = 2.0
+
+    def __init__(self, sweep_dir: Path | None = None, job_name: str = "sweep", **options: Any):
+        super().__init__(sweep_dir=sweep_dir, job_name=job_name)
+        self.options = check_options("slurm launcher option", options, SLURM_OPTIONS)
+        self.folder = Path(sweep_dir or ".") / ".submitit"
 
     def executor(self) -> submitit.SlurmExecutor:
         o = self.options
@@ -178,7 +225,7 @@ class Slurm:
                                               max_num_timeout=o["max_requeues"])
         except RuntimeError as exc:  # no srun on the PATH
             raise HarnessError(f"launcher slurm needs SLURM's commands (srun, sbatch, squeue) on the PATH: {exc}; "
-                               f"accepted launchers: {', '.join(ACCEPTED)}") from None
+                               f"accepted launchers: {', '.join(LAUNCHERS.names())}") from None
         params = {"job_name": f"harness-{self.job_name}", "time": o["time_min"], "cpus_per_task": o["cpus_per_task"],
                   "array_parallelism": o["array_parallelism"], "signal_delay_s": o["signal_delay_s"]}
         if o["partition"]:

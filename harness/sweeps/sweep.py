@@ -15,6 +15,7 @@ A spec (YAML)::
     algorithms:                         # names (crossed with `groups`), or
       - erm                             # {name: ..., groups: [...], overrides: {...}}
       - {name: group_dro, overrides: {algorithm.hparams.eta: 0.05}}
+      - group_dro                       # a second arm of group_dro: its trials' `arm` is ""
     groups: [annotated]                 # annotated | classes | none | inferred:<discovery method>
     hparam_draws: 4                     # draws 0..3 of every hparam space (0 = the defaults)
     seeds: 3                            # seeds 0..2 (or a list)
@@ -24,14 +25,16 @@ A spec (YAML)::
       hparam_draws: 2
       seeds: paired                     # paired: one discovery per seed; shared: seed 0 for all
       overrides: {steps: 400}           # applied over the sweep's overrides; groups are `none`
-    launcher: processes:2               # local | processes:N | slurm
-    slurm: {partition: debug, time_min: 60, cpus_per_task: 1, gpus_per_node: 0, mem_gb: 4,
-            array_parallelism: 64}
+    launcher: {name: processes, workers: 2}   # or local, processes:2 (shorthand), or
+                                        # {name: slurm, partition: debug, time_min: 60, mem_gb: 4, ...}
+
+Each trial's config carries ``arm``: the label of its arm's own overrides (:func:`arm_label`), not
+hashed, so that two arms of one algorithm that differ only in their overrides stay apart.
 """
 from __future__ import annotations
 
 import copy
-import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,17 +44,18 @@ import yaml
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
-from harness.sweeps.launchers import check_launcher, slurm_options
+from harness.runs import discovery as discoveries
+from harness.sweeps.launchers import LauncherChoice, parse_launcher
 from harness.sweeps.trials import Outcome, Trial, is_done, state
 
 SPEC_KEYS = ("name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides",
-             "discovery", "launcher", "slurm")
+             "discovery", "launcher")
 DISCOVERY_KEYS = ("algorithms", "hparam_draws", "seeds", "overrides")
 DISCOVERY_SEEDS = ("paired", "shared")
 PLAIN_GROUPS = ("annotated", "classes", "none")
 INFERRED = configs.INFERRED
 # Set by the sweep's own axes; an override may not change them.
-RESERVED = ("algorithm.name", "algorithm.hparams_seed", "dataset", "seed", "groups", "run_dir", "output_dir")
+RESERVED = ("algorithm.name", "algorithm.hparams_seed", "dataset", "seed", "groups", "arm", "run_dir", "output_dir")
 SPEC_FILE = "sweep.yaml"
 
 
@@ -62,6 +66,17 @@ class Arm:
     algorithm: str
     groups: str
     overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return arm_label(self.overrides)
+
+
+def arm_label(overrides: dict[str, Any]) -> str:
+    """An arm's name among the arms of its algorithm: its own dotted overrides as sorted
+    ``key=value`` pairs (values as compact JSON), joined by one space; "" without any."""
+    return " ".join(f"{key}={json.dumps(value, sort_keys=True, separators=(',', ':'), default=str)}"
+                    for key, value in sorted(overrides.items()))
 
 
 @dataclass
@@ -76,8 +91,7 @@ class Spec:
     discovery_draws: int
     discovery_seeds: str
     discovery_overrides: dict[str, Any]
-    launcher: str
-    slurm: dict[str, Any]
+    launcher: LauncherChoice
     raw: dict[str, Any]
 
 
@@ -89,6 +103,10 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec(raw: dict[str, Any]) -> Spec:
     """Check every key of a spec; name what is wrong and what is accepted."""
+    if "slurm" in raw:
+        raise HarnessError("sweep spec key 'slurm' has moved: SLURM options are options of the slurm launcher, "
+                           "e.g. launcher: {name: slurm, partition: debug, time_min: 60}; "
+                           "`harness list launchers` shows every option")
     for key in raw:
         if key not in SPEC_KEYS:
             raise unknown("sweep spec key", key, SPEC_KEYS)
@@ -120,14 +138,14 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     discovery_seeds = disc.get("seeds", "paired")
     if discovery_seeds not in DISCOVERY_SEEDS:
         raise unknown("value of discovery.seeds", discovery_seeds, DISCOVERY_SEEDS)
-    launcher = check_launcher(raw.get("launcher", "local"))
+    launcher = parse_launcher(raw.get("launcher", "local"), "sweep spec key 'launcher'")
     return Spec(
         name=_str(raw.get("name", "sweep"), "name"), datasets=datasets, arms=arms,
         hparam_draws=_count(raw, "hparam_draws"), seeds=sorted(set(seed_list)),
         overrides=_overrides(raw.get("overrides"), "overrides"), discovery=methods,
         discovery_draws=_count(disc, "hparam_draws", "discovery."), discovery_seeds=discovery_seeds,
         discovery_overrides=_overrides(disc.get("overrides"), "discovery.overrides"),
-        launcher=launcher, slurm=slurm_options(raw.get("slurm") or {}), raw=raw,
+        launcher=launcher, raw=raw,
     )
 
 
@@ -201,14 +219,14 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 # --- planning -----------------------------------------------------------------------------
 
 def resolve_trial(kind: str, sweep_dir: Path, dataset: dict, algorithm: str, groups: str, config_groups: str,
-                  draw: int, seed: int, *overrides: dict[str, Any]) -> Trial:
+                  draw: int, seed: int, *overrides: dict[str, Any], arm: str = "") -> Trial:
     """The trial at one point of the sweep's axes: overrides (later layers win), then the axes;
     resolved, and placed in ``sweep_dir/<its hash>``."""
     raw: dict[str, Any] = {}
     for layer in overrides:
         for key, value in layer.items():
             configs.set_dotted(raw, key, copy.deepcopy(value))
-    raw.update({"dataset": copy.deepcopy(dataset), "groups": config_groups, "seed": seed,
+    raw.update({"dataset": copy.deepcopy(dataset), "groups": config_groups, "seed": seed, "arm": arm,
                 "output_dir": str(sweep_dir)})
     raw.setdefault("algorithm", {}).update({"name": algorithm, "hparams_seed": draw})
     cfg = configs.resolve(raw)
@@ -228,8 +246,6 @@ class Plan:
             for d in spec.datasets for method in spec.discovery for draw in range(spec.discovery_draws)
             for seed in self._discovery_seeds()
         ])
-        if spec.discovery:
-            discovery_api()
         # Downstream configs are checked now with a stand-in folder, so bad input stops before any run.
         for d in spec.datasets:
             for arm in spec.arms:
@@ -247,7 +263,7 @@ class Plan:
 
     def _trial(self, dataset: dict, arm: Arm, draw: int, seed: int, config_groups: str) -> Trial:
         return resolve_trial("train", self.dir, dataset, arm.algorithm, arm.groups, config_groups, draw, seed,
-                             self.spec.overrides, arm.overrides)
+                             self.spec.overrides, arm.overrides, arm=arm.label)
 
     def downstream(self) -> tuple[list[Trial], list[str]]:
         """Trials that train on a group source, and what cannot be planned yet (a discovery
@@ -277,7 +293,7 @@ class Plan:
         if pending:
             states = sorted({state(t) for t in pending})
             return f"waiting for {len(pending)} {method} discovery run(s) ({', '.join(states)})"
-        return Path(discovery_api().best_discovery([t.dir for t in runs]))
+        return Path(discoveries.best_discovery([t.dir for t in runs]))
 
 
 def unique(trials: list[Trial]) -> list[Trial]:
@@ -289,18 +305,6 @@ def unique(trials: list[Trial]) -> list[Trial]:
             seen.add(trial.hash)
             out.append(trial)
     return out
-
-
-def discovery_api() -> Any:
-    """``harness.runs.discovery`` (XRM, JTT), or a clear error when it is not installed."""
-    try:
-        return importlib.import_module("harness.runs.discovery")
-    except ModuleNotFoundError as exc:
-        if exc.name != "harness.runs.discovery":
-            raise
-        raise HarnessError("this sweep has discovery trials (discovery.algorithms or inferred:<method> groups), "
-                           "but harness.runs.discovery is not installed; accepted group sources without it: "
-                           f"{', '.join(PLAIN_GROUPS)}") from None
 
 
 # --- running ------------------------------------------------------------------------------

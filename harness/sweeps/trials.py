@@ -1,8 +1,10 @@
 """One trial of a sweep: what it is, how it runs wherever a launcher puts it, and its state.
 
-A trial is a resolved run config whose ``run_dir`` is ``SWEEP_DIR/<config hash>``. Its kind is
-``train`` (``harness.runs.run.train``) or ``discovery`` (``harness.runs.discovery.discover``, whose run
-folder holds ``environments.npz`` and ``discovery.json``). Running one:
+A trial is a resolved run config whose ``run_dir`` is ``SWEEP_DIR/<config hash>``, and a kind:
+a registration in ``harness.core.registry.TRIAL_KINDS`` (``@trial_kind(name, done_files)`` on the
+function that runs a config), such as ``train`` (``harness.runs.run.train``, done: ``done``) or
+``discovery`` (``harness.runs.discovery.discover``, done: ``environments.npz`` and
+``discovery.json``). Running one:
 
 - skips it when it is done, and steps aside when another live process holds it;
 - holds ``running.json`` (host, pid, SLURM job, heartbeat) while it runs, so that
@@ -14,7 +16,6 @@ folder holds ``environments.npz`` and ``discovery.json``). Running one:
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -29,10 +30,8 @@ from typing import Any, Callable
 
 from harness.core import config as configs
 from harness.core import files
+from harness.core.registry import TRIAL_KINDS, TrialKind
 
-KINDS = ("discovery", "train")
-# What a finished trial leaves behind, by kind.
-DONE_FILES = {"train": ("done",), "discovery": ("environments.npz", "discovery.json")}
 LOCK, ERROR, RECORD = "running.json", "error.txt", "trial.json"
 HEARTBEAT_S = 30.0
 # A lock whose heartbeat is older than this is stale even when its holder cannot be checked
@@ -51,6 +50,10 @@ class Trial:
     groups: str
 
     @property
+    def kind_entry(self) -> TrialKind:
+        return TRIAL_KINDS.get(self.kind).obj
+
+    @property
     def hash(self) -> str:
         return configs.config_hash(self.cfg)
 
@@ -61,7 +64,8 @@ class Trial:
     @property
     def label(self) -> str:
         c = self.cfg
-        return (f"{c['algorithm']['name']} on {c['dataset']['name']}, groups {self.groups}, "
+        arm = f" [{c['arm']}]" if c.get("arm") else ""
+        return (f"{c['algorithm']['name']}{arm} on {c['dataset']['name']}, groups {self.groups}, "
                 f"draw {c['algorithm']['hparams_seed']}, seed {c['seed']}")
 
 
@@ -76,7 +80,7 @@ class Outcome:
 
 
 def is_done(trial: Trial) -> bool:
-    return all((trial.dir / name).exists() for name in DONE_FILES[trial.kind])
+    return all((trial.dir / name).exists() for name in trial.kind_entry.done_files)
 
 
 def state(trial: Trial) -> str:
@@ -108,11 +112,7 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
         if log is not None:
             step = resumed_step(trial.dir)
             log(f"trial {trial.hash} ({trial.label}): " + (f"resuming at step {step}" if step else "starting"))
-        if trial.kind == "discovery":
-            importlib.import_module("harness.runs.discovery").discover(trial.cfg)
-        else:
-            from harness.runs.run import train
-            train(trial.cfg, progress=progress)
+        trial.kind_entry.run(trial.cfg, progress=progress)
         _record(trial, "done", started)
         return Outcome(trial.hash, "done")
     except Exception as exc:  # recorded, so that the sweep goes on with the other trials
