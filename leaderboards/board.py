@@ -72,7 +72,7 @@ class Board:
     @property
     def config_paths(self) -> list[str]:
         """Entrant items that are config paths rather than columns every frame has."""
-        return [e for e in self.entrant if e not in ("algorithm", "dataset", *self.scorer.columns)]
+        return [e for e in self.entrant if e not in collect.BASE_COLUMNS + self.scorer.columns]
 
     def rule_for(self, entrant: dict[str, Any]) -> Rule:
         if isinstance(self.selection, str):

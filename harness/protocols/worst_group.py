@@ -61,7 +61,7 @@ class WorstGroup(Protocol):
         Rule("val-avg", "val", "avg_acc", needs="validation labels only"),
     )
     reported = ("test.worst_group_acc", "test.avg_acc", "test.worst_class_acc")
-    columns = ("groups", "arm")
+    columns = ("groups",)
     progress = ("val.worst_group_acc", "test.worst_group_acc")
     selection_kinds = GROUP_KINDS
 
@@ -128,7 +128,7 @@ class WorstGroup(Protocol):
         return out
 
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-        return {"groups": group_label(cfg["groups"], run_dir.parent), "arm": cfg.get("arm", "")}
+        return {"groups": group_label(cfg["groups"], run_dir.parent)}
 
     def selection_kind(self, entrant: dict[str, Any]) -> str:
         groups = entrant["groups"]

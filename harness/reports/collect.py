@@ -22,7 +22,7 @@ from harness.protocols.base import Protocol, protocol
 from harness.protocols.selection import choose
 
 BOOTSTRAP_RESAMPLES = 2000
-BASE_COLUMNS = ("run", "protocol", "algorithm", "dataset")
+BASE_COLUMNS = ("run", "protocol", "algorithm", "dataset", "arm")
 
 
 def run_folders(root: str | Path) -> tuple[list[Path], list[Path]]:
@@ -56,7 +56,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
         identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]
         metrics += [c for c in scorer.metric_columns() if c not in metrics]
         base = {"run": run.name, "protocol": scorer.name, "algorithm": cfg["algorithm"]["name"],
-                "dataset": cfg["dataset"]["name"], **scorer.identity(cfg, run),
+                "dataset": cfg["dataset"]["name"], "arm": cfg.get("arm", ""), **scorer.identity(cfg, run),
                 **{p: config_value(cfg, p) for p in config_paths},
                 "hparams_seed": cfg["algorithm"]["hparams_seed"], "seed": cfg["seed"],
                 "hparams": json.dumps(cfg["algorithm"]["hparams"], sort_keys=True), "path": str(run)}
@@ -70,7 +70,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
     for column in columns:
         if column not in frame:
             frame[column] = pd.Series(dtype=float if column in metrics else object)
-    keys = ["protocol", "algorithm", "dataset", *identity, "hparams_seed", "seed", "step"]
+    keys = ["protocol", "algorithm", "dataset", *identity, "arm", "hparams_seed", "seed", "step"]
     return frame[columns].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
@@ -128,8 +128,9 @@ def aggregate(chosen: pd.DataFrame, keys: Sequence[str], metrics: Iterable[str])
 
 
 def entrant_keys(scorer: Protocol) -> list[str]:
-    """What identifies a result in collect's tables: algorithm, dataset and the protocol's columns."""
-    return ["algorithm", "dataset", *scorer.columns]
+    """What identifies a result in collect's tables: algorithm, dataset, the protocol's columns
+    and the sweep arm (an arm's own overrides; empty for runs outside a sweep)."""
+    return ["algorithm", "dataset", *scorer.columns, "arm"]
 
 
 def summarize(frame: pd.DataFrame, scorer: Protocol, rules: Iterable[str], metrics: Iterable[str]) -> pd.DataFrame:

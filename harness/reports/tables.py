@@ -60,7 +60,7 @@ def summary_tables(summary: pd.DataFrame, scorer: Protocol, metrics: Iterable[st
     if fmt == "csv":
         return summary.to_csv(index=False)
     latex = fmt == "latex"
-    shown = [c for c in scorer.columns if summary[c].fillna("").astype(str).str.len().any()]
+    shown = [c for c in (*scorer.columns, "arm") if summary[c].fillna("").astype(str).str.len().any()]
     parts = []
     for rule, part in summary.groupby("rule", sort=False):
         headers = ["algorithm", *shown, "dataset", "draw", "seeds", *(metric_label(scorer, m) for m in metrics)]
