@@ -1,0 +1,82 @@
+"""What makes each of SubpopBench's further methods that method, on hand-made tensors."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from harness.core.registry import ALGORITHMS
+from harness.models.algorithm import Batch
+from harness.models.backbones import Backbone
+
+
+def make(name, num_groups=4, train_size=4, **hp):
+    """The algorithm on 2-d inputs with an identity backbone; with identity_head its logits are x."""
+    entry = ALGORITHMS.get(name)
+    identity_head = hp.pop("identity_head", False)
+    hparams = {k: v.default for k, v in entry.hparams.items()} | hp
+    torch.manual_seed(0)
+    algo = entry.obj(lambda: Backbone(nn.Flatten(), n_outputs=2), 2, num_groups, hparams, train_size)
+    if identity_head:
+        with torch.no_grad():
+            algo.classifier.weight.copy_(torch.eye(2))
+            algo.classifier.bias.zero_()
+    return algo
+
+
+def batch(x, y, g=None, index=None):
+    x, y = torch.tensor(x, dtype=torch.float), torch.tensor(y)
+    g = torch.full_like(y, -1) if g is None else torch.tensor(g)
+    return Batch(x, y, g, torch.arange(len(y)) if index is None else torch.tensor(index))
+
+
+def ce(logits, y):
+    return -math.log(math.exp(logits[y]) / sum(math.exp(v) for v in logits))
+
+
+# IRM and V-REx -----------------------------------------------------------------------------------
+
+def irm_env_gradient(rows):
+    """d/dw mean CE(w z, y) at w = 1 is mean(sum_k p_k z_k - z_y)."""
+    grads = []
+    for z, y in rows:
+        p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+        grads.append(sum(pk * zk for pk, zk in zip(p, z)) - z[y])
+    return sum(grads) / len(grads)
+
+
+def test_irm_penalty_is_the_mean_squared_gradient_of_each_environments_risk_at_scale_one():
+    algo = make("irm", num_groups=3)
+    logits = torch.tensor([[1.0, -1.0], [0.5, 2.0], [3.0, 0.0], [-1.0, 1.0], [0.2, 0.1]])
+    y, g = torch.tensor([0, 0, 1, 1, 0]), torch.tensor([0, 0, 2, 2, -1])
+    risk, penalty = (t.detach() for t in algo.objective(logits, y, g))
+    rows = list(zip(logits.tolist(), y.tolist()))
+    g0, g2 = irm_env_gradient(rows[:2]), irm_env_gradient(rows[2:4])
+    assert float(penalty) == pytest.approx((g0 ** 2 + g2 ** 2) / 2, rel=1e-5)
+    r0, r2 = (ce(*rows[0]) + ce(*rows[1])) / 2, (ce(*rows[2]) + ce(*rows[3])) / 2
+    assert float(risk) == pytest.approx((r0 + r2) / 2, rel=1e-5)
+
+
+def test_vrex_penalty_is_the_variance_of_environment_risks():
+    algo = make("vrex", num_groups=3)
+    logits = torch.tensor([[1.0, -1.0], [0.5, 2.0], [3.0, 0.0]])
+    y, g = torch.tensor([0, 0, 1]), torch.tensor([1, 1, 0])
+    risk, penalty = (t.detach() for t in algo.objective(logits, y, g))
+    r1 = (ce([1.0, -1.0], 0) + ce([0.5, 2.0], 0)) / 2
+    r0 = ce([3.0, 0.0], 1)
+    assert float(risk) == pytest.approx((r0 + r1) / 2, rel=1e-5)
+    assert float(penalty) == pytest.approx(((r0 - r1) / 2) ** 2, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["irm", "vrex"])
+def test_penalty_weight_is_one_until_anneal_steps_then_lambda_with_a_fresh_optimizer(name):
+    algo = make(name, num_groups=2, penalty_weight=50.0, anneal_steps=2, lr=0.0)
+    b = batch([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], [0, 0, 1], g=[0, 1, 1])
+    before = algo.update(b, 1)
+    optimizer = algo.optimizer
+    after = algo.update(b, 2)
+    assert float(before["loss"]) == pytest.approx(float(before["risk"] + before["penalty"]), rel=1e-5)
+    assert float(after["loss"]) == pytest.approx(float(after["risk"] + 50 * after["penalty"]), rel=1e-5)
+    assert algo.optimizer is not optimizer
+    algo.update(b, 3)
+    assert algo.optimizer is not optimizer
