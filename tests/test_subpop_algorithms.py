@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from harness.algorithms.cvar_dro import cvar
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch
 from harness.models.backbones import Backbone
@@ -32,6 +33,30 @@ def batch(x, y, g=None, index=None):
 
 def ce(logits, y):
     return -math.log(math.exp(logits[y]) / sum(math.exp(v) for v in logits))
+
+
+# CVaR-DRO ---------------------------------------------------------------------------------------
+
+def test_cvar_is_the_mean_of_the_worst_alpha_fraction_with_a_fractional_last_example():
+    losses = torch.tensor([3.0, 1.0, 5.0, 2.0, 4.0])
+    assert float(cvar(losses, 0.3)) == pytest.approx((5 + 0.5 * 4) / 1.5)  # k = 1.5 examples
+    assert float(cvar(losses, 0.4)) == pytest.approx(4.5)
+    assert float(cvar(losses, 1.0)) == pytest.approx(3.0)
+    assert float(cvar(losses, 0.05)) == pytest.approx(5.0)  # below one example: the largest loss
+
+
+def test_cvar_dro_trains_on_the_worst_examples_only():
+    algo = make("cvar_dro", alpha=0.5, lr=0.0, identity_head=True)
+    b = batch([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0], [1.0, 0.0]], [0, 0, 0, 1])
+    logs = algo.update(b, 0)
+    losses = sorted((ce(x, y) for x, y in zip(b.x.tolist(), b.y.tolist())), reverse=True)
+    assert float(logs["loss"]) == pytest.approx((losses[0] + losses[1]) / 2, rel=1e-5)
+    algo.optimizer.zero_grad()
+    cvar(nn.functional.cross_entropy(algo.predict(b.x), b.y, reduction="none"), 0.5).backward()
+    cvar_grad = algo.classifier.weight.grad.clone()
+    algo.optimizer.zero_grad()
+    nn.functional.cross_entropy(algo.predict(b.x[[2, 3]]), b.y[[2, 3]]).backward()  # the two worst
+    assert torch.allclose(cvar_grad, algo.classifier.weight.grad, atol=1e-6)
 
 
 # IRM and V-REx -----------------------------------------------------------------------------------
