@@ -9,6 +9,7 @@ from harness.algorithms.cvar_dro import cvar
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch
 from harness.models.backbones import Backbone
+from harness.models.shared import effective_number_weights
 
 
 def make(name, num_groups=4, train_size=4, **hp):
@@ -57,6 +58,57 @@ def test_cvar_dro_trains_on_the_worst_examples_only():
     algo.optimizer.zero_grad()
     nn.functional.cross_entropy(algo.predict(b.x[[2, 3]]), b.y[[2, 3]]).backward()  # the two worst
     assert torch.allclose(cvar_grad, algo.classifier.weight.grad, atol=1e-6)
+
+
+# Imbalance losses --------------------------------------------------------------------------------
+
+def test_focal_loss_scales_cross_entropy_by_one_minus_p_to_the_gamma():
+    algo = make("focal", gamma=2.0, lr=0.0, identity_head=True)
+    logs = algo.update(batch([[0.0, math.log(3)], [0.0, math.log(3)]], [1, 0]), 0)  # p(1) = 0.75
+    expected = (0.25 ** 2 * -math.log(0.75) + 0.75 ** 2 * -math.log(0.25)) / 2
+    assert float(logs["loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_effective_number_weights():
+    w = effective_number_weights(torch.tensor([3.0, 1.0, 0.0]), 0.5)  # (1-β)/(1-β^n): 4/7 and 1
+    assert w.tolist() == pytest.approx([2 * (4 / 7) / (11 / 7), 2 / (11 / 7), 0.0])
+    assert effective_number_weights(torch.tensor([5.0, 1.0]), 1 - 1e-9).tolist() == pytest.approx(
+        [2 / 6, 10 / 6], rel=1e-4)  # β → 1: inverse class frequency
+
+
+def test_class_balanced_loss_weighs_classes_by_their_effective_number():
+    algo = make("cb_loss", beta=0.5, lr=0.0, identity_head=True)
+    algo.sampling(torch.tensor([0, 0, 0, 1]), torch.full((4,), -1))
+    logs = algo.update(batch([[1.0, 0.0], [1.0, 0.0]], [0, 1]), 0)
+    w0, w1 = 2 * (4 / 7) / (11 / 7), 2 / (11 / 7)
+    assert float(logs["loss"]) == pytest.approx((w0 * ce([1, 0], 0) + w1 * ce([1, 0], 1)) / 2, rel=1e-5)
+
+
+def test_ldam_margins_shrink_as_the_fourth_root_of_class_size():
+    algo = make("ldam", max_m=0.5, scale=10.0, lr=0.0, identity_head=True, train_size=17)
+    algo.sampling(torch.tensor([0] * 16 + [1]), torch.full((17,), -1))
+    assert algo.margins().tolist() == pytest.approx([0.25, 0.5])  # 16^-1/4 = 1/2, scaled to max 0.5
+    logs = algo.update(batch([[0.0, 0.0], [0.0, 0.0]], [0, 1]), 0)
+    assert float(logs["loss"]) == pytest.approx((ce([-2.5, 0.0], 0) + ce([0.0, -5.0], 1)) / 2, rel=1e-5)
+
+
+def test_ldam_defers_reweighting_until_drw_step():
+    algo = make("ldam", max_m=0.5, scale=10.0, lr=0.0, identity_head=True, train_size=17, drw_step=3)
+    algo.sampling(torch.tensor([0] * 16 + [1]), torch.full((17,), -1))
+    b = batch([[0.0, 0.0], [0.0, 0.0]], [0, 1])
+    before, after = float(algo.update(b, 2)["loss"]), float(algo.update(b, 3)["loss"])
+    l0, l1 = ce([-2.5, 0.0], 0), ce([0.0, -5.0], 1)
+    w0, w1 = effective_number_weights(torch.tensor([16.0, 1.0]), 0.9999).tolist()
+    assert before == pytest.approx((l0 + l1) / 2, rel=1e-5)
+    assert after == pytest.approx((w0 * l0 + w1 * l1) / (w0 + w1), rel=1e-5)
+
+
+def test_balanced_softmax_trains_on_logits_plus_log_prior_and_predicts_without_it():
+    algo = make("balanced_softmax", lr=0.0, identity_head=True)
+    algo.sampling(torch.tensor([0, 0, 0, 1]), torch.full((4,), -1))
+    logs = algo.update(batch([[0.0, 0.0], [0.0, 0.0]], [0, 1]), 0)
+    assert float(logs["loss"]) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2, rel=1e-5)
+    assert algo.predict(torch.zeros(1, 2)).tolist() == [[0.0, 0.0]]
 
 
 # IRM and V-REx -----------------------------------------------------------------------------------
