@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from harness.algorithms.cvar_dro import cvar
+from harness.algorithms.lff import generalized_cross_entropy
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch
 from harness.models.backbones import Backbone
@@ -109,6 +110,43 @@ def test_balanced_softmax_trains_on_logits_plus_log_prior_and_predicts_without_i
     logs = algo.update(batch([[0.0, 0.0], [0.0, 0.0]], [0, 1]), 0)
     assert float(logs["loss"]) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2, rel=1e-5)
     assert algo.predict(torch.zeros(1, 2)).tolist() == [[0.0, 0.0]]
+
+
+# LfF ---------------------------------------------------------------------------------------------
+
+def test_generalized_cross_entropy_has_p_to_the_q_times_the_gradient_of_cross_entropy():
+    logits = torch.tensor([[0.3, -1.2], [2.0, 0.5]], requires_grad=True)
+    y = torch.tensor([1, 0])
+    p = logits.softmax(1)[[0, 1], y].detach()
+    gce = generalized_cross_entropy(logits, y, 0.7)
+    assert gce.tolist() == pytest.approx(((1 - p ** 0.7) / 0.7).tolist())
+    (gce_grad,) = torch.autograd.grad(gce.sum(), logits)
+    (ce_grad,) = torch.autograd.grad(nn.functional.cross_entropy(logits, y, reduction="none").sum(), logits)
+    assert torch.allclose(gce_grad, p.unsqueeze(1) ** 0.7 * ce_grad)
+
+
+def test_lff_weighs_examples_by_relative_difficulty_of_class_normalised_loss_averages():
+    algo = make("lff", train_size=4)
+    algo.sampling(torch.tensor([0, 0, 1, 1]), torch.full((4,), -1))
+    index, y = torch.tensor([0, 1, 2]), torch.tensor([0, 0, 1])
+    first = algo.relative_difficulty(index, y, torch.tensor([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]))
+    # class 0: biased maxima 2, debiased 1; class 1: 3 and 1
+    assert first.tolist() == pytest.approx([0.5 / 1.5, 1 / 2, 1 / 2], rel=1e-6)
+    second = algo.relative_difficulty(torch.tensor([0]), torch.tensor([0]), torch.tensor([[3.0], [0.0]]))
+    b, d = 0.7 * 1 + 0.3 * 3, 0.7 * 1 + 0.3 * 0  # averages 1.6 and 0.7; class maxima 2 and 1
+    assert second.tolist() == pytest.approx([(b / 2) / (b / 2 + d / 1)], rel=1e-6)
+
+
+def test_lff_predicts_with_the_debiased_model_and_trains_both():
+    algo = make("lff", lr=1e-2)
+    algo.sampling(torch.tensor([0, 1, 0, 1]), torch.full((4,), -1))
+    biased = [p.detach().clone() for p in algo.biased.parameters()]
+    debiased = algo.classifier.weight.detach().clone()
+    algo.update(batch([[1.0, 0.0], [0.0, 1.0]], [1, 0]), 0)
+    assert not torch.equal(debiased, algo.classifier.weight)
+    assert not all(torch.equal(a, b) for a, b in zip(biased, algo.biased.parameters()))
+    x = torch.randn(3, 2)
+    assert torch.equal(algo.predict(x), algo.classifier(algo.featurizer(x)))
 
 
 # IRM and V-REx -----------------------------------------------------------------------------------
