@@ -195,3 +195,30 @@ def test_penalty_weight_is_one_until_anneal_steps_then_lambda_with_a_fresh_optim
     assert algo.optimizer is not optimizer
     algo.update(b, 3)
     assert algo.optimizer is not optimizer
+
+
+# CORAL and MMD ------------------------------------------------------------------------------------
+
+def test_coral_matches_means_and_covariances():
+    algo = make("coral")
+    a, b = torch.tensor([[0.0, 0.0], [2.0, 2.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    # means (1, 1) vs (0, 1); covariances [[2, 2], [2, 2]] vs [[0, 0], [0, 2]]
+    assert float(algo.discrepancy(a, b)) == pytest.approx(0.5 + 3.0)
+    features = torch.cat([a, b, torch.tensor([[9.0, 9.0]])])
+    g = torch.tensor([0, 0, 3, 3, 1])  # group 1 has one example: left out
+    assert float(algo.penalty(features, g)) == pytest.approx(3.5)
+
+
+def test_mmd_is_the_gaussian_kernel_discrepancy_summed_over_bandwidths():
+    algo = make("mmd")
+    a, b = torch.tensor([[0.0], [0.0]]), torch.tensor([[1.0], [1.0]])
+    cross = sum(math.exp(-gamma) for gamma in algo.bandwidths)
+    assert float(algo.discrepancy(a, b)) == pytest.approx(2 * 7 - 2 * cross, rel=1e-5)
+    assert float(algo.discrepancy(a, a)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_feature_matching_penalty_averages_over_environment_pairs():
+    algo = make("coral")
+    f = torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
+    g = torch.tensor([0, 0, 1, 1, 2, 2])  # envs 0 and 2 are identical: pairs give 3.5, 0, 3.5
+    assert float(algo.penalty(f, g)) == pytest.approx(7.0 / 3)
