@@ -7,6 +7,7 @@ from torch import nn
 
 from harness.algorithms.cvar_dro import cvar
 from harness.algorithms.lff import generalized_cross_entropy
+from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch
 from harness.models.backbones import Backbone
@@ -222,3 +223,71 @@ def test_feature_matching_penalty_averages_over_environment_pairs():
     f = torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
     g = torch.tensor([0, 0, 1, 1, 2, 2])  # envs 0 and 2 are identical: pairs give 3.5, 0, 3.5
     assert float(algo.penalty(f, g)) == pytest.approx(7.0 / 3)
+
+
+# Mixup and LISA ------------------------------------------------------------------------------------
+
+def test_mixed_loss_mixes_inputs_and_labels_in_the_same_proportion():
+    algo = make("mixup", identity_head=True)
+    x, y = torch.tensor([[2.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1])
+    loss = algo.mixed_loss(x, y, torch.tensor([1, 0]), torch.tensor([0.75, 0.75]))
+    logp = torch.log_softmax(torch.tensor([1.5, 0.5]), 0)  # 0.75 x0 + 0.25 x1, and its mirror
+    expected = -(0.75 * logp[0] + 0.25 * logp[1])
+    assert float(loss.detach()) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_integer_inputs_mix_features_instead():
+    entry = ALGORITHMS.get("mixup")
+    hparams = {k: v.default for k, v in entry.hparams.items()}
+    algo = entry.obj(lambda: Backbone(nn.Embedding(5, 2), nn.Flatten(), n_outputs=2), 2, 0, hparams, 4)
+    with torch.no_grad():
+        algo.featurizer[0].weight.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0], [1.0, 1.0], [2.0, 2.0]]))
+        algo.classifier.weight.copy_(torch.eye(2))
+        algo.classifier.bias.zero_()
+    tokens, y = torch.tensor([[1], [2]]), torch.tensor([0, 1])
+    loss = algo.mixed_loss(tokens, y, torch.tensor([1, 0]), torch.tensor([0.5, 0.5]))
+    assert float(loss.detach()) == pytest.approx(math.log(2), rel=1e-5)  # features (2, 2): a uniform prediction
+
+
+def test_mixup_update_mixes_with_one_beta_draw_per_batch(monkeypatch):
+    algo = make("mixup", alpha=0.4, lr=0.0)
+    seen = {}
+
+    def spy(x, y, partner, lam):
+        seen.update(partner=partner, lam=lam)
+        return torch.tensor(0.0, requires_grad=True)
+
+    monkeypatch.setattr(algo, "mixed_loss", spy)
+    algo.update(batch([[0.0, 0.0]] * 6, [0, 1, 0, 1, 0, 1]), 0)
+    assert sorted(seen["partner"].tolist()) == list(range(6))
+    assert torch.all(seen["lam"] == seen["lam"][0]) and 0 < float(seen["lam"][0]) < 1
+
+
+def test_lisa_partners_share_the_label_across_domains_or_the_domain_across_labels():
+    algo = make("lisa", num_groups=4)  # 2 classes x 2 domains: g = 2 y + domain
+    y = torch.tensor([0, 0, 0, 1, 1, 1, 1])
+    g = torch.tensor([0, 0, 1, 2, 3, 3, -1])
+    domain = g % 2
+    for seed in range(20):
+        torch.manual_seed(seed)
+        within = algo.partners(y, g, intra_label=True)
+        across = algo.partners(y, g, intra_label=False)
+        for i in range(6):
+            assert y[within[i]] == y[i] and domain[within[i]] != domain[i]
+            assert domain[across[i]] == domain[i] and y[across[i]] != y[i]
+        assert within[6] == 6 and across[6] == 6  # no group: unmixed
+
+
+def test_lisa_picks_intra_label_batches_with_probability_p_sel():
+    algo = make("lisa", num_groups=4, p_sel=0.2, lr=0.0)
+    b = batch([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [0, 0, 1, 1], g=[0, 1, 2, 3])
+    share = sum(float(algo.update(b, s)["intra_label"]) for s in range(500)) / 500
+    assert share == pytest.approx(0.2, abs=0.05)
+
+
+def test_lisa_needs_two_domains_per_class_numbered_label_times_domains_plus_domain():
+    with pytest.raises(HarnessError, match="two domains or more"):
+        make("lisa", num_groups=2)  # groups=classes: one domain per class
+    algo = make("lisa", num_groups=4)
+    with pytest.raises(HarnessError, match="label \\* domains \\+ domain"):
+        algo.sampling(torch.tensor([0, 1]), torch.tensor([2, 0]))
