@@ -291,3 +291,72 @@ def test_lisa_needs_two_domains_per_class_numbered_label_times_domains_plus_doma
     algo = make("lisa", num_groups=4)
     with pytest.raises(HarnessError, match="label \\* domains \\+ domain"):
         algo.sampling(torch.tensor([0, 1]), torch.tensor([2, 0]))
+
+
+# CRT and ReWeight-CRT ---------------------------------------------------------------------------
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(a, module):
+    return all(torch.equal(u, v) for u, v in zip(a, module.parameters()))
+
+
+@pytest.mark.parametrize("name", ["crt", "reweight_crt"])
+def test_crt_trains_everything_then_reinitialises_and_retrains_only_the_head(name):
+    algo = make(name, erm_steps=2, lr=1e-2)
+    algo.sampling(torch.tensor([0, 0, 0, 1]), torch.full((4,), -1))
+    b = batch([[1.0, 0.0], [0.5, 0.2], [0.0, 1.0], [1.0, 1.0]] * 8, [0, 0, 0, 1] * 8)
+    algo.featurizer = Backbone(nn.Linear(2, 2), n_outputs=2)  # a backbone with weights to freeze
+    algo.optimizer = algo.make_optimizer(algo.parameters())
+    before = params(algo.featurizer)
+    algo.update(b, 0)
+    assert not same(before, algo.featurizer)
+    features, head = params(algo.featurizer), params(algo.classifier)
+    torch.manual_seed(5)
+    algo.update(b, 2)  # re-initialised, then one head step
+    assert same(features, algo.featurizer)
+    assert not same(head, algo.classifier)
+    torch.manual_seed(5)
+    fresh = nn.Linear(2, 2)
+    assert not torch.allclose(fresh.weight, algo.classifier.weight)  # it moved from the re-initialisation
+    assert torch.allclose(fresh.weight, algo.classifier.weight, atol=0.05)
+    head = params(algo.classifier)
+    algo.update(b, 3)
+    assert same(features, algo.featurizer) and not same(head, algo.classifier)
+
+
+def test_crt_draws_a_mixture_and_splits_it_into_exact_uniform_and_class_balanced_draws():
+    algo = make("crt")
+    y = torch.tensor([0, 0, 0, 1])
+    _, weights = algo.sampling(y, torch.full((4,), -1))
+    uniform, balanced = torch.full((4,), 0.25), torch.tensor([1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    assert weights.tolist() == pytest.approx(((uniform + balanced) / 2).tolist())
+    torch.manual_seed(0)
+    many = y.repeat(20000)
+    first = algo.stage_examples(many, first_stage=True).view(-1, 4).float().mean(0)
+    # drawn with weight (u + b) / 2 and kept with u / (u + b): kept in proportion to u
+    assert first.tolist() == pytest.approx((uniform / (uniform + balanced)).tolist(), abs=0.01)
+    torch.manual_seed(0)
+    second = algo.stage_examples(many, first_stage=False).view(-1, 4).float().mean(0)
+    assert (first + second).tolist() == pytest.approx([1.0] * 4)
+
+
+def test_reweight_crt_weighs_the_head_loss_by_inverse_class_frequency():
+    algo = make("reweight_crt")
+    algo.sampling(torch.tensor([0, 0, 0, 1]), torch.full((4,), -1))
+    logits, y = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1])
+    expected = ((4 / 6) * ce([1, 0], 0) + 2 * ce([1, 0], 1)) / 2
+    assert float(algo.head_loss(logits, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_crt_refuses_a_run_too_short_for_its_second_stage():
+    with pytest.raises(HarnessError, match="erm_steps \\(500\\) must be below steps \\(300\\)"):
+        ALGORITHMS.get("crt").obj.check_run({"erm_steps": 500}, 300)
+
+
+def test_which_new_algorithms_need_groups():
+    names = ["cvar_dro", "lff", "irm", "vrex", "mixup", "lisa", "coral", "mmd", "focal", "ldam", "cb_loss",
+             "balanced_softmax", "crt", "reweight_crt"]
+    assert {n for n in names if ALGORITHMS.get(n).obj.needs_groups} == {"irm", "vrex", "lisa", "coral", "mmd"}
