@@ -77,7 +77,7 @@ class ClassifierRetraining(CountsClasses):
 
 @ALGORITHMS.register("crt")
 class CRT(ClassifierRetraining):
-    """CRT: the head is re-trained on class-balanced draws (each class equally likely).
+    """CRT: ERM, then the head re-initialised and re-trained alone on class-balanced draws.
 
     The loop fixes one sampling distribution for the whole run, so examples are drawn from the
     even mixture of the uniform distribution u and the class-balanced one b, and each drawn
@@ -105,8 +105,10 @@ class CRT(ClassifierRetraining):
 
 @ALGORITHMS.register("reweight_crt")
 class ReWeightCRT(ClassifierRetraining):
-    """ReWeight-CRT: the head is re-trained on uniform draws, each example's loss weighted by
-    N / (C' n_y), the inverse frequency of its class (1 on average over the training split)."""
+    """ReWeight-CRT: ERM, then the head re-trained alone with inverse-class-frequency weights.
+
+    The second stage draws uniformly and weighs each example's loss by N / (C' n_y), the inverse
+    frequency of its class (1 on average over the training split)."""
 
     def head_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (self.inverse_frequency()[y] * F.cross_entropy(logits, y, reduction="none")).mean()

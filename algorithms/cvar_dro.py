@@ -23,7 +23,8 @@ def cvar(losses: torch.Tensor, alpha: float) -> torch.Tensor:
 class CVaRDRO(Algorithm):
     """CVaR-DRO: minimise the mean of the worst α fraction of each batch's per-example losses.
 
-    No groups: the uncertainty set is every reweighting of the batch with weights at most 1/(αn).
+    No groups: the uncertainty set is every reweighting of the batch with weights at most 1/(αn)
+    (Levy et al., NeurIPS 2020).
     """
 
     # SubpopBench (Yang et al., 2023): joint_dro_alpha 0.1, 10^U(-2, 0)

@@ -47,8 +47,10 @@ class FeatureMatching(Algorithm):
 
 @ALGORITHMS.register("coral")
 class CORAL(FeatureMatching):
-    """CORAL: discrepancy = mean squared difference of the feature means plus mean squared
-    difference of the (unbiased) feature covariances."""
+    """CORAL: match feature means and covariances across environments (the run's groups).
+
+    Discrepancy = mean squared difference of the feature means plus mean squared difference of the
+    (unbiased) feature covariances (Sun & Saenko, 2016, in DomainBed's form)."""
 
     def discrepancy(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (a.mean(0) - b.mean(0)).pow(2).mean() + (torch.cov(a.T) - torch.cov(b.T)).pow(2).mean()
@@ -56,8 +58,10 @@ class CORAL(FeatureMatching):
 
 @ALGORITHMS.register("mmd")
 class MMD(FeatureMatching):
-    """MMD: discrepancy = squared maximum mean discrepancy (biased estimate) under a sum of
-    Gaussian kernels exp(-γ ||u - v||²), γ in DomainBed's 10^-3 .. 10^3."""
+    """MMD: match environments' (the run's groups') features by Gaussian-kernel MMD.
+
+    Discrepancy = squared maximum mean discrepancy (biased estimate) under a sum of Gaussian kernels
+    exp(-γ ||u - v||²), γ in DomainBed's 10^-3 .. 10^3 (Li et al., 2018)."""
 
     bandwidths = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3)
 

@@ -16,8 +16,9 @@ from harness.models.shared import CountsClasses, effective_number_weights
 
 @ALGORITHMS.register("focal")
 class Focal(Algorithm):
-    """Focal loss (Lin et al., ICCV 2017): cross-entropy scaled by (1 - p_y)^γ, so examples the
-    model already fits well (p_y near 1) weigh little."""
+    """Focal loss: cross-entropy scaled by (1 - p_y)^γ, so well-fitted examples weigh little.
+
+    Lin et al., ICCV 2017. No groups, no class counts."""
 
     # SubpopBench: gamma 1, 0.5 * 10^U(0, 1)
     hparams = {"gamma": Hparam(1.0, log_uniform(0.5, 5.0), "focusing exponent γ")}
@@ -31,9 +32,10 @@ class Focal(Algorithm):
 
 @ALGORITHMS.register("ldam")
 class LDAM(CountsClasses):
-    """LDAM (Cao et al., NeurIPS 2019): cross-entropy of s·(logits - Δ_y e_y), the true class's
-    logit lowered by a margin Δ_c = K / n_c^{1/4} (K such that the largest margin is max_m), so
-    rare classes must be fitted with larger margins.
+    """LDAM: label-distribution-aware margins K / n_c^{1/4}, larger for rarer classes.
+
+    Cao et al., NeurIPS 2019: cross-entropy of s·(logits - Δ_y e_y), the true class's logit
+    lowered by its class margin Δ_c = K / n_c^{1/4}, K such that the largest margin is max_m.
 
     Optional deferred reweighting (DRW): from step ``drw_step`` on (-1: never) the loss weighs
     each class by the inverse of its effective number of samples with β = 0.9999, as Cao et al.
@@ -66,9 +68,10 @@ class LDAM(CountsClasses):
 
 @ALGORITHMS.register("cb_loss")
 class ClassBalancedLoss(CountsClasses):
-    """Class-balanced loss (Cui et al., CVPR 2019): cross-entropy weighted per class by the
-    inverse of its effective number of samples, (1 - β) / (1 - β^n_c), the weights summing to
-    the number of classes."""
+    """Class-balanced loss: cross-entropy weighted by the inverse effective number of samples.
+
+    Cui et al., CVPR 2019: class c weighs (1 - β) / (1 - β^n_c), the weights summing to the number
+    of classes."""
 
     # SubpopBench: beta 0.9999, 1 - 10^U(-5, -2)
     hparams = {"beta": Hparam(0.9999, lambda rng: 1 - 10 ** rng.uniform(-5, -2),
@@ -84,8 +87,10 @@ class ClassBalancedLoss(CountsClasses):
 
 @ALGORITHMS.register("balanced_softmax")
 class BalancedSoftmax(CountsClasses):
-    """Balanced softmax (Ren et al., NeurIPS 2020): trains on logits + log n_c (the log class
-    prior of the training split) and predicts with the plain logits, undoing the label shift."""
+    """Balanced softmax: trains on logits + log class prior, predicts with the plain logits.
+
+    Ren et al., NeurIPS 2020: adding log n_c (the training split's log class prior) to the logits
+    in training undoes the label shift between a long-tailed training set and a balanced test."""
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         loss = F.cross_entropy(self.predict(batch.x) + self.class_counts.log(), batch.y)

@@ -40,8 +40,10 @@ class EnvironmentPenalty(Algorithm):
 
 @ALGORITHMS.register("irm")
 class IRM(EnvironmentPenalty):
-    """IRMv1: penalty = mean over environments of the squared gradient of the environment's risk
-    with respect to a dummy scale w = 1.0 multiplying the logits, ||∇_w R_e(w · f)||²."""
+    """IRMv1: penalise the squared gradient of each environment's risk w.r.t. a dummy scale 1.0.
+
+    Arjovsky et al., 2019: penalty = mean over environments of ||∇_w R_e(w · f)||² at w = 1, w a
+    scalar multiplying the logits. Environments: the run's groups."""
 
     # SubpopBench and DomainBed: irm_lambda 1e2, 10^U(-1, 5); anneal 500, int(10^U(0, 4))
     hparams = {
@@ -61,7 +63,9 @@ class IRM(EnvironmentPenalty):
 
 @ALGORITHMS.register("vrex")
 class VREx(EnvironmentPenalty):
-    """V-REx: penalty = variance of the per-environment risks."""
+    """V-REx: penalise the variance of the per-environment risks.
+
+    Krueger et al., ICML 2021 (risk extrapolation). Environments: the run's groups."""
 
     # DomainBed: vrex_lambda 1e1, 10^U(-1, 5); anneal 500, int(10^U(0, 4))
     hparams = {

@@ -20,10 +20,10 @@ def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float) -
 
 @ALGORITHMS.register("lff")
 class LfF(Algorithm):
-    """LfF: a biased model trained with GCE beside a debiased one whose cross-entropy weighs each
-    example by its relative difficulty W = L_B / (L_B + L_D).
+    """LfF: a GCE-trained biased model; the debiased one weighs examples by relative difficulty.
 
-    L_B and L_D are per-example exponential moving averages (ema = 0.7, the authors' code) of the
+    Nam et al., NeurIPS 2020: the debiased model's cross-entropy weighs each example by
+    W = L_B / (L_B + L_D). L_B and L_D are per-example exponential moving averages (ema = 0.7, the authors' code) of the
     two models' cross-entropies, each divided by the largest average among training examples of
     the same class. No groups. Both networks train on every batch with one optimizer (Adam's
     per-parameter updates make that the same as one optimizer each); the debiased model predicts.

@@ -39,8 +39,9 @@ class Mixing(Algorithm):
 
 @ALGORITHMS.register("mixup")
 class Mixup(Mixing):
-    """Mixup: each example mixed with a random other one of the batch, one λ ~ Beta(α, α) per
-    batch. No groups."""
+    """Mixup: ERM on mixed inputs and labels, one λ ~ Beta(α, α) per batch.
+
+    Zhang et al., ICLR 2018: each example is mixed with a random other one of the batch. No groups."""
 
     # SubpopBench: mixup_alpha 0.2, 10^U(-1, 1)
     hparams = {"alpha": Hparam(0.2, log_uniform(0.1, 10.0), "α of the Beta(α, α) mixing proportion")}
@@ -56,9 +57,11 @@ class Mixup(Mixing):
 
 @ALGORITHMS.register("lisa")
 class LISA(Mixing):
-    """LISA: with probability p_sel a batch mixes each example with one of the same label and
-    another domain (intra-label), otherwise with one of the same domain and another label
-    (intra-domain); λ ~ Beta(α, α) per example, as in the authors' code.
+    """LISA: mixup within a label across domains (probability p_sel), else within a domain.
+
+    Yao et al., ICML 2022: a batch mixes each example either with one of the same label and another
+    domain (intra-label) or with one of the same domain and another label (intra-domain);
+    λ ~ Beta(α, α) per example, as in the authors' code.
 
     Domains come from the run's group source: a group numbers (label, domain) as
     label · D + domain (every group source does; ``sampling`` checks it), D = groups / classes,
