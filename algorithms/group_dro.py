@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from harness.core.registry import ALGORITHMS, Hparam, log_uniform
 from harness.models.algorithm import Algorithm, Batch
+from harness.models.shared import group_means
 
 
 @ALGORITHMS.register("group_dro")
@@ -24,16 +25,9 @@ class GroupDRO(Algorithm):
         super().__init__(*args, **kwargs)
         self.register_buffer("q", torch.full((self.num_groups,), 1.0 / self.num_groups))
 
-    def group_losses(self, losses: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Mean loss of each group in the batch; 0 for groups that are absent."""
-        known = groups >= 0
-        sums = torch.zeros(self.num_groups, device=losses.device).index_add(0, groups[known], losses[known])
-        counts = torch.bincount(groups[known], minlength=self.num_groups).to(losses.dtype)
-        return sums / counts.clamp(min=1)
-
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         losses = F.cross_entropy(self.predict(batch.x), batch.y, reduction="none")
-        group_loss = self.group_losses(losses, batch.g)
+        group_loss = group_means(losses, batch.g, self.num_groups)[0]
         with torch.no_grad():
             self.q *= torch.exp(self.hp["eta"] * group_loss)
             self.q /= self.q.sum()

@@ -34,6 +34,7 @@ from torch import nn
 
 from harness.core.registry import ALGORITHMS, Hparam, choice, log_uniform
 from harness.models.algorithm import Batch, Discoverer
+from harness.models.shared import group_means
 
 
 def flip_probability(probs: torch.Tensor) -> torch.Tensor:
@@ -45,10 +46,7 @@ def flip_probability(probs: torch.Tensor) -> torch.Tensor:
 
 def class_balanced_loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Sum over the classes present in the batch of the mean cross-entropy of that class."""
-    losses = F.cross_entropy(logits, y, reduction="none")
-    sums = torch.zeros(num_classes, device=losses.device, dtype=losses.dtype).index_add(0, y, losses)
-    counts = torch.bincount(y, minlength=num_classes).to(losses.dtype)
-    return (sums / counts.clamp(min=1)).sum()
+    return group_means(F.cross_entropy(logits, y, reduction="none"), y, num_classes)[0].sum()
 
 
 @ALGORITHMS.register("xrm")

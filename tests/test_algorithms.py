@@ -7,6 +7,7 @@ from torch import nn
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch
 from harness.models.backbones import Backbone
+from harness.models.shared import group_means
 
 
 def linear_backbone():
@@ -36,11 +37,13 @@ def test_group_dro_weight_update_on_a_hand_made_batch():
     assert float(logs["loss"]) == pytest.approx(float((expected * torch.tensor([loss, loss, 0.0])).sum()), rel=1e-5)
 
 
-def test_group_dro_group_losses_average_within_groups():
-    algo = make("group_dro", num_groups=3)
+def test_group_means_average_within_groups_and_skip_examples_without_one():
     losses = torch.tensor([1.0, 3.0, 5.0, 7.0])
-    out = algo.group_losses(losses, torch.tensor([0, 0, 2, -1]))
-    assert out.tolist() == [2.0, 0.0, 5.0]
+    means, present = group_means(losses, torch.tensor([0, 0, 2, -1]), 3)
+    assert means.tolist() == [2.0, 0.0, 5.0]
+    assert present.tolist() == [True, False, True]
+    rows, _ = group_means(torch.tensor([[1.0, 2.0], [3.0, 6.0]]), torch.tensor([1, 1]), 2)
+    assert rows.tolist() == [[0.0, 0.0], [2.0, 4.0]]
 
 
 def test_reweighting_gives_every_group_the_same_mass():

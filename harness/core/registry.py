@@ -42,6 +42,11 @@ def log_uniform(low: float, high: float) -> Callable[[np.random.RandomState], fl
     return lambda rng: float(10 ** rng.uniform(math.log10(low), math.log10(high)))
 
 
+def log_uniform_int(low: int, high: int) -> Callable[[np.random.RandomState], int]:
+    """int(10**U(log10 low, log10 high)): a step count spread over orders of magnitude."""
+    return lambda rng: int(10 ** rng.uniform(math.log10(low), math.log10(high)))
+
+
 def uniform(low: float, high: float) -> Callable[[np.random.RandomState], float]:
     return lambda rng: float(rng.uniform(low, high))
 
