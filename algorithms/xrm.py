@@ -15,7 +15,7 @@ Train the twins long. The flip rate keeps climbing long after the twins' accurac
 and with it the quality of the environments: on ``background_fashion_mnist`` (20k examples,
 batch 128, minority 5%) 2000 steps flip about 3.8% of the labels and find three quarters of the
 minority, 15000 steps (about 100 epochs; the official code trains Waterbirds' twins for 33-133)
-flip 4.5-5.0% and find 91-100% of it (``docs/notes/issue3-discovery.md``). The number of
+flip 4.5-5.0% and find 91-100% of it (``docs/notes/discovery-xrm-vs-jtt.md``). The number of
 steps is one more hyperparameter for the annotation-free rule: of several discoveries, keep the
 one with the largest final flip rate.
 

@@ -135,6 +135,7 @@ def test_best_discovery_takes_the_largest_flip_rate_and_skips_degenerate_ones(tm
     jtt = fake_discovery(tmp_path / "jtt", None, algorithm="jtt_errors")
     with pytest.raises(HarnessError, match="has no flip rate"):
         best_discovery([a, jtt])
+    assert best_discovery([jtt]) == jtt  # one error set: nothing to choose, so a sweep can use it
     with pytest.raises(HarnessError, match="not a finished discovery run folder"):
         best_discovery([tmp_path / "nothing"])
 

@@ -14,6 +14,7 @@ from conftest import tiny_spec
 from harness.algorithms.erm import ERM
 
 from harness.core import config, files
+from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, TRIAL_KINDS, Entry, TrialKind
 from harness.data.groups import GroupAssignment
 from harness.protocols import worst_group
@@ -115,3 +116,14 @@ def test_shared_discovery_seed_serves_every_downstream_seed(standin, tmp_path):
     assert report.ok and [c for c in standin if c[0] == "discover"] == [("discover", 0, 0)]
     trials, _ = sweep.Plan(spec, tmp_path / "s").downstream()
     assert len({t.cfg["groups"] for t in trials if t.groups == "inferred:standin"}) == 1
+
+
+def test_a_discovery_method_may_have_its_own_overrides(standin, tmp_path):
+    spec = sweep.parse_spec(discovery_spec(discovery={
+        "algorithms": [{"name": "standin", "overrides": {"steps": 30}, "hparam_draws": 3}], "hparam_draws": 1,
+        "overrides": {"steps": 10, "eval_every": 5}}))
+    plan = sweep.Plan(spec, tmp_path / "s")
+    assert {(t.cfg["steps"], t.cfg["eval_every"]) for t in plan.discovery} == {(30, 5)}  # its own over the block's
+    assert sorted({t.cfg["algorithm"]["hparams_seed"] for t in plan.discovery}) == [0, 1, 2]
+    with pytest.raises(HarnessError, match="a discovery method is a name or"):
+        sweep.parse_spec(discovery_spec(discovery={"algorithms": [{"name": "standin", "steps": 30}]}))

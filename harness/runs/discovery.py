@@ -157,9 +157,10 @@ def best_discovery(run_dirs: Iterable[str | Path]) -> Path:
     """XRM's annotation-free tuning recipe: among finished discoveries, the one with the largest
     final flip rate, degenerate ones left out (ties: the first given).
 
-    It applies only to discoveries with a flip rate: JTT-style error sets have no
+    A single discovery is returned as it is (nothing to choose; a degenerate one is refused).
+    Among several, it applies only to discoveries with a flip rate: JTT-style error sets have no
     annotation-free criterion for choosing among them (their T was tuned on annotated
-    validation groups), so passing one is an error rather than a silent arbitrary pick.
+    validation groups), so passing several is an error rather than a silent arbitrary pick.
     """
     dirs = [Path(d) for d in run_dirs]
     if not dirs:
@@ -167,12 +168,12 @@ def best_discovery(run_dirs: Iterable[str | Path]) -> Path:
     candidates = []
     for d in dirs:
         report = read_report(d)
-        if report["flip_rate"] is None:
+        if report["flip_rate"] is None and len(dirs) > 1:
             raise HarnessError(f"discovery {str(d)!r} ({report['algorithm']}) has no flip rate; best_discovery picks "
                                "by final flip rate (XRM), and error-set discoveries have no annotation-free "
                                "criterion: choose one of them yourself")
         if not report["degenerate"]:
-            candidates.append((report["flip_rate"], -len(candidates), d))
+            candidates.append((report["flip_rate"] or 0.0, -len(candidates), d))
     if not candidates:
         raise HarnessError(f"all {len(dirs)} discoveries are degenerate (a class did not split into two "
                            "environments); run more hyperparameter draws or seeds")

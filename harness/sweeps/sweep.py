@@ -21,7 +21,7 @@ A spec (YAML)::
     seeds: 3                            # seeds 0..2 (or a list)
     overrides: {steps: 600, eval_every: 50}
     discovery:                          # needed by `inferred:<method>` group sources
-      algorithms: [xrm]
+      algorithms: [xrm]                 # names, or {name: ..., overrides: {...}, hparam_draws: N}
       hparam_draws: 2
       seeds: paired                     # paired: one discovery per seed; shared: seed 0 for all
       overrides: {steps: 400}           # applied over the sweep's overrides; groups are `none`
@@ -87,7 +87,7 @@ class Spec:
     hparam_draws: int
     seeds: list[int]
     overrides: dict[str, Any]
-    discovery: list[str]
+    discovery: dict[str, Method]
     discovery_draws: int
     discovery_seeds: str
     discovery_overrides: dict[str, Any]
@@ -122,7 +122,7 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     for key in disc:
         if key not in DISCOVERY_KEYS:
             raise unknown("sweep spec key", f"discovery.{key}", [f"discovery.{k}" for k in DISCOVERY_KEYS])
-    methods = [_str(m, "discovery.algorithms") for m in _list(disc, "algorithms", None)] if disc else []
+    methods = dict(_discovery_method(m) for m in _list(disc, "algorithms", None)) if disc else {}
     for arm in arms:
         method = arm.groups[len(INFERRED):] if arm.groups.startswith(INFERRED) else None
         if method is not None and "/" not in method and method not in methods:
@@ -179,6 +179,29 @@ def _dataset_item(item: Any) -> dict[str, Any]:
     if isinstance(item, dict) and set(item) <= {"name", "options"} and isinstance(item.get("name"), str):
         return {"name": item["name"], "options": dict(item.get("options") or {})}
     raise HarnessError(f"sweep spec: a dataset is a name or {{name: ..., options: {{...}}}}, got {item!r}")
+
+
+@dataclass
+class Method:
+    """A discovery method with its own overrides (over the sweep's and the discovery block's)
+    and, if set, its own number of hparam draws (e.g. one for an error set, which has no
+    annotation-free rule to choose among draws)."""
+
+    overrides: dict[str, Any]
+    hparam_draws: int | None = None
+
+
+def _discovery_method(item: Any) -> tuple[str, Method]:
+    if isinstance(item, str) and item:
+        return item, Method({})
+    if isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "overrides",
+                                                                                      "hparam_draws"}:
+        name = item["name"]
+        return name, Method(_overrides(item.get("overrides"), f"overrides of discovery method {name}"),
+                            _count(item, "hparam_draws", f"discovery.algorithms.{name}.") if "hparam_draws" in item
+                            else None)
+    raise HarnessError("sweep spec: a discovery method is a name or {name: ..., overrides: {...}, hparam_draws: N}, "
+                       f"got {item!r}")
 
 
 def _arms(item: Any, groups: list[str]) -> list[Arm]:
@@ -242,8 +265,9 @@ class Plan:
         self.spec, self.dir = spec, Path(sweep_dir).resolve()
         self.discovery = unique([
             resolve_trial("discovery", self.dir, d, method, "none", "none", draw, seed,
-                          spec.overrides, spec.discovery_overrides)
-            for d in spec.datasets for method in spec.discovery for draw in range(spec.discovery_draws)
+                          spec.overrides, spec.discovery_overrides, own.overrides)
+            for d in spec.datasets for method, own in spec.discovery.items()
+            for draw in range(own.hparam_draws or spec.discovery_draws)
             for seed in self._discovery_seeds()
         ])
         # Downstream configs are checked now with a stand-in folder, so bad input stops before any run.
