@@ -1,4 +1,4 @@
-"""``harness list [algorithms|datasets|backbones|launchers|kinds]``: the catalogue."""
+"""``harness list [algorithms|datasets|backbones|protocols|launchers|kinds]``: the catalogue."""
 from __future__ import annotations
 
 import argparse
@@ -6,13 +6,15 @@ import argparse
 from tabulate import tabulate
 
 from harness.core.registry import REGISTRIES, Entry, TrialKind, builder_options
+from harness.protocols.base import Protocol
 
 COLUMNS = {"datasets": "options (default)", "launchers": "options (default): accepted; meaning",
-           "kinds": "done when the run folder has"}
+           "kinds": "done when the run folder has", "protocols": "selection rules; metrics per split"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered algorithms, datasets, backbones, launchers and trial kinds",
+    p = sub.add_parser("list", help="list registered algorithms, datasets, backbones, protocols, launchers, "
+                                    "trial kinds",
                        description="Names, one-line descriptions and settings (hyperparameters or options with "
                                    "their defaults) of everything registered, built-in or through entry points.")
     p.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this kind")
@@ -38,6 +40,9 @@ def settings(entry: Entry) -> str:
         return "\n".join(f"{k}={o.default!r}: {o.accepts()}; {o.help}" for k, o in entry.options.items())
     if isinstance(entry.obj, TrialKind):
         return ", ".join(entry.obj.done_files)
+    if isinstance(entry.obj, type) and issubclass(entry.obj, Protocol):
+        rules = [f"{r.name}: {'max' if r.higher_is_better else 'min'} {r.column}" for r in entry.obj.rules]
+        return "\n".join(rules) + "\nmetrics: " + ", ".join(entry.obj.metrics)
     if callable(entry.obj) and not isinstance(entry.obj, type):
         return ", ".join(f"{n}={p.default!r}" for n, p in builder_options(entry.obj).items()
                          if p.default is not p.empty)
