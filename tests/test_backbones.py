@@ -161,7 +161,7 @@ def test_text_backbone_learns_a_separable_token_task():
 
 @pytest.mark.parametrize("name, message", [
     ("text", "backbone 'text' needs its vocab_size: write text:<vocab_size>"),
-    ("text:many", "write text:<vocab size>, a positive integer"),
+    ("text:many", "write text:<vocab_size>, a positive integer"),
     ("hf:", "backbone 'hf:' needs its model: write hf:<model>"),
 ])
 def test_family_names_need_their_argument(name, message):

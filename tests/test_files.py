@@ -4,6 +4,7 @@ import textwrap
 import warnings
 
 import pytest
+
 from harness.core import registry
 from harness.core.errors import HarnessError
 from harness.core.files import TornLineWarning, read_jsonl

@@ -3,10 +3,10 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from harness.algorithms.cvar_dro import cvar
 from harness.algorithms.lff import generalized_cross_entropy
+from torch import nn
+
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS
 from harness.models.algorithm import Batch

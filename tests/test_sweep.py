@@ -16,10 +16,10 @@ from harness.cli import main
 from harness.core import config
 from harness.core.errors import HarnessError
 from harness.core.files import TornLineWarning, load_arrays, read_jsonl
-from harness.runs.run import train
-from harness.sweeps import sweep
 from harness.core.options import Option
 from harness.core.registry import LAUNCHERS
+from harness.runs.run import train
+from harness.sweeps import sweep
 from harness.sweeps.launchers import Launcher, LauncherChoice, Local, make_launcher, override_launcher
 from harness.sweeps.trials import LOCK, Lock, Outcome, Trial, execute, state
 

@@ -22,7 +22,6 @@ import yaml
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
 from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, SECTIONS, Section, builder_options, draw_hparams
-from harness.models import backbones
 
 DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "colored_digits", "options": {}},
@@ -102,9 +101,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     cfg["algorithm"]["hparams"] = hparams
     backbone = cfg["backbone"]["name"]
     if backbone != "auto":
-        name, from_name = backbones.registered(backbone)
+        entry, from_name = BACKBONES.family(backbone)
         cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"],
-                                                    BACKBONES.get(name).obj, skip=("input_shape", *from_name))
+                                                    entry.obj, skip=("input_shape", *from_name))
     for name, section in sections.items():
         cfg[name] = section.check(copy.deepcopy(raw[name] if name in raw else section.default))
     for key in ("steps", "eval_every", "eval_batch_size"):

@@ -79,6 +79,7 @@ class Entry:
     description: str
     hparams: dict[str, Hparam] = field(default_factory=dict)
     options: dict[str, Option] = field(default_factory=dict)
+    argument: tuple[str, type] | None = None  # a family written <name>:<argument> sets this option
 
 
 def builder_options(obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict[str, inspect.Parameter]:
@@ -96,18 +97,21 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, hparams: dict[str, Hparam] | None = None, description: str | None = None,
-                 options: dict[str, Option] | None = None) -> Callable[[Any], Any]:
+                 options: dict[str, Option] | None = None,
+                 argument: tuple[str, type] | None = None) -> Callable[[Any], Any]:
         """Decorator. The description defaults to the first line of the docstring. A class may
         also carry an ``hparams`` dict (merged along its bases); explicit ones win. ``options``
         declares the options the object accepts (a launcher's), checked by
-        :func:`harness.core.options.check_options`."""
+        :func:`harness.core.options.check_options`. ``argument`` (option name, type) makes the
+        entry a family written ``<name>:<argument>`` (``timm:resnet18``), see :meth:`family`."""
 
         def decorate(obj: Any) -> Any:
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             space = dict(_class_hparams(obj))
             space.update(hparams or {})
-            self._entries[name] = Entry(name, obj, description or _summary(obj), space, dict(options or {}))
+            self._entries[name] = Entry(name, obj, description or _summary(obj), space, dict(options or {}),
+                                        argument)
             return obj
 
         return decorate
@@ -117,6 +121,27 @@ class Registry:
         if name not in self._entries:
             raise unknown(self.noun, name, self.names())
         return self._entries[name]
+
+    def family(self, name: str) -> tuple[Entry, dict[str, Any]]:
+        """The entry a name refers to and the option its suffix sets: ``timm:resnet18`` is the
+        ``timm`` family with ``model="resnet18"``, ``text:30522`` is ``text`` with
+        ``vocab_size=30522``; a plain name sets nothing."""
+        family, colon, argument = name.partition(":")
+        entry = self.get(family)
+        if not colon and not (entry.argument and _required(entry.obj, entry.argument[0])):
+            return entry, {}
+        if entry.argument is None:
+            families = [f"{e.name}:<{e.argument[0]}>" for e in self.entries() if e.argument]
+            raise HarnessError(f"{self.noun} {family!r} is not a family written {family}:<...>; families: "
+                               f"{', '.join(families)}")
+        option, kind = entry.argument
+        value: Any = argument
+        if kind is int:
+            value = int(argument) if argument.isdigit() else 0
+        if not value:
+            raise HarnessError(f"{self.noun} {name!r} needs its {option}: write {family}:<{option}>"
+                               + (", a positive integer" if kind is int else ""))
+        return entry, {option: value}
 
     def names(self) -> list[str]:
         load_plugins()
@@ -131,6 +156,12 @@ class Registry:
 
 def _summary(obj: Any) -> str:
     return next(iter((obj.__doc__ or "").strip().splitlines()), "")
+
+
+def _required(obj: Any, option: str) -> bool:
+    """Whether the builder ``obj`` has no default for ``option``."""
+    parameter = inspect.signature(obj).parameters.get(option)
+    return parameter is not None and parameter.default is parameter.empty
 
 
 def _class_hparams(obj: Any) -> dict[str, Hparam]:

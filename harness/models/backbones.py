@@ -25,8 +25,6 @@ from harness.core.registry import BACKBONES, Hparam, fixed
 
 OUTPUT = "output"
 TIMM_PREFIX = "timm:"
-# Backbone families named ``<family>:<argument>``, and the builder option the argument sets.
-FAMILIES = {"timm": "model", "hf": "model", "text": "vocab_size"}
 
 
 class Layers:
@@ -151,7 +149,7 @@ class TokenMean(nn.Module):
         return self.bag(x[:, 0], per_sample_weights=mask / mask.sum(1, keepdim=True).clamp(min=1))
 
 
-@BACKBONES.register("text", hparams={
+@BACKBONES.register("text", argument=("vocab_size", int), hparams={
     "embed_dim": Hparam(128, fixed(128), "token embedding width"),
     "width": Hparam(256, fixed(256), "hidden units per layer"),
     "depth": Hparam(1, fixed(1), "hidden layers after the mean embedding"),
@@ -200,7 +198,7 @@ def _with_layers(cls: type) -> type:
     return type(cls.__name__, (TimmLayers, cls), {"__module__": cls.__module__})
 
 
-@BACKBONES.register("timm", hparams={
+@BACKBONES.register("timm", argument=("model", str), hparams={
     "pretrained": Hparam(False, fixed(False), "load timm's pretrained weights (from its local cache)"),
 })
 def timm_backbone(input_shape: tuple[int, ...], model: str = "resnet18", pretrained: bool = False,
@@ -245,7 +243,7 @@ class HFBackbone(Layers, nn.Module):
         return {n: masked_mean(states[n], x[:, 1]) for n in wanted}
 
 
-@BACKBONES.register("hf")
+@BACKBONES.register("hf", argument=("model", str))
 def hf_backbone(input_shape: tuple[int, ...], model: str) -> HFBackbone:
     """A Hugging Face encoder, written ``hf:<name or local folder>``, from the local cache only."""
     _check_tokens(f"hf:{model}", input_shape)
@@ -263,26 +261,8 @@ def hf_backbone(input_shape: tuple[int, ...], model: str) -> HFBackbone:
     return HFBackbone(net)
 
 
-def registered(name: str) -> tuple[str, dict[str, Any]]:
-    """The registered backbone behind a name and the option a ``<family>:<argument>`` name sets:
-    ``timm:resnet18`` is ``timm`` with ``model="resnet18"``, ``text:30522`` is ``text`` with
-    ``vocab_size=30522``."""
-    family, colon, argument = name.partition(":")
-    option = FAMILIES.get(family)
-    if option is None or (family == "timm" and not colon):
-        return name, {}
-    if not argument:
-        raise HarnessError(f"backbone {name!r} needs its {option}: write {family}:<{option}>")
-    if option == "vocab_size":
-        if not argument.isdigit() or int(argument) < 1:
-            raise HarnessError(f"backbone {name!r}: write text:<vocab size>, a positive integer, like text:30522")
-        return family, {option: int(argument)}
-    return family, {option: argument}
-
-
 def backbone_factory(name: str, input_shape: tuple[int, ...], options: dict[str, Any]) -> Callable[[], nn.Module]:
     """A function that builds a fresh backbone each time it is called."""
-    name, from_name = registered(name)
-    build = BACKBONES.get(name).obj
+    entry, from_name = BACKBONES.family(name)
     options = {**from_name, **options}
-    return lambda: build(tuple(input_shape), **options)
+    return lambda: entry.obj(tuple(input_shape), **options)

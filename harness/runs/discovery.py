@@ -25,8 +25,14 @@ from harness.core import files
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, trial_kind
 from harness.data.dataset import ShiftDataset, Split, chunks
-from harness.data.environments import (DISCOVERY_SPLITS, ENVIRONMENTS_FILE, PLOT_FILE, REPORT_FILE, read_report,
-                                       save_environments)
+from harness.data.environments import (
+    DISCOVERY_SPLITS,
+    ENVIRONMENTS_FILE,
+    PLOT_FILE,
+    REPORT_FILE,
+    read_report,
+    save_environments,
+)
 from harness.models.algorithm import Algorithm, Discoverer
 from harness.runs.run import build_algorithm, build_dataset, pick_device, protocol_of, train
 
