@@ -14,14 +14,14 @@ DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
 
   harness quickstart                    sweep + worst-group leaderboard on colored_digits
-  harness list                          what is registered (algorithms, datasets, backbones)
+  harness list                          what is registered (algorithms, datasets, backbones, protocols, ...)
   harness train dataset.name=colored_digits algorithm.name=group_dro
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
   harness discover algorithm.name=xrm   then   harness train algorithm.name=group_dro groups=inferred:<folder>
   harness sweep spec.yaml --launcher processes:2     # or local, slurm; rerun to resume
   harness sweep status sweeps/spec
   harness collect sweeps/spec --format latex         # tables recomputed from predictions
-  harness leaderboard submit sweeps/spec             # then: leaderboard verify / render
+  harness leaderboard submit worst_group sweeps/spec --board-dir myboard   # then: verify / render
 
 `harness COMMAND --help` explains each command.
 """

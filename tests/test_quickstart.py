@@ -24,7 +24,7 @@ def test_quickstart_sweeps_enters_its_own_board_and_prints_it(tmp_path, capsys):
     assert f"harness collect {tmp_path / 'qs'}" in out and "wall time:" in out
     entries = sorted(p.name for p in (board_dir / "entries" / "worst_group").glob("*.json"))
     assert entries == ["erm--annotated.json", "group_dro--annotated.json", "group_dro--inferred-xrm.json",
-                       "jtt--none.json"]
+                       "jtt--none--algorithm.hparams.id_steps-3.json"]  # its arm: its own override
     assert main(["leaderboard", "verify", "worst_group", "--board-dir", str(board_dir)]) == 0
     # a relaunch reuses every trial
     assert main(args) == 0

@@ -46,7 +46,7 @@ Each trial runs in SWEEP_DIR/<hash of its resolved config>. Relaunching the same
 done trials and resumes interrupted ones from their checkpoints; a failing trial writes
 error.txt in its folder and the others go on (exit code 1 if any failed). Discovery trials
 run first; trials with inferred groups use the best discovery run of their seed.
-Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit SWEEP_DIR`."""
+Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit BOARD SWEEP_DIR --board-dir DIR`."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
