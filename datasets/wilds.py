@@ -322,8 +322,9 @@ CAMELYON_SCHEMA = Schema((Column("y", "label", 2, ("normal", "tumor")), Column("
 @DATASETS.register("camelyon17")
 def camelyon17(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
-    """Camelyon17 (WILDS): tumour in a patch or not; the hospital, a domain, serves as the annotated
-    attribute (groups: label × hospital); OOD val and test."""
+    """Camelyon17 (WILDS): tumour in a patch or not, attribute = hospital; OOD val and test hospitals.
+
+    The hospital, a domain, serves as the annotated attribute (groups: label × hospital)."""
     return image_dataset(
         "camelyon17", "camelyon17", CAMELYON_FILES, "patches", CAMELYON_SCHEMA, {"hospital": "hospital"}, "avg_acc",
         root, download, limit, transform_model, image_size,

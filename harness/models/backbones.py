@@ -159,8 +159,9 @@ class TokenMean(nn.Module):
 })
 def text(input_shape: tuple[int, ...], vocab_size: int, embed_dim: int = 128, width: int = 256, depth: int = 1,
          dropout: float = 0.0) -> Backbone:
-    """Token embeddings averaged over the text, then an MLP; written ``text:<vocab size>`` (text
-    datasets name it with their tokenizer's). Layers: embedding, hidden1 .., output."""
+    """Token embeddings averaged over the text, then an MLP; written ``text:<vocab size>``.
+
+    Text datasets name it with their tokenizer's vocabulary size. Layers: embedding, hidden1 .., output."""
     _check_tokens(f"text:{vocab_size}", input_shape)
     blocks, n_outputs = _hidden_blocks(embed_dim, width, depth, dropout)
     hidden = [("embedding", embed_dim), *[(f"hidden{i}", width) for i in range(1, depth)]] if depth else []
