@@ -1,21 +1,13 @@
-"""Every method added from SubpopBench's set trains end to end through the run loop, resumes
-where it needs per-run state, and draws its hyperparameters inside the declared spaces."""
-import numpy as np
+"""Method-specific checks of the methods added from SubpopBench's set: their hyperparameters are
+drawn inside the declared ranges, they resume at the points where their per-run state matters,
+and LISA refuses class groups. What every algorithm must do (train end to end with finite logs and
+predictions, draws of the default's type, resume equality) is in tests/test_conformance.py."""
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.core.files import load_arrays, read_jsonl
+from harness.core.files import read_jsonl
 from harness.core.registry import ALGORITHMS, draw_hparams
 from harness.runs.run import train
-
-# name -> overrides for a 20-step run (groups annotated for methods that need groups, the default)
-RUNS = {
-    "cvar_dro": [], "lff": [], "mixup": [], "focal": [], "cb_loss": [], "balanced_softmax": [],
-    "irm": ["algorithm.hparams.anneal_steps=10"], "vrex": ["algorithm.hparams.anneal_steps=10"],
-    "lisa": [], "coral": [], "mmd": [],
-    "ldam": ["algorithm.hparams.drw_step=10"],
-    "crt": ["algorithm.hparams.erm_steps=10"], "reweight_crt": ["algorithm.hparams.erm_steps=10"],
-}
 
 # name -> {hparam: (low, high) or a set of values} for the hparams each method declares
 SPACES = {
@@ -36,19 +28,6 @@ SPACES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(RUNS))
-def test_trains_end_to_end_with_finite_predictions(tiny_cfg, name):
-    run = train(tiny_cfg(f"algorithm.name={name}", "steps=20", "eval_every=10", *RUNS[name]))
-    assert (run / "done").exists()
-    rows = read_jsonl(run / "results.jsonl")
-    assert [r["step"] for r in rows] == [10, 20]
-    assert all(np.isfinite(v) for r in rows for v in r["train_logs"].values())
-    preds = load_arrays(run / "predictions" / "step_0000020.npz")
-    for split in ("train", "val", "test"):
-        probs = preds[f"{split}.probs"]
-        assert probs.shape == (len(preds[f"{split}.ids"]), 2) and np.isfinite(probs).all()
-
-
 @pytest.mark.parametrize("name", sorted(SPACES))
 def test_draws_lie_inside_the_declared_spaces(name):
     space = ALGORITHMS.get(name).hparams
@@ -63,7 +42,6 @@ def test_draws_lie_inside_the_declared_spaces(name):
                 assert value in allowed, (name, key, value)
             else:
                 assert allowed[0] <= value <= allowed[1], (name, key, value)
-            assert type(value) is type(space[key].default), (name, key, value)
     defaults = draw_hparams(space, 0)
     assert all(isinstance(defaults[k], (int, float)) for k in declared)
 
