@@ -23,7 +23,7 @@ from harness.core.registry import (ALGORITHMS, BACKBONES, DATASETS, LAUNCHERS, P
                                    TRIAL_KINDS, draw_hparams)
 from harness.data.dataset import batch_indices
 from harness.models.algorithm import Discoverer
-from harness.models.backbones import OUTPUT, backbone_factory, registered
+from harness.models.backbones import OUTPUT, backbone_factory
 from harness.protocols.base import protocol as get_protocol
 from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
 
@@ -301,8 +301,8 @@ def test_dataset_builds_with_unique_stable_ids_one_label_and_groups_in_range(nam
     columns = first.metadata_info()["columns"]
     assert [c["role"] for c in columns].count("label") == 1, columns
     assert first.num_classes >= 2
-    name_of_backbone, _ = registered(first.default_backbone)
-    assert name_of_backbone in BACKBONES, f"default backbone {first.default_backbone!r} is not registered"
+    entry, _ = BACKBONES.family(first.default_backbone)  # raises when it is not registered
+    assert entry.name == first.default_backbone.partition(":")[0]
     for split_name, split in first.splits.items():
         ids = split.ids.numpy()
         assert len(ids) > 0, split_name
