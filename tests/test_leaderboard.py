@@ -114,3 +114,39 @@ def test_shipped_entries_verify_when_their_runs_exist():
         runs = entry["provenance"]["sweep"]
         diffs = boards.verify(board, entry)
         assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {runs}")
+
+
+@pytest.fixture(scope="module")
+def two_arm_sweep(tmp_path_factory):
+    """GroupDRO twice, differing only in its step size eta: 1 draw, 2 seeds each."""
+    from conftest import tiny_spec
+
+    from harness.sweeps import sweep
+    from harness.sweeps.launchers import Local
+
+    spec = tiny_spec(algorithms=[{"name": "group_dro", "overrides": {"algorithm.hparams.eta": 0.001}},
+                                 {"name": "group_dro", "overrides": {"algorithm.hparams.eta": 0.1}}],
+                     hparam_draws=1)
+    folder = tmp_path_factory.mktemp("arms") / "tiny"
+    assert sweep.run_sweep(sweep.parse_spec(spec), folder, Local()).ran == 4
+    return folder
+
+
+def test_two_arms_of_one_algorithm_are_two_entrants_not_extra_seeds(two_arm_sweep, board_dir):
+    assert submit(two_arm_sweep, board_dir) == 0
+    entries = [json.loads(p.read_text()) for p in sorted((board_dir / "entries" / "worst_group").glob("*.json"))]
+    assert sorted(e["entrant"]["arm"] for e in entries) == ["algorithm.hparams.eta=0.001", "algorithm.hparams.eta=0.1"]
+    for entry in entries:
+        result = entry["results"]["colored_digits"]
+        assert result["seeds"] == [0, 1] and len(result["runs"]) == 2 and len(result["candidates"]) == 2
+    assert entries[0]["results"] != entries[1]["results"]
+
+
+def test_required_seeds_counts_distinct_seeds_not_rows(two_arm_sweep, board_dir, capsys):
+    # A board that does not tell the arms apart sees 4 chosen rows but only 2 distinct seeds:
+    # it must refuse a requirement of 3 seeds rather than count the second arm as more seeds.
+    definition = yaml.safe_load((board_dir / "worst_group.yaml").read_text())
+    definition.update(entrant=["algorithm", "groups"], required_seeds=3)
+    (board_dir / "worst_group.yaml").write_text(yaml.safe_dump(definition))
+    assert submit(two_arm_sweep, board_dir) == 2
+    assert "2 seed(s) answer rule val-wga, the board requires 3" in capsys.readouterr().out
