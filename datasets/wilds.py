@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from harness.core.errors import HarnessError, unknown
+from harness.core.hub import from_local
 from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
@@ -151,18 +152,7 @@ class Tokenize:
 
 def load_tokenizer(name: str, max_length: int) -> Tokenize:
     """A Hugging Face tokenizer from the local cache or a local folder; never from the hub."""
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise HarnessError(f"text datasets need a Hugging Face tokenizer and `transformers` is not installed: "
-                           f"pip install transformers, and have the tokenizer {name!r} in the local Hugging Face "
-                           "cache (or set dataset.options.tokenizer to a local folder)") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"tokenizer {name!r} is not available locally ({exc}); fetch it once with "
-                           f"AutoTokenizer.from_pretrained({name!r}) while online, or set dataset.options.tokenizer "
-                           "to a local folder") from None
+    tokenizer = from_local("AutoTokenizer", name, "the text dataset's tokenizer (dataset.options.tokenizer)")
     return Tokenize(tokenizer, name, max_length)
 
 

@@ -66,3 +66,25 @@ def tiny_fashion(tmp_path, monkeypatch):
         write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.randint(0, 10, n))
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     return folder
+
+
+def install_entry_point(folder, name: str, module: str) -> None:
+    """A dist-info folder in ``folder`` declaring ``name = module`` in the ``shift_harness``
+    entry-point group, as an installed third-party package would (put ``folder`` on sys.path)."""
+    dist = folder / f"{module}-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[shift_harness]\n{name} = {module}\n")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 2-layer BERT with random weights, saved where from_pretrained finds it offline."""
+    import torch
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=16)
+    folder = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder

@@ -174,18 +174,6 @@ def test_text_backbones_refuse_image_inputs():
         backbone_factory("text:50", (3, 8, 8), {})()
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with random weights, saved where from_pretrained finds it offline."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16)
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
-
 def test_hf_backbone_mean_pools_a_local_model_and_names_its_hidden_states(tiny_bert):
     from transformers import AutoModel
 

@@ -19,8 +19,17 @@ import torch
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.core.files import load_arrays, load_torch, read_jsonl, save_torch
-from harness.core.registry import (ALGORITHMS, BACKBONES, DATASETS, LAUNCHERS, PROTOCOLS, REGISTRIES, SECTIONS,
-                                   TRIAL_KINDS, draw_hparams)
+from harness.core.registry import (
+    ALGORITHMS,
+    BACKBONES,
+    DATASETS,
+    LAUNCHERS,
+    PROTOCOLS,
+    REGISTRIES,
+    SECTIONS,
+    TRIAL_KINDS,
+    draw_hparams,
+)
 from harness.data.dataset import batch_indices
 from harness.models.algorithm import Discoverer
 from harness.models.backbones import OUTPUT, backbone_factory
@@ -323,18 +332,6 @@ def test_dataset_builds_with_unique_stable_ids_one_label_and_groups_in_range(nam
 
 
 # --- backbones ----------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 2-layer BERT with random weights saved locally, as tests/test_backbones.py makes it."""
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16)
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
 
 # registered backbone -> (name as configs write it, input shape, options)
 BACKBONE_CASES = {

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from conftest import install_entry_point
 
 from harness.cli import main
 from harness.core import registry
@@ -17,10 +18,7 @@ from harness.core.registry import ALGORITHMS, PROTOCOLS
 def plugin(tmp_path, monkeypatch):
     """tests/reconstruction_plugin.py installed as a third-party plugin (a dist-info folder with
     a ``shift_harness`` entry point), loaded by the registries like any other."""
-    dist = tmp_path / "reconstruction_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: reconstruction-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[shift_harness]\nreconstruction = reconstruction_plugin\n")
+    install_entry_point(tmp_path, "reconstruction", "reconstruction_plugin")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_loaded", False)
     assert "reconstruction_plugin" not in sys.modules  # only the entry point imports it

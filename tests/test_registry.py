@@ -2,6 +2,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import install_entry_point
 
 from harness.core import registry
 from harness.core.registry import ALGORITHMS, Hparam, Registry, choice, draw_hparams, log_uniform, uniform
@@ -55,10 +56,7 @@ def test_third_party_registration_through_an_entry_point(tmp_path, monkeypatch):
         class MyAlgo(Algorithm):
             """A plugin algorithm."""
     '''))
-    dist = tmp_path / "my_plugin-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[shift_harness]\nmy_algo = my_plugin\n")
+    install_entry_point(tmp_path, "my_algo", "my_plugin")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "_loaded", False)
     try:

@@ -48,6 +48,9 @@ class Interrupted(Exception):
     ("erm", []), ("group_dro", []), ("rwg", []),
     ("xrm", ["groups=none"]),  # per-example twin assignment and flipped labels
     ("jtt", ["algorithm.hparams.id_steps=45"]),  # resumed in stage 1: its optimizer state must survive
+    ("crt", ["algorithm.hparams.erm_steps=25"]),  # resumed in the head stage: its optimizer state must survive
+    ("lff", []),  # per-example loss averages
+    ("irm", ["algorithm.hparams.anneal_steps=45"]),  # the optimizer restarts after the resume
 ])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, algorithm, extra):
     whole = train(tiny_cfg(f"algorithm.name={algorithm}", *extra, "run_dir=" + str(tmp_path / "whole")))

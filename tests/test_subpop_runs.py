@@ -5,7 +5,6 @@ predictions, draws of the default's type, resume equality) is in tests/test_conf
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.core.files import read_jsonl
 from harness.core.registry import ALGORITHMS, draw_hparams
 from harness.runs.run import train
 
@@ -44,39 +43,6 @@ def test_draws_lie_inside_the_declared_spaces(name):
                 assert allowed[0] <= value <= allowed[1], (name, key, value)
     defaults = draw_hparams(space, 0)
     assert all(isinstance(defaults[k], (int, float)) for k in declared)
-
-
-class Interrupted(Exception):
-    pass
-
-
-@pytest.mark.parametrize("name, extra", [
-    ("crt", ["algorithm.hparams.erm_steps=25"]),  # resumed in the head stage: its optimizer state must survive
-    ("lff", []),  # per-example loss averages
-    ("irm", ["algorithm.hparams.anneal_steps=45"]),  # the optimizer restarts after the resume
-])
-def test_resume_after_an_interruption_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch, name, extra):
-    whole = train(tiny_cfg(f"algorithm.name={name}", *extra, "run_dir=" + str(tmp_path / "whole")))
-    cls = ALGORITHMS.get(name).obj
-    original = cls.update
-
-    def dies_at_step_50(self, batch, step):
-        if step == 50:
-            raise Interrupted
-        return original(self, batch, step)
-
-    cfg = tiny_cfg(f"algorithm.name={name}", *extra, "run_dir=" + str(tmp_path / "cut"))
-    with monkeypatch.context() as m:
-        m.setattr(cls, "update", dies_at_step_50)
-        with pytest.raises(Interrupted):
-            train(cfg)
-    assert [r["step"] for r in read_jsonl(tmp_path / "cut" / "results.jsonl")] == [20, 40]
-    train(cfg)
-    assert metrics_of(tmp_path / "cut") == metrics_of(whole)
-
-
-def metrics_of(run):
-    return [(r["step"], r["train_logs"], r["metrics"]) for r in read_jsonl(run / "results.jsonl")]
 
 
 def test_lisa_refuses_class_groups_before_writing_anything(tiny_cfg, tmp_path):

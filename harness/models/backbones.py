@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from harness.core.errors import HarnessError, unknown
+from harness.core.hub import from_local
 from harness.core.registry import BACKBONES, Hparam, fixed
 
 OUTPUT = "output"
@@ -247,17 +248,7 @@ class HFBackbone(Layers, nn.Module):
 def hf_backbone(input_shape: tuple[int, ...], model: str) -> HFBackbone:
     """A Hugging Face encoder, written ``hf:<name or local folder>``, from the local cache only."""
     _check_tokens(f"hf:{model}", input_shape)
-    try:
-        from transformers import AutoModel
-    except ImportError:
-        raise HarnessError(f"backbone hf:{model} needs `transformers`, which is not installed: "
-                           "pip install '.[text]'") from None
-    try:
-        net = AutoModel.from_pretrained(model, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise HarnessError(f"Hugging Face model {model!r} is neither in the local cache nor a local folder ({exc}); "
-                           f"fetch it once with AutoModel.from_pretrained({model!r}) while online, or give the "
-                           "folder its save_pretrained wrote") from None
+    net = from_local("AutoModel", model, "backbone hf:")
     return HFBackbone(net)
 
 
