@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, RunDiverged
 from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
@@ -180,6 +180,7 @@ class Run:
         arrays = {f"{name}.{key}": value for name, split in self.splits.items()
                   for key, value in self.protocol.record(self.algo, name, split, self.state,
                                                          self.cfg["eval_batch_size"]).items()}
+        _check_finite(step, train_logs, arrays)
         files.save_arrays(self.out / "predictions" / f"step_{step:07d}.npz", **arrays)
         self.algo.train()
         return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds,
@@ -194,6 +195,17 @@ class Run:
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         files.save_torch(self.checkpoint_path, {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": rng})
         files.write_json(self.out / "summary.json", summarize(self.protocol, rows))
+
+
+def _check_finite(step: int, train_logs: dict[str, float], arrays: dict[str, np.ndarray]) -> None:
+    """A RunDiverged naming what became nan or inf by ``step``; called before anything of that
+    evaluation is stored, so the run folder keeps its last good checkpoint."""
+    bad = [f"training {k} {v}" for k, v in train_logs.items() if not np.isfinite(v)]
+    bad += [f"{k} ({int((~np.isfinite(a)).sum())} values)" for k, a in arrays.items()
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
+    if bad:
+        raise RunDiverged(f"non-finite values by step {step}: {', '.join(bad)}; lower the learning rate "
+                          "or check the hyperparameters")
 
 
 def summarize(protocol: Protocol, rows: list[dict]) -> dict[str, Any]:
