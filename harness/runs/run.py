@@ -104,8 +104,7 @@ def _claim(out: Path, cfg: dict[str, Any]) -> None:
     """Create the folder with its config, or check that an existing one is for the same run."""
     saved = out / "config.yaml"
     if saved.exists():
-        import yaml
-        previous = yaml.safe_load(saved.read_text())
+        previous = files.read_yaml_mapping(saved, "run config")
         if configs.config_hash(previous) != configs.config_hash(cfg):
             raise HarnessError(f"run folder {str(out)!r} holds a different config; "
                                "choose another run_dir or remove that folder")
