@@ -8,6 +8,7 @@ import json
 import os
 import re
 import tempfile
+import zipfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,8 +79,12 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Never unpickles; a file that is not a readable .npz is a HarnessError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{path} is not a readable array file ({shown(str(exc))})") from None
 
 
 # The most nodes a YAML document may expand to, aliases counted at every use: a few hundred bytes

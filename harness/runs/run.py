@@ -6,6 +6,7 @@ The run folder holds:
     info.json         the protocol and what it needs to recompute metrics from predictions
     results.jsonl     one line per evaluation: metrics of every split, mean training logs
     predictions/      step_XXXXXXX.npz per evaluation: the protocol's arrays of every split
+    manifest.json     the sha256 of each predictions file, recorded when it is written
     checkpoint.pt     model, optimizer, step and RNG state at the last evaluation
     summary.json      the checkpoint each selection rule picks and its test metrics
     done              written last
@@ -27,12 +28,14 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, RunDiverged
 from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
+from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
 from harness.models.backbones import backbone_factory
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
 from harness.protocols.selection import select
+from harness.runs import manifest
 
 
 def pick_device(name: str) -> torch.device:
@@ -94,7 +97,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
-            "dataset_info": dataset.info}
+            "dataset_info": dataset.info, "code_version": code_version()}
     files.write_json(out / "info.json", info)
     Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
@@ -125,6 +128,7 @@ class Run:
         self.weights = weights
         self.checkpoint_path = out / "checkpoint.pt"
         self.results_path = out / "results.jsonl"
+        self.manifest: dict[str, str] = {}
 
     def fit(self, progress: bool | None) -> None:
         cfg, algo = self.cfg, self.algo
@@ -169,6 +173,8 @@ class Run:
         random.setstate(_py_state(state["rng"]["python"]))
         rows = [r for r in files.read_jsonl(self.results_path) if r["step"] <= state["step"]]
         files.write_jsonl(self.results_path, rows)
+        self.manifest = {name: digest for name, digest in manifest.read(self.out).items()
+                         if int(name[len("step_"):-len(".npz")]) <= state["step"]}
         return state["step"], rows
 
     @torch.no_grad()
@@ -180,7 +186,9 @@ class Run:
                   for key, value in self.protocol.record(self.algo, name, split, self.state,
                                                          self.cfg["eval_batch_size"]).items()}
         _check_finite(step, train_logs, arrays)
-        files.save_arrays(self.out / "predictions" / f"step_{step:07d}.npz", **arrays)
+        path = self.out / "predictions" / f"step_{step:07d}.npz"
+        files.save_arrays(path, **arrays)
+        manifest.record(self.out, self.manifest, path)
         self.algo.train()
         return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds,
                 "metrics": self.protocol.scores(arrays, self.info)}
