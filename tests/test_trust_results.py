@@ -109,3 +109,35 @@ def test_verify_checks_provenance_against_the_runs(entry, key, claim):
     forged["provenance"][key] = claim
     diffs = boards.verify(board, forged)
     assert diffs and all(d.startswith(f"provenance.{key}") for d in diffs)
+
+
+def test_a_truncated_checkpoint_restarts_the_run_to_the_same_numbers(tiny_cfg, tmp_path):
+    from harness.runs.run import CheckpointWarning, train
+    from harness.core import config
+    cfg = tiny_cfg()
+    reference = train(dict(cfg, run_dir=str(tmp_path / "reference")))
+    out = config.run_dir(cfg)
+    train(cfg)
+    (out / "done").unlink()
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])  # a copy cut short
+    with pytest.warns(CheckpointWarning, match="unreadable checkpoint .* the run restarts from step 0"):
+        train(cfg)
+    assert (out / "done").exists() and collect.vet([out], named_by_hash=True) == ([out], [])
+    rows = [{k: v for k, v in r.items() if k != "train_seconds"} for r in files.read_jsonl(out / "results.jsonl")]
+    ref = [{k: v for k, v in r.items() if k != "train_seconds"} for r in files.read_jsonl(reference / "results.jsonl")]
+    assert rows == ref
+
+
+def test_a_torn_last_results_row_is_repaired_on_resume(tiny_cfg):
+    from harness.runs.run import train
+    from harness.core import config
+    cfg = tiny_cfg()
+    out = config.run_dir(cfg)
+    train(cfg)
+    (out / "done").unlink()
+    with open(out / "results.jsonl", "a") as fh:
+        fh.write('{"step": 80, "metr')
+    with pytest.warns(files.TornLineWarning):
+        train(cfg)
+    assert [r["step"] for r in files.read_jsonl(out / "results.jsonl")] == [20, 40, 60]

@@ -14,9 +14,12 @@ The run folder holds:
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -160,11 +163,14 @@ class Run:
 
     def _resume(self) -> tuple[int, list[dict]]:
         """Restore the last checkpoint; drop result rows written after it (a kill may land
-        between writing results and writing the checkpoint)."""
-        if not self.checkpoint_path.exists():
+        between writing results and writing the checkpoint). An unreadable checkpoint (a disk
+        that filled up, a copy cut short) restarts the run from step 0, with a warning."""
+        state = read_checkpoint(self.checkpoint_path)
+        if state is None:
+            shutil.rmtree(self.out / "predictions", ignore_errors=True)
+            (self.out / manifest.MANIFEST).unlink(missing_ok=True)
             files.write_jsonl(self.results_path, [])
             return 0, []
-        state = files.load_torch(self.checkpoint_path)
         self.algo.load_checkpoint_state(state["algorithm"])
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda"):
@@ -213,6 +219,26 @@ def _check_finite(step: int, train_logs: dict[str, float], arrays: dict[str, np.
     if bad:
         raise RunDiverged(f"non-finite values by step {step}: {', '.join(bad)}; lower the learning rate "
                           "or check the hyperparameters")
+
+
+class CheckpointWarning(UserWarning):
+    """A run's checkpoint could not be read; the run restarts from step 0."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; None if there is none, or (with a CheckpointWarning, and the
+    file removed) if it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        state = files.load_torch(path)
+        int(state["step"])
+        return state
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        warnings.warn(f"{path}: unreadable checkpoint ({str(exc)[:100]}); removed, the run restarts from step 0",
+                      CheckpointWarning, stacklevel=2)
+        path.unlink()
+        return None
 
 
 def summarize(protocol: Protocol, rows: list[dict]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from harness.core import config as configs
 from harness.core import files
 from harness.core.registry import TRIAL_KINDS, TrialKind
+from harness.runs.run import read_checkpoint
 
 LOCK, ERROR, RECORD = "running.json", "error.txt", "trial.json"
 HEARTBEAT_S = 30.0
@@ -125,9 +126,9 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
 
 
 def resumed_step(run_dir: Path) -> int:
-    """The step an attempt starts from: that of the run's checkpoint, 0 without one."""
-    path = run_dir / "checkpoint.pt"
-    return int(files.load_torch(path)["step"]) if path.exists() else 0
+    """The step an attempt starts from: that of the run's checkpoint, 0 without a readable one."""
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    return int(state["step"]) if state is not None else 0
 
 
 def _record(trial: Trial, status: str, started: float) -> None:
