@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +48,8 @@ class Hparam:
         """``value`` if accepted, else a HarnessError naming ``where`` and what is accepted."""
         if isinstance(self.default, (tuple, list)):
             item = self._option(self.default[0] if self.default else 0)
+            if not isinstance(value, (tuple, list)):
+                raise HarnessError(f"{where} must be a list of {item.accepts()}, got {shown(value)}")
             return type(value)(item.check(f"each item of {where}", v) for v in value)
         return self._option(self.default).check(where, value)
 
