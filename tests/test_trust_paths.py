@@ -71,3 +71,18 @@ def test_written_files_are_readable_as_the_umask_allows(tmp_path):
         assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["train", f"output_dir={tmp_path / 'runs'}", "device=cuda", "steps=2"]) == 2
+    assert capsys.readouterr().err == ("harness: error: device 'cuda': this machine has no usable CUDA GPU; "
+                                       "accepted here: auto, cpu\n")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_malformed_board_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "b.yaml").write_text("name: [unclosed\n")
+    assert main(["leaderboard", "render", str(tmp_path / "b.yaml"), "--board-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

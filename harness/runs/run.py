@@ -45,9 +45,12 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise HarnessError(f"device {name!r} is not a torch device; accepted: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {name!r}: this machine has no usable CUDA GPU; accepted here: auto, cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
