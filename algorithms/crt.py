@@ -25,7 +25,7 @@ class ClassifierRetraining(CountsClasses):
 
     # SubpopBench trains the second stage from a separate ERM run and tunes no split; the choices
     # mirror jtt's id_steps.
-    hparams = {"erm_steps": Hparam(500, choice(100, 250, 500, 1000), "steps of the first (ERM) stage")}
+    hparams = {"erm_steps": Hparam(500, choice(100, 250, 500, 1000), "steps of the first (ERM) stage", low=1)}
 
     @classmethod
     def check_run(cls, hparams: dict[str, Any], steps: int) -> None:

@@ -28,7 +28,8 @@ class CVaRDRO(Algorithm):
     """
 
     # SubpopBench (Yang et al., 2023): joint_dro_alpha 0.1, 10^U(-2, 0)
-    hparams = {"alpha": Hparam(0.1, log_uniform(0.01, 1.0), "fraction of the batch's largest losses minimised")}
+    hparams = {"alpha": Hparam(0.1, log_uniform(0.01, 1.0), "fraction of the batch's largest losses minimised",
+                                 low=0, low_open=True, high=1)}
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         losses = F.cross_entropy(self.predict(batch.x), batch.y, reduction="none")

@@ -23,7 +23,7 @@ class FeatureMatching(Algorithm):
 
     needs_groups = True
     # SubpopBench (mmd_gamma, shared by MMD and CORAL): 1.0, 10^U(-1, 1)
-    hparams = {"penalty_weight": Hparam(1.0, log_uniform(0.1, 10.0), "weight of the feature discrepancy")}
+    hparams = {"penalty_weight": Hparam(1.0, log_uniform(0.1, 10.0), "weight of the feature discrepancy", low=0)}
 
     def discrepancy(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

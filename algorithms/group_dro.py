@@ -19,7 +19,7 @@ class GroupDRO(Algorithm):
     """
 
     needs_groups = True
-    hparams = {"eta": Hparam(0.01, log_uniform(1e-3, 1e-1), "step size of the group weights")}
+    hparams = {"eta": Hparam(0.01, log_uniform(1e-3, 1e-1), "step size of the group weights", low=0)}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

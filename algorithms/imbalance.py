@@ -21,7 +21,7 @@ class Focal(Algorithm):
     Lin et al., ICCV 2017. No groups, no class counts."""
 
     # SubpopBench: gamma 1, 0.5 * 10^U(0, 1)
-    hparams = {"gamma": Hparam(1.0, log_uniform(0.5, 5.0), "focusing exponent γ")}
+    hparams = {"gamma": Hparam(1.0, log_uniform(0.5, 5.0), "focusing exponent γ", low=0)}
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(self.predict(batch.x), batch.y, reduction="none")
@@ -46,9 +46,10 @@ class LDAM(CountsClasses):
     # SubpopBench: max_m 0.5, 10^U(-1, -0.1); scale 30, choice(10, 30). DRW is opt-in (Cao et al.
     # start it at 80% of training); SubpopBench does not tune it.
     hparams = {
-        "max_m": Hparam(0.5, log_uniform(0.1, 10 ** -0.1), "largest class margin"),
-        "scale": Hparam(30.0, choice(10.0, 30.0), "logit scale s"),
-        "drw_step": Hparam(-1, fixed(-1), "step from which classes are reweighted (DRW); -1: never"),
+        "max_m": Hparam(0.5, log_uniform(0.1, 10 ** -0.1), "largest class margin", low=0),
+        "scale": Hparam(30.0, choice(10.0, 30.0), "logit scale s", low=0, low_open=True),
+        "drw_step": Hparam(-1, fixed(-1), "step from which classes are reweighted (DRW); -1: never",
+                           low=-1),
     }
     drw_beta = 0.9999
 
@@ -75,7 +76,7 @@ class ClassBalancedLoss(CountsClasses):
 
     # SubpopBench: beta 0.9999, 1 - 10^U(-5, -2)
     hparams = {"beta": Hparam(0.9999, lambda rng: 1 - 10 ** rng.uniform(-5, -2),
-                              "β of the effective number (1 - β^n) / (1 - β)")}
+                              "β of the effective number (1 - β^n) / (1 - β)", low=0, high=1, high_open=True)}
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         weights = effective_number_weights(self.class_counts, self.hp["beta"])[batch.y]

@@ -47,8 +47,9 @@ class IRM(EnvironmentPenalty):
 
     # SubpopBench and DomainBed: irm_lambda 1e2, 10^U(-1, 5); anneal 500, int(10^U(0, 4))
     hparams = {
-        "penalty_weight": Hparam(100.0, log_uniform(0.1, 1e5), "λ: weight of the IRMv1 penalty after annealing"),
-        "anneal_steps": Hparam(500, log_uniform_int(1, 10_000), "steps with penalty weight 1 before λ"),
+        "penalty_weight": Hparam(100.0, log_uniform(0.1, 1e5), "λ: weight of the IRMv1 penalty after annealing",
+                                 low=0),
+        "anneal_steps": Hparam(500, log_uniform_int(1, 10_000), "steps with penalty weight 1 before λ", low=0),
     }
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +70,9 @@ class VREx(EnvironmentPenalty):
 
     # DomainBed: vrex_lambda 1e1, 10^U(-1, 5); anneal 500, int(10^U(0, 4))
     hparams = {
-        "penalty_weight": Hparam(10.0, log_uniform(0.1, 1e5), "λ: weight of the risks' variance after annealing"),
-        "anneal_steps": Hparam(500, log_uniform_int(1, 10_000), "steps with penalty weight 1 before λ"),
+        "penalty_weight": Hparam(10.0, log_uniform(0.1, 1e5), "λ: weight of the risks' variance after annealing",
+                                 low=0),
+        "anneal_steps": Hparam(500, log_uniform_int(1, 10_000), "steps with penalty weight 1 before λ", low=0),
     }
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,8 +43,8 @@ class JTT(Algorithm):
     """JTT: ERM for id_steps, then a fresh model with the error set's loss weighted lambda_up."""
 
     hparams = {
-        "id_steps": Hparam(500, choice(100, 250, 500, 1000), "T: steps of the identification model"),
-        "lambda_up": Hparam(20.0, choice(5.0, 10.0, 20.0, 50.0, 100.0), "weight of error-set examples"),
+        "id_steps": Hparam(500, choice(100, 250, 500, 1000), "T: steps of the identification model", low=1),
+        "lambda_up": Hparam(20.0, choice(5.0, 10.0, 20.0, 50.0, 100.0), "weight of error-set examples", low=0, low_open=True),
     }
 
     @classmethod

@@ -30,7 +30,7 @@ class LfF(Algorithm):
     """
 
     # SubpopBench: LfF_q 0.7, U(0.05, 0.95)
-    hparams = {"q": Hparam(0.7, uniform(0.05, 0.95), "GCE exponent q of the biased model")}
+    hparams = {"q": Hparam(0.7, uniform(0.05, 0.95), "GCE exponent q of the biased model", low=0, low_open=True, high=1)}
     ema = 0.7
 
     def __init__(self, backbone: Callable[[], nn.Module], num_classes: int, num_groups: int,

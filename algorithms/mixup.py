@@ -44,7 +44,7 @@ class Mixup(Mixing):
     Zhang et al., ICLR 2018: each example is mixed with a random other one of the batch. No groups."""
 
     # SubpopBench: mixup_alpha 0.2, 10^U(-1, 1)
-    hparams = {"alpha": Hparam(0.2, log_uniform(0.1, 10.0), "α of the Beta(α, α) mixing proportion")}
+    hparams = {"alpha": Hparam(0.2, log_uniform(0.1, 10.0), "α of the Beta(α, α) mixing proportion", low=0, low_open=True)}
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
         alpha = torch.tensor(self.hp["alpha"])
@@ -73,8 +73,9 @@ class LISA(Mixing):
     needs_groups = True
     # SubpopBench: LISA_alpha 2, 10^U(-1, 1); LISA_p_sel 0.5, U(0, 1)
     hparams = {
-        "alpha": Hparam(2.0, log_uniform(0.1, 10.0), "α of the Beta(α, α) mixing proportion"),
-        "p_sel": Hparam(0.5, uniform(0.0, 1.0), "probability that a batch mixes within labels across domains"),
+        "alpha": Hparam(2.0, log_uniform(0.1, 10.0), "α of the Beta(α, α) mixing proportion", low=0, low_open=True),
+        "p_sel": Hparam(0.5, uniform(0.0, 1.0), "probability that a batch mixes within labels across domains",
+                        low=0, high=1),
     }
 
     def __init__(self, *args: Any, **kwargs: Any):

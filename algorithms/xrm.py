@@ -54,9 +54,9 @@ class XRM(Discoverer):
     """XRM: twins that imitate each other's confident held-out mistakes; discovers environments."""
 
     hparams = {
-        "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate"),
-        "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-3), "L2 penalty"),
-        "batch_size": Hparam(128, choice(32, 64, 128, 256), "examples per step"),
+        "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate", low=0, low_open=True),
+        "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-3), "L2 penalty", low=0),
+        "batch_size": Hparam(128, choice(32, 64, 128, 256), "examples per step", low=1),
     }
 
     def __init__(self, backbone: Callable[[], nn.Module], num_classes: int, num_groups: int,

@@ -28,10 +28,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from harness.datasets.colored import CLASSES, fashion_mnist_subsets
+from harness.datasets.colored import CLASSES, FASHION_SIZES, fashion_mnist_subsets
 from matplotlib.colors import hsv_to_rgb
 
 from harness.core.errors import HarnessError
+from harness.core.options import Option
 from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
@@ -73,7 +74,8 @@ def compose(images: np.ndarray, place: np.ndarray, rng: np.random.RandomState) -
     return (alpha + (1 - alpha) * backgrounds(place, images.shape[-1], rng)).astype(np.float32)
 
 
-@DATASETS.register("background_fashion_mnist")
+@DATASETS.register("background_fashion_mnist", options={
+    **FASHION_SIZES, "agreement": Option(0.95, float, low=0, high=1)})
 def background_fashion_mnist(root: str = "", download: bool = False, seed: int = 0, n_train: int = 20000,
                              n_val: int = 5000, n_test: int = 10000, agreement: float = 0.95) -> ShiftDataset:
     """Waterbirds-like: clean Fashion-MNIST objects on land/water backgrounds (95% agreement in train).

@@ -22,6 +22,7 @@ import torch
 
 from harness.core.errors import HarnessError
 from harness.core.files import atomic_path
+from harness.core.options import Option
 from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
@@ -67,7 +68,14 @@ def _dataset(splits: dict[str, Split], shape: tuple[int, ...], name: str, backbo
     )
 
 
-@DATASETS.register("colored_digits")
+# What the Fashion-MNIST recipes accept for their seed and split sizes.
+FASHION_SIZES = {"seed": Option(0, int, low=0), "n_train": Option(20000, int, low=1),
+                 "n_val": Option(5000, int, low=1), "n_test": Option(10000, int, low=1)}
+
+
+@DATASETS.register("colored_digits", options={
+    "seed": Option(0, int, low=0), "test_fraction": Option(1 / 3, float, low=0, low_open=True, high=1, high_open=True),
+    "val_fraction": Option(0.2, float, low=0, low_open=True, high=1, high_open=True)})
 def colored_digits(seed: int = 0, test_fraction: float = 1 / 3, val_fraction: float = 0.2) -> ShiftDataset:
     """ColoredMNIST recipe on scikit-learn's 8x8 digits (embedded, no download)."""
     from sklearn.datasets import load_digits
@@ -88,7 +96,7 @@ def colored_digits(seed: int = 0, test_fraction: float = 1 / 3, val_fraction: fl
     return _dataset(splits, (8, 8), "sklearn digits", "mlp")
 
 
-@DATASETS.register("colored_fashion_mnist")
+@DATASETS.register("colored_fashion_mnist", options=FASHION_SIZES)
 def colored_fashion_mnist(root: str = "", download: bool = False, seed: int = 0, n_train: int = 20000,
                           n_val: int = 5000, n_test: int = 10000) -> ShiftDataset:
     """ColoredMNIST recipe on real Fashion-MNIST at 14x14 (needs the files; see ``root``).

@@ -29,6 +29,7 @@ import torch
 
 from harness.core.errors import HarnessError, unknown
 from harness.core.hub import from_local
+from harness.core.options import Option
 from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
@@ -223,12 +224,14 @@ def image_dataset(name: str, wilds_name: str, files: Sequence[str], folder: str,
                         input_shape=shape, info=_info(name, ds, files, loaded, transform, headline, **info), **options)
 
 
+# limit 0: every example; image_size 0: the transform model's own size.
+IMAGE_OPTIONS = {"limit": Option(0, int, low=0), "image_size": Option(0, int, low=0)}
 WATERBIRDS_FILES = ("metadata.csv",)
 WATERBIRDS_SCHEMA = Schema((Column("y", "label", 2, ("landbird", "waterbird")),
                             Column("place", "attribute", 2, ("land", "water"))), attribute="place")
 
 
-@DATASETS.register("waterbirds")
+@DATASETS.register("waterbirds", options=IMAGE_OPTIONS)
 def waterbirds(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
     """Waterbirds (WILDS): landbird vs waterbird, attribute = background place (land/water)."""
@@ -245,7 +248,7 @@ CELEBA_SCHEMA = Schema((Column("y", "label", 2, ("not blond", "blond")), Column(
                        attribute="male")
 
 
-@DATASETS.register("celeba")
+@DATASETS.register("celeba", options=IMAGE_OPTIONS)
 def celeba(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
            image_size: int = 0) -> ShiftDataset:
     """CelebA (WILDS): blond hair or not, attribute = the Male annotation."""
@@ -259,7 +262,8 @@ CIVIL_COLUMNS = (Column("y", "label", 2, ("non-toxic", "toxic")), Column("identi
                  *(Column(name, "attribute", 2, ("no", "yes")) for name in CIVIL_IDENTITIES))
 
 
-@DATASETS.register("civilcomments")
+@DATASETS.register("civilcomments", options={"limit": IMAGE_OPTIONS["limit"],
+                                                "max_length": Option(300, int, low=1)})
 def civilcomments(root: str = "", download: bool = False, limit: int = 0, attribute: str = "any",
                   tokenizer: str = "bert-base-uncased", max_length: int = 300) -> ShiftDataset:
     """CivilComments (WILDS): toxic or not, attribute = identity mentioned (any of WILDS' eight, or one).
@@ -309,7 +313,7 @@ CAMELYON_SCHEMA = Schema((Column("y", "label", 2, ("normal", "tumor")), Column("
                          attribute="hospital")
 
 
-@DATASETS.register("camelyon17")
+@DATASETS.register("camelyon17", options=IMAGE_OPTIONS)
 def camelyon17(root: str = "", download: bool = False, limit: int = 0, transform_model: str = "",
                image_size: int = 0) -> ShiftDataset:
     """Camelyon17 (WILDS): tumour in a patch or not; groups label × hospital; OOD val and test.

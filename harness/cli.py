@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, RunDiverged
 
 COMMANDS = ("quickstart", "train", "discover", "features", "sweep", "collect", "leaderboard", "list")
 
@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
+    except RunDiverged as exc:
+        print(f"harness: run failed: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("harness: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

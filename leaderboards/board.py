@@ -22,11 +22,9 @@ and written only when a command is given that folder explicitly.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,24 +124,6 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
                  dir=Path(board_dir) if board_dir is not None else BOARD_DIR)
 
 
-def code_version() -> dict[str, Any]:
-    """The installed package's version and, when it runs from a git checkout, the commit and
-    whether the checkout had uncommitted changes."""
-    version: dict[str, Any] = {"package": f"shift-harness {importlib.metadata.version('shift-harness')}",
-                               "git_commit": None, "git_dirty": None}
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=30)
-        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return version
-    if commit.returncode == 0:
-        version.update(git_commit=commit.stdout.strip(), git_dirty=bool(dirty.stdout.strip()))
-    return version
-
-
 def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:
     """The runs' frame, restricted to the board's protocol and datasets."""
     frame = collect.load_runs(runs, board.config_paths)
@@ -205,9 +185,9 @@ def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tupl
     """Entries for every entrant of a sweep that meets the board; and a message for each that
     does not."""
     done, _ = collect.run_folders(sweep_dir)
-    frame = board_frame(board, done)
-    version = code_version()
-    entries, skipped = [], []
+    good, skipped = collect.vet(done, named_by_hash=True)
+    frame = board_frame(board, good)
+    entries = []
     for entrant, part in entrants(board, frame):
         results, problems = numbers(board, part, entrant)
         if problems:
@@ -216,13 +196,17 @@ def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tupl
         entries.append({
             "board": board.name, "protocol": board.scorer.name, "entrant": entrant,
             "selection": board.rule_for(entrant).name, "results": results,
-            "provenance": {
-                "config_hashes": sorted(h for r in results.values() for h in r["candidates"]),
-                "seeds": sorted({s for r in results.values() for s in r["seeds"]}),
-                "code_version": version, "sweep": str(sweep_dir), "produced_by": produced_by,
-            },
+            "provenance": {**provenance(Path(sweep_dir), results), "sweep": str(sweep_dir), "produced_by": produced_by},
         })
     return entries, skipped
+
+
+def provenance(where: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """What an entry's runs themselves say about it: their config hashes, the seeds its numbers
+    average and the code version the runs recorded when they were trained."""
+    hashes = sorted(h for r in results.values() for h in r["candidates"])
+    return {"config_hashes": hashes, "seeds": sorted({s for r in results.values() for s in r["seeds"]}),
+            "code_version": collect.runs_code_version(where / h for h in hashes)}
 
 
 def entry_path(board: Board, entry: dict) -> Path:
@@ -284,7 +268,9 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     if missing:
         return diffs + [f"runs not found (finished) in {where}: {', '.join(missing)}; pass --runs with the sweep "
                         "folder that holds them (rerunning the sweep recreates them: same configs, same hashes)"]
-    frame = board_frame(board, [where / h for h in hashes])
+    good, left_out = collect.vet([where / h for h in hashes], named_by_hash=True)
+    diffs += left_out
+    frame = board_frame(board, good)
     for entrant, part in entrants(board, frame):
         if entrant != entry["entrant"]:
             diffs.append(f"runs {', '.join(sorted(part['run'].unique()))} are entrant {describe(entrant)}, "
@@ -294,6 +280,10 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:
             diffs += _compare(f"{dataset}", claimed, recomputed[dataset])
+    if not left_out and not problems:
+        claimed = entry["provenance"]
+        for key, actual in provenance(where, recomputed).items():
+            diffs += _compare(f"provenance.{key}", claimed.get(key) if isinstance(claimed, dict) else None, actual)
     return diffs
 
 
@@ -333,10 +323,7 @@ def render(board: Board, entries: list[dict]) -> str:
             for m in board.metrics:
                 display = board.scorer.metrics[m.split(".", 1)[1]]
                 row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
-        version = entry["provenance"]["code_version"]
-        commit = (version.get("git_commit") or "")[:10]
-        row += [" ".join(map(str, entry["provenance"]["seeds"])),
-                f"{version['package']}" + (f" @ {commit}" if commit else "") + (" (dirty)" if version.get("git_dirty") else "")]
+        row += [" ".join(map(str, entry["provenance"]["seeds"])), _version(entry["provenance"]["code_version"])]
         rows.append(row)
     if isinstance(board.selection, str):
         rules = board.selection
@@ -349,6 +336,16 @@ def render(board: Board, entries: list[dict]) -> str:
             + (", accuracies in %" if percent else "") + ". Every number is recomputed from the listed runs' stored "
             f"predictions by `harness leaderboard verify {board.name}`; entries are in `entries/{board.name}/`.\n\n"
             + render_table(headers, rows, "markdown") + "\n")
+
+
+def _version(version: Any) -> str:
+    """``shift-harness 0.1 @ 1234abcd (dirty)``; several versions: each; none recorded: ``-``."""
+    if isinstance(version, list):
+        return "; ".join(map(_version, version))
+    if not isinstance(version, dict):
+        return "-"
+    commit = (version.get("git_commit") or "")[:10]
+    return f"{version.get('package')}" + (f" @ {commit}" if commit else "") + (" (dirty)" if version.get("git_dirty") else "")
 
 
 def _flat(stat: dict[str, Any], metric: str) -> dict[str, float]:

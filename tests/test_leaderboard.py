@@ -7,7 +7,7 @@ import yaml
 from harness.leaderboards import board as boards
 
 from harness.cli import main
-from harness.core.files import load_arrays, save_arrays
+from harness.core.files import load_arrays, save_arrays, sha256
 
 
 @pytest.fixture
@@ -66,9 +66,15 @@ def test_verify_recomputes_from_predictions(small_sweep, board_dir, tmp_path, ca
     arrays["test.probs"] = arrays["test.probs"][:, ::-1].copy()
     save_arrays(path, **arrays)
     capsys.readouterr()
-    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir), "--runs", str(copy)]) == 2
-    err = capsys.readouterr().err
-    assert "erm--annotated.json: colored_digits.metrics.test.avg_acc.mean" in err
+    verify = ["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir), "--runs", str(copy)]
+    assert main(verify) == 2
+    assert (f"run {chosen['hash']} left out: altered (sha256 differs) predictions/{path.name}"
+            in capsys.readouterr().err)
+    # with its manifest forged too, the numbers recomputed from the predictions still tell
+    forged = json.loads((path.parent.parent / "manifest.json").read_text())
+    (path.parent.parent / "manifest.json").write_text(json.dumps({**forged, path.name: sha256(path)}))
+    assert main(verify) == 2
+    assert "erm--annotated.json: colored_digits.metrics.test.avg_acc.mean" in capsys.readouterr().err
 
 
 def test_verify_without_the_runs_says_where_to_find_them(small_sweep, board_dir, tmp_path, capsys):

@@ -18,7 +18,7 @@ def test_a_run_writes_its_folder(tiny_cfg):
     cfg = tiny_cfg("algorithm.name=group_dro")
     run = train(cfg)
     assert run.name == config.config_hash(cfg)
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "done", "info.json",
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "done", "info.json", "manifest.json",
                                                       "predictions", "results.jsonl", "summary.json"]
     rows = read_jsonl(run / "results.jsonl")
     assert [r["step"] for r in rows] == [20, 40, 60]

@@ -63,7 +63,7 @@ def write_spec(tmp_path, **changes):
     ({"launcher": {"name": "slurm", "partitoin": "x"}},
      "unknown slurm launcher option 'partitoin'; accepted: partition, time_min, cpus_per_task"),
     ({"launcher": {"name": "slurm", "time_min": 0}}, "slurm launcher option 'time_min' must be an integer >= 1, got 0"),
-    ({"launcher": {"name": "slurm", "mem_gb": 0}}, "slurm launcher option 'mem_gb' must be a number > 0 or null"),
+    ({"launcher": {"name": "slurm", "mem_gb": 0}}, "slurm launcher option 'mem_gb' must be a finite number > 0 or null"),
     ({"launcher": {"name": "slurm", "partition": 3}},
      "slurm launcher option 'partition' must be a non-empty string or null, got 3"),
     ({"slurm": {"partition": "debug"}}, "sweep spec key 'slurm' has moved: SLURM options are options of the slurm "

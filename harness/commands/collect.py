@@ -11,6 +11,7 @@ from harness.core.registry import PROTOCOLS
 from harness.protocols.base import protocol
 from harness.reports import collect
 from harness.reports.tables import FORMATS, summary_tables
+from harness.sweeps.sweep import SPEC_FILE
 
 HELP = """\
 Read every finished run of a sweep folder (or any folder of runs), recompute every metric of
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     done, unfinished = collect.run_folders(args.sweep_dir)
+    done, left_out = collect.vet(done, named_by_hash=(Path(args.sweep_dir) / SPEC_FILE).exists())
+    for line in left_out:
+        print(f"harness: warning: {line}", file=sys.stderr)
     if not done:
         raise HarnessError(f"no finished run in {args.sweep_dir!r}"
                            + (f" ({len(unfinished)} unfinished; run the sweep again to finish them)" if unfinished else ""))
@@ -84,5 +88,7 @@ def run(args: argparse.Namespace) -> int:
     note = f"{len(done)} finished runs, {len(frame)} checkpoints, every number recomputed from predictions"
     if unfinished:
         note += f"; {len(unfinished)} unfinished run(s) left out"
+    if left_out:
+        note += f"; {len(left_out)} finished run(s) left out (named above)"
     print(note + (f"; tables in {Path(args.output)}" if args.output else ""), file=sys.stderr)
     return 0

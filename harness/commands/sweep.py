@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
           f"{report.skipped} already done, {len(report.failed)} failed"
           + (f", {report.busy} held by another process" if report.busy else ""))
     for digest, error in list(report.failed.items())[:SHOWN]:
-        print(f"  failed {digest}: {error.splitlines()[-1] if error else ''}  (see {folder / digest / ERROR})")
+        record = folder / digest / ERROR
+        print(f"  failed {digest}: {error.splitlines()[-1] if error else 'no reason recorded'}"
+              + (f"  (see {record})" if record.exists() else ""))
     for line in sorted(set(report.waiting)):
         print(f"  not planned: {line}")
     print(f"next: harness sweep status {folder} | harness collect {folder}")

@@ -15,12 +15,12 @@ import hashlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from harness.core import files
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, SECTIONS, Section, builder_options, draw_hparams
 
 DEFAULTS: dict[str, Any] = {
@@ -51,7 +51,7 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str,
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise HarnessError(f"override {item!r} must look like key.sub=value")
+            raise HarnessError(f"override {shown(item)} must look like key.sub=value")
         set_dotted(raw, key, parse_value(value))
     return resolve(raw)
 
@@ -77,7 +77,7 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise HarnessError(f"override {key!r}: {part!r} is not a mapping")
+            raise HarnessError(f"override {shown(key)}: {shown(part)} is not a mapping")
     node[parts[-1]] = value
 
 
@@ -90,20 +90,28 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
     _check_names(cfg)
-    cfg["dataset"]["options"] = _check_options(
-        "dataset.options", cfg["dataset"]["options"], DATASETS.get(cfg["dataset"]["name"]).obj)
+    dataset = DATASETS.get(cfg["dataset"]["name"])
+    cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,
+                                               {k: o.check for k, o in dataset.options.items()})
     algo = ALGORITHMS.get(cfg["algorithm"]["name"])
     hparams = draw_hparams(algo.hparams, cfg["algorithm"]["hparams_seed"])
     for name, value in cfg["algorithm"]["hparams"].items():
         if name not in hparams:
             raise unknown(f"hyperparameter of {algo.name} (algorithm.hparams.{name})", name, sorted(hparams))
         hparams[name] = _typed(f"algorithm.hparams.{name}", value, algo.hparams[name].default)
-    cfg["algorithm"]["hparams"] = hparams
+    cfg["algorithm"]["hparams"] = {name: algo.hparams[name].check(f"algorithm.hparams.{name}", value)
+                                   for name, value in hparams.items()}
     backbone = cfg["backbone"]["name"]
-    if backbone != "auto":
+    if backbone == "auto":  # the dataset picks it when built: check what every backbone declares
+        for name, value in cfg["backbone"]["options"].items():
+            for entry in BACKBONES.entries():
+                if name in entry.hparams:
+                    entry.hparams[name].check(f"backbone.options.{name}", value)
+    else:
         entry, from_name = BACKBONES.family(backbone)
-        cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"],
-                                                    entry.obj, skip=("input_shape", *from_name))
+        cfg["backbone"]["options"] = _check_options("backbone.options", cfg["backbone"]["options"], entry.obj,
+                                                    {k: hp.check for k, hp in entry.hparams.items()},
+                                                    skip=("input_shape", *from_name))
     for name, section in sections.items():
         cfg[name] = section.check(copy.deepcopy(raw[name] if name in raw else section.default))
     for key in ("steps", "eval_every", "eval_batch_size"):
@@ -127,7 +135,7 @@ def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
         default = schema[key]
         if isinstance(default, dict):
             if not isinstance(value, dict):
-                raise HarnessError(f"config key {path!r} must be a mapping, got {value!r}")
+                raise HarnessError(f"config key {shown(path)} must be a mapping, got {shown(value)}")
             if tuple(path.split(".")) in FREE_FORM:
                 cfg[key] = {**cfg[key], **value}
             else:
@@ -153,8 +161,8 @@ def _typed(path: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, type(default))
     if not ok:
-        raise HarnessError(f"config key {path!r} must be of type {type(default).__name__} "
-                           f"(like {default!r}), got {value!r}")
+        raise HarnessError(f"config key {shown(path)} must be of type {type(default).__name__} "
+                           f"(like {default!r}), got {shown(value)}")
     return value
 
 
@@ -165,8 +173,10 @@ def _check_names(cfg: dict) -> None:
         raise HarnessError("algorithm.hparams_seed must be >= 0 (0 means the defaults)")
 
 
-def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = ("input_shape",)) -> dict:
-    """Options must be keyword parameters of the registered builder; typed like their defaults."""
+def _check_options(path: str, options: dict, obj: Any, constraints: dict[str, Callable[[str, Any], Any]],
+                   skip: tuple[str, ...] = ("input_shape",)) -> dict:
+    """Options must be keyword parameters of the registered builder, typed like their defaults
+    and within their declared ``constraints`` (name → check(where, value))."""
     params = builder_options(obj, skip)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in inspect.signature(obj).parameters.values())
     checked = {}
@@ -178,6 +188,8 @@ def _check_options(path: str, options: dict, obj: Any, skip: tuple[str, ...] = (
             raise unknown(f"option ({path}.{name})", name, sorted(params))
         default = params[name].default
         checked[name] = value if default is inspect.Parameter.empty else _typed(f"{path}.{name}", value, default)
+        if name in constraints:
+            checked[name] = constraints[name](f"{path}.{name}", checked[name])
     return checked
 
 

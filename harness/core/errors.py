@@ -1,4 +1,7 @@
 """The one exception type that the CLI turns into a clear message and exit code 2."""
+from __future__ import annotations
+
+SHOWN_CHARS = 80  # the most of an echoed value a message shows
 
 
 class HarnessError(Exception):
@@ -6,7 +9,18 @@ class HarnessError(Exception):
     wrong and which values are accepted."""
 
 
+class RunDiverged(Exception):
+    """A run whose training loss or predictions became non-finite (nan or inf): it stops as
+    failed, never done. Not bad input as such, so the CLI exits 1, with this one line."""
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters: messages echo untrusted input, which may be huge."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def unknown(kind: str, name: object, accepted: "list[str] | tuple[str, ...]") -> HarnessError:
     """The message for a name that is not one of the accepted ones."""
     listed = ", ".join(str(a) for a in accepted) or "(none registered)"
-    return HarnessError(f"unknown {kind} {name!r}; accepted: {listed}")
+    return HarnessError(f"unknown {kind} {shown(name)}; accepted: {listed}")

@@ -1,10 +1,14 @@
-"""Writing files so that a kill never leaves half of one behind: temp file, then rename."""
+"""Writing files so that a kill never leaves half of one behind: temp file, then rename; and
+reading untrusted ones (YAML, arrays, checkpoints) without unpickling or unbounded expansion."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
+import re
 import tempfile
+import zipfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 import yaml
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, shown
 
 
 @contextmanager
@@ -23,6 +27,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: colleagues could not read results
     os.close(fd)
     try:
         yield Path(tmp)
@@ -30,6 +35,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
@@ -68,24 +79,86 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> None:
 
 
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Never unpickles; a file that is not a readable .npz is a HarnessError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise HarnessError(f"{path} is not a readable array file ({shown(str(exc))})") from None
+
+
+# The most nodes a YAML document may expand to, aliases counted at every use: a few hundred bytes
+# of nested aliases can otherwise expand to gigabytes ("billion laughs").
+MAX_YAML_NODES = 100_000
+SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A YAML file's content; every way it can fail is a HarnessError naming the file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise HarnessError(f"{what} {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise HarnessError(f"{what} {str(path)!r} expands beyond {MAX_YAML_NODES} values through its aliases; "
+                               "write the values out")
+        return None if node is None else loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not valid YAML: {shown(str(exc), 300)}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
+    """How many nodes ``node`` stands for once every alias is expanded (inf for a cycle)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = float("inf")  # seen again before it is done: the document refers to itself
+    children: list = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    total = 1.0
+    for child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_YAML_NODES:
+            break
+    sizes[key] = total
+    return total
 
 
 def read_yaml_mapping(path: str | Path, what: str, accepted: str = "") -> dict:
-    """A YAML file that must hold a mapping (a config, a sweep spec): every way it can fail is
-    a HarnessError naming the file."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise HarnessError(f"{what} {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise HarnessError(f"{what} {str(path)!r} is not valid YAML: {exc}") from None
+    """A YAML file that must hold a mapping (a config, a sweep spec)."""
+    raw = read_yaml(path, what)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise HarnessError(f"{what} {str(path)!r} must hold a mapping{accepted}")
     return raw
+
+
+def simple_name(value: Any, what: str) -> str:
+    """``value`` if it is a name that can only mean a folder inside its parent: letters, digits,
+    ``_``, ``.`` and ``-``, not starting with ``.`` or ``-``; else a HarnessError."""
+    if not isinstance(value, str) or not SIMPLE_NAME.fullmatch(value):
+        raise HarnessError(f"{what} must be a simple name (letters, digits, _ . -, not starting with . or -; "
+                           f"at most 100 characters), got {shown(value)}")
+    return value
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class TornLineWarning(UserWarning):

@@ -5,15 +5,18 @@ parameter constraints), so that one checker validates them all and ``harness lis
     Option(None, str, nullable=True, help="partition")      # a name, or null for the default
     Option(4.0, float, low=0, low_open=True)                 # a number > 0
     Option("fast", str, choices=("fast", "exact"))
+
+Numbers must be finite: no range a run can use contains nan or inf.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 
-_NOUNS = {bool: "true or false", int: "an integer", float: "a number", str: "a non-empty string"}
+_NOUNS = {bool: "true or false", int: "an integer", float: "a finite number", str: "a non-empty string"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     low_open: bool = False
+    high_open: bool = False
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
 
@@ -39,7 +43,7 @@ class Option:
             if self.low is not None:
                 text += f" {'>' if self.low_open else '>='} {self.low}"
             if self.high is not None:
-                text += f"{' and' if self.low is not None else ''} <= {self.high}"
+                text += f"{' and' if self.low is not None else ''} {'<' if self.high_open else '<='} {self.high}"
         return text + (" or null" if self.nullable else "")
 
     def check(self, where: str, value: Any) -> Any:
@@ -52,14 +56,16 @@ class Option:
         ok = isinstance(value, self.type) and (self.type is bool or not isinstance(value, bool))
         if ok and self.type is str:
             ok = bool(value)
+        if ok and self.type is float:
+            ok = math.isfinite(value)
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and self.low is not None:
             ok = value > self.low if self.low_open else value >= self.low
         if ok and self.high is not None:
-            ok = value <= self.high
+            ok = value < self.high if self.high_open else value <= self.high
         if not ok:
-            raise HarnessError(f"{where} must be {self.accepts()}, got {value!r}")
+            raise HarnessError(f"{where} must be {self.accepts()}, got {shown(value)}")
         return value
 
 
@@ -67,7 +73,7 @@ def check_options(what: str, given: Any, declared: dict[str, Option]) -> dict[st
     """Every declared option, from ``given`` where set and from its default otherwise. ``what``
     names the owner in messages (``slurm launcher option``)."""
     if not isinstance(given, dict):
-        raise HarnessError(f"{what}s must be a mapping of option names to values, got {given!r}")
+        raise HarnessError(f"{what}s must be a mapping of option names to values, got {shown(given)}")
     for key in given:
         if key not in declared:
             raise unknown(what, key, list(declared))

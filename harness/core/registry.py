@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,11 +30,35 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Hparam:
-    """One hyperparameter: its default and how to draw it at random."""
+    """One hyperparameter: its default, how to draw it at random, and what values it accepts
+    (checked when a config is resolved, as an :class:`Option` of the default's type: a range,
+    open or closed at either end, or choices; numbers must be finite). For a sequence default
+    the constraints apply to each item."""
 
     default: Any
     draw: Callable[[np.random.RandomState], Any]
     help: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def check(self, where: str, value: Any) -> Any:
+        """``value`` if accepted, else a HarnessError naming ``where`` and what is accepted."""
+        if isinstance(self.default, (tuple, list)):
+            item = self._option(self.default[0] if self.default else 0)
+            if not isinstance(value, (tuple, list)):
+                raise HarnessError(f"{where} must be a list of {item.accepts()}, got {shown(value)}")
+            return type(value)(item.check(f"each item of {where}", v) for v in value)
+        return self._option(self.default).check(where, value)
+
+    def _option(self, default: Any) -> Option:
+        kind = next(t for t in (bool, int, float, str, object) if isinstance(default, t))
+        if kind is object:
+            raise TypeError(f"hyperparameter default {default!r} is not a bool, int, float or str")
+        return Option(default, kind, low=self.low, high=self.high, low_open=self.low_open,
+                      high_open=self.high_open, choices=self.choices)
 
 
 def log_uniform(low: float, high: float) -> Callable[[np.random.RandomState], float]:

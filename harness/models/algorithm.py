@@ -29,16 +29,20 @@ class Batch:
     index: torch.Tensor
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
 class Algorithm(nn.Module):
     """Base class: a backbone and a linear head trained with cross-entropy."""
 
     protocol = "worst_group"  # the protocol (harness.protocols) that trains and scores it
     needs_groups = False
     hparams: dict[str, Hparam] = {
-        "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate"),
-        "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)"),
-        "batch_size": Hparam(128, choice(64, 128, 256), "examples per step"),
-        "optimizer": Hparam("adam", choice("adam"), "adam | adamw | sgd (momentum 0.9)"),
+        "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate", low=0, low_open=True),
+        "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)", low=0),
+        "batch_size": Hparam(128, choice(64, 128, 256), "examples per step", low=1),
+        "optimizer": Hparam("adam", choice("adam"), "adam | adamw | sgd (momentum 0.9)",
+                            choices=OPTIMIZERS),
     }
 
     def __init__(self, backbone: Callable[[], nn.Module], num_classes: int, num_groups: int,
@@ -65,13 +69,9 @@ class Algorithm(nn.Module):
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         lr, wd, name = self.hp["lr"], self.hp["weight_decay"], self.hp["optimizer"]
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-        if name == "adamw":
-            return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
         if name == "sgd":
             return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=0.9)
-        raise ValueError(f"unknown optimizer {name!r}; accepted: adam, adamw, sgd")
+        return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
 
     def sampling(self, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Which training positions to draw from (None: all) and their sampling weights

@@ -101,9 +101,9 @@ def _hidden_blocks(fan_in: int, width: int, depth: int, dropout: float) -> tuple
 
 
 @BACKBONES.register("mlp", hparams={
-    "width": Hparam(390, fixed(390), "hidden units per layer"),
-    "depth": Hparam(2, fixed(2), "hidden layers"),
-    "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer"),
+    "width": Hparam(390, fixed(390), "hidden units per layer", low=1),
+    "depth": Hparam(2, fixed(2), "hidden layers", low=0),
+    "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer", low=0, high=1, high_open=True),
 })
 def mlp(input_shape: tuple[int, ...], width: int = 390, depth: int = 2, dropout: float = 0.0) -> Backbone:
     """Multi-layer perceptron on flattened inputs (the ColoredMNIST MLP: 390-390, ReLU).
@@ -114,7 +114,7 @@ def mlp(input_shape: tuple[int, ...], width: int = 390, depth: int = 2, dropout:
 
 
 @BACKBONES.register("cnn", hparams={
-    "channels": Hparam((16, 32, 32, 32), fixed((16, 32, 32, 32)), "channels of each conv block"),
+    "channels": Hparam((16, 32, 32, 32), fixed((16, 32, 32, 32)), "channels of each conv block", low=1),
 })
 def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 32)) -> Backbone:
     """Small CNN for small images: 3x3 conv + BatchNorm + ReLU blocks, global average pool.
@@ -151,10 +151,10 @@ class TokenMean(nn.Module):
 
 
 @BACKBONES.register("text", argument=("vocab_size", int), hparams={
-    "embed_dim": Hparam(128, fixed(128), "token embedding width"),
-    "width": Hparam(256, fixed(256), "hidden units per layer"),
-    "depth": Hparam(1, fixed(1), "hidden layers after the mean embedding"),
-    "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer"),
+    "embed_dim": Hparam(128, fixed(128), "token embedding width", low=1),
+    "width": Hparam(256, fixed(256), "hidden units per layer", low=1),
+    "depth": Hparam(1, fixed(1), "hidden layers after the mean embedding", low=0),
+    "dropout": Hparam(0.0, fixed(0.0), "dropout after each hidden layer", low=0, high=1, high_open=True),
 })
 def text(input_shape: tuple[int, ...], vocab_size: int, embed_dim: int = 128, width: int = 256, depth: int = 1,
          dropout: float = 0.0) -> Backbone:
@@ -255,5 +255,6 @@ def hf_backbone(input_shape: tuple[int, ...], model: str) -> HFBackbone:
 def backbone_factory(name: str, input_shape: tuple[int, ...], options: dict[str, Any]) -> Callable[[], nn.Module]:
     """A function that builds a fresh backbone each time it is called."""
     entry, from_name = BACKBONES.family(name)
-    options = {**from_name, **options}
+    options = {k: entry.hparams[k].check(f"backbone option {k!r} of {entry.name}", v) if k in entry.hparams else v
+               for k, v in {**from_name, **options}.items()}
     return lambda: entry.obj(tuple(input_shape), **options)

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
+from harness.core import files
 from harness.core.config import INFERRED
 from harness.core.errors import HarnessError
 from harness.core.registry import PROTOCOLS
@@ -143,5 +143,5 @@ def group_label(groups: str, parent: Path) -> str:
     folder = Path(groups[len(INFERRED):])
     for candidate in (folder, parent / folder.name):
         if (candidate / "config.yaml").exists():
-            return INFERRED + yaml.safe_load((candidate / "config.yaml").read_text())["algorithm"]["name"]
+            return INFERRED + files.read_yaml_mapping(candidate / "config.yaml", "run config")["algorithm"]["name"]
     return INFERRED + folder.name

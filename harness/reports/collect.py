@@ -12,14 +12,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 from scipy import stats
 
 from harness.core import files
-from harness.core.errors import HarnessError
+from harness.core.config import config_hash
+from harness.core.errors import HarnessError, shown
 from harness.core.registry import ALGORITHMS
 from harness.protocols.base import Protocol, protocol
 from harness.protocols.selection import choose
+from harness.runs import manifest
 
 BOOTSTRAP_RESAMPLES = 2000
 BASE_COLUMNS = ("run", "protocol", "algorithm", "dataset", "arm")
@@ -27,14 +28,53 @@ BASE_COLUMNS = ("run", "protocol", "algorithm", "dataset", "arm")
 
 def run_folders(root: str | Path) -> tuple[list[Path], list[Path]]:
     """Finished training runs under ``root`` (itself or its subfolders), and unfinished ones.
-    Discovery runs (``discovery.json``) are not results and are left out."""
+    Discovery runs (``discovery.json``) are not results and are left out. A finished run may
+    still be unusable: :func:`vet` says."""
     root = Path(root)
     if not root.is_dir():
         raise HarnessError(f"{str(root)!r} is not a folder of runs; pass a sweep folder or an output_dir")
     candidates = [root] if (root / "config.yaml").exists() else sorted(p for p in root.iterdir() if p.is_dir())
-    runs = [p for p in candidates if (p / "config.yaml").exists() and (p / "info.json").exists()
-            and not (p / "discovery.json").exists()]
+    runs = [p for p in candidates if (p / "config.yaml").exists() and not (p / "discovery.json").exists()]
     return [p for p in runs if (p / "done").exists()], [p for p in runs if not (p / "done").exists()]
+
+
+def vet(runs: Iterable[Path], named_by_hash: bool) -> tuple[list[Path], list[str]]:
+    """The runs whose files can be trusted, and for each other one why it is left out (naming
+    the run and the file). ``named_by_hash``: the runs are trial folders, each named by its
+    config's hash."""
+    good, left_out = [], []
+    for run in runs:
+        why = _distrust(run, named_by_hash)
+        if why is None:
+            good.append(run)
+        else:
+            left_out.append(f"run {run.name} left out: {why}")
+    return good, left_out
+
+
+def _distrust(run: Path, named_by_hash: bool) -> str | None:
+    if not (run / "info.json").exists():
+        return "info.json is missing"
+    try:
+        cfg = files.read_yaml_mapping(run / "config.yaml", "run config")
+        info = json.loads((run / "info.json").read_text())
+        digest = config_hash(cfg)
+    except (HarnessError, json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError, KeyError) as exc:
+        return f"config.yaml or info.json unreadable ({shown(str(exc))})"
+    if not isinstance(info, dict) or info.get("hash") != digest:
+        return f"its config.yaml hashes to {digest}, its info.json says {shown(info.get('hash') if isinstance(info, dict) else info)}"
+    if named_by_hash and run.name != digest:
+        return f"a trial folder is named by its config's hash, this one holds config {digest}"
+    return manifest.problem(run)
+
+
+def runs_code_version(runs: Iterable[Path]) -> Any:
+    """The code version the runs recorded (info.json): one version when they agree, else the
+    sorted list of the distinct ones (None for runs from before versions were recorded)."""
+    versions = {json.dumps(json.loads((run / "info.json").read_text()).get("code_version"), sort_keys=True)
+                for run in runs}
+    distinct = [json.loads(v) for v in sorted(versions)]
+    return distinct[0] if len(distinct) == 1 else distinct
 
 
 def run_protocol(cfg: dict[str, Any], info: dict[str, Any]) -> Protocol:
@@ -50,7 +90,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
     rows, identity, metrics = [], [], []
     config_paths = list(config_paths)
     for run in map(Path, runs):
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        cfg = files.read_yaml_mapping(run / "config.yaml", "run config")
         info = json.loads((run / "info.json").read_text())
         scorer = run_protocol(cfg, info)
         identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]

@@ -6,6 +6,7 @@ The run folder holds:
     info.json         the protocol and what it needs to recompute metrics from predictions
     results.jsonl     one line per evaluation: metrics of every split, mean training logs
     predictions/      step_XXXXXXX.npz per evaluation: the protocol's arrays of every split
+    manifest.json     the sha256 of each predictions file, recorded when it is written
     checkpoint.pt     model, optimizer, step and RNG state at the last evaluation
     summary.json      the checkpoint each selection rule picks and its test metrics
     done              written last
@@ -13,9 +14,12 @@ The run folder holds:
 from __future__ import annotations
 
 import json
+import pickle
 import random
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +29,28 @@ from tqdm.auto import tqdm
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, RunDiverged
 from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
+from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
 from harness.models.backbones import backbone_factory
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
 from harness.protocols.selection import select
+from harness.runs import manifest
 
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise HarnessError(f"device {name!r} is not a torch device; accepted: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {name!r}: this machine has no usable CUDA GPU; accepted here: auto, cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -94,7 +103,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
-            "dataset_info": dataset.info}
+            "dataset_info": dataset.info, "code_version": code_version()}
     files.write_json(out / "info.json", info)
     Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
@@ -104,8 +113,7 @@ def _claim(out: Path, cfg: dict[str, Any]) -> None:
     """Create the folder with its config, or check that an existing one is for the same run."""
     saved = out / "config.yaml"
     if saved.exists():
-        import yaml
-        previous = yaml.safe_load(saved.read_text())
+        previous = files.read_yaml_mapping(saved, "run config")
         if configs.config_hash(previous) != configs.config_hash(cfg):
             raise HarnessError(f"run folder {str(out)!r} holds a different config; "
                                "choose another run_dir or remove that folder")
@@ -126,6 +134,7 @@ class Run:
         self.weights = weights
         self.checkpoint_path = out / "checkpoint.pt"
         self.results_path = out / "results.jsonl"
+        self.manifest: dict[str, str] = {}
 
     def fit(self, progress: bool | None) -> None:
         cfg, algo = self.cfg, self.algo
@@ -157,11 +166,14 @@ class Run:
 
     def _resume(self) -> tuple[int, list[dict]]:
         """Restore the last checkpoint; drop result rows written after it (a kill may land
-        between writing results and writing the checkpoint)."""
-        if not self.checkpoint_path.exists():
+        between writing results and writing the checkpoint). An unreadable checkpoint (a disk
+        that filled up, a copy cut short) restarts the run from step 0, with a warning."""
+        state = read_checkpoint(self.checkpoint_path)
+        if state is None:
+            shutil.rmtree(self.out / "predictions", ignore_errors=True)
+            (self.out / manifest.MANIFEST).unlink(missing_ok=True)
             files.write_jsonl(self.results_path, [])
             return 0, []
-        state = files.load_torch(self.checkpoint_path)
         self.algo.load_checkpoint_state(state["algorithm"])
         torch.set_rng_state(state["rng"]["torch"])
         if torch.cuda.is_available() and state["rng"].get("cuda"):
@@ -170,6 +182,8 @@ class Run:
         random.setstate(_py_state(state["rng"]["python"]))
         rows = [r for r in files.read_jsonl(self.results_path) if r["step"] <= state["step"]]
         files.write_jsonl(self.results_path, rows)
+        self.manifest = {name: digest for name, digest in manifest.read(self.out).items()
+                         if int(name[len("step_"):-len(".npz")]) <= state["step"]}
         return state["step"], rows
 
     @torch.no_grad()
@@ -180,7 +194,10 @@ class Run:
         arrays = {f"{name}.{key}": value for name, split in self.splits.items()
                   for key, value in self.protocol.record(self.algo, name, split, self.state,
                                                          self.cfg["eval_batch_size"]).items()}
-        files.save_arrays(self.out / "predictions" / f"step_{step:07d}.npz", **arrays)
+        _check_finite(step, train_logs, arrays)
+        path = self.out / "predictions" / f"step_{step:07d}.npz"
+        files.save_arrays(path, **arrays)
+        manifest.record(self.out, self.manifest, path)
         self.algo.train()
         return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds,
                 "metrics": self.protocol.scores(arrays, self.info)}
@@ -194,6 +211,37 @@ class Run:
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         files.save_torch(self.checkpoint_path, {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": rng})
         files.write_json(self.out / "summary.json", summarize(self.protocol, rows))
+
+
+def _check_finite(step: int, train_logs: dict[str, float], arrays: dict[str, np.ndarray]) -> None:
+    """A RunDiverged naming what became nan or inf by ``step``; called before anything of that
+    evaluation is stored, so the run folder keeps its last good checkpoint."""
+    bad = [f"training {k} {v}" for k, v in train_logs.items() if not np.isfinite(v)]
+    bad += [f"{k} ({int((~np.isfinite(a)).sum())} values)" for k, a in arrays.items()
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all()]
+    if bad:
+        raise RunDiverged(f"non-finite values by step {step}: {', '.join(bad)}; lower the learning rate "
+                          "or check the hyperparameters")
+
+
+class CheckpointWarning(UserWarning):
+    """A run's checkpoint could not be read; the run restarts from step 0."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at ``path``; None if there is none, or (with a CheckpointWarning, and the
+    file removed) if it cannot be read."""
+    if not path.exists():
+        return None
+    try:
+        state = files.load_torch(path)
+        int(state["step"])
+        return state
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as exc:
+        warnings.warn(f"{path}: unreadable checkpoint ({str(exc)[:100]}); removed, the run restarts from step 0",
+                      CheckpointWarning, stacklevel=2)
+        path.unlink()
+        return None
 
 
 def summarize(protocol: Protocol, rows: list[dict]) -> dict[str, Any]:

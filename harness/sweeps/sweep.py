@@ -140,7 +140,8 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
         raise unknown("value of discovery.seeds", discovery_seeds, DISCOVERY_SEEDS)
     launcher = parse_launcher(raw.get("launcher", "local"), "sweep spec key 'launcher'")
     return Spec(
-        name=_str(raw.get("name", "sweep"), "name"), datasets=datasets, arms=arms,
+        name=files.simple_name(raw.get("name", "sweep"), "sweep spec key 'name' (the sweep folder's name)"),
+        datasets=datasets, arms=arms,
         hparam_draws=_count(raw, "hparam_draws"), seeds=sorted(set(seed_list)),
         overrides=_overrides(raw.get("overrides"), "overrides"), discovery=methods,
         discovery_draws=_count(disc, "hparam_draws", "discovery."), discovery_seeds=discovery_seeds,
@@ -389,7 +390,7 @@ def load_plan(sweep_dir: str | Path) -> Plan:
     if not path.exists():
         raise HarnessError(f"{str(sweep_dir)!r} is not a sweep folder (no {SPEC_FILE}); "
                            "pass the folder `harness sweep SPEC.yaml` ran into")
-    return Plan(parse_spec(yaml.safe_load(path.read_text())), sweep_dir)
+    return Plan(parse_spec(files.read_yaml_mapping(path, "sweep spec")), sweep_dir)
 
 
 def status(plan: Plan) -> tuple[list[tuple[Trial, str]], list[str]]:

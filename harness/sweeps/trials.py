@@ -16,6 +16,7 @@ function that runs a config), such as ``train`` (``harness.runs.run.train``, don
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from harness.core import config as configs
 from harness.core import files
 from harness.core.registry import TRIAL_KINDS, TrialKind
+from harness.runs.run import read_checkpoint
 
 LOCK, ERROR, RECORD = "running.json", "error.txt", "trial.json"
 HEARTBEAT_S = 30.0
@@ -124,9 +126,9 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
 
 
 def resumed_step(run_dir: Path) -> int:
-    """The step an attempt starts from: that of the run's checkpoint, 0 without one."""
-    path = run_dir / "checkpoint.pt"
-    return int(files.load_torch(path)["step"]) if path.exists() else 0
+    """The step an attempt starts from: that of the run's checkpoint, 0 without a readable one."""
+    state = read_checkpoint(run_dir / "checkpoint.pt")
+    return int(state["step"]) if state is not None else 0
 
 
 def _record(trial: Trial, status: str, started: float) -> None:
@@ -184,45 +186,113 @@ def _process_start(pid: int | None) -> int | None:
 
 
 class Lock:
-    """``running.json`` held by this process while it runs a trial."""
+    """``running.json`` held by this process while it runs a trial.
+
+    At most one process holds it, relying only on what NFS (v3 and later), Lustre and GPFS make
+    atomic on a shared folder: creating a hard link (fails if the name exists) and rename. A free
+    lock is taken by hard-linking a complete file into place. A stale one (its holder is gone) is
+    taken over by whoever first creates the *takeover token* named after the stale file's bytes
+    (again by hard link); the winner checks that the lock still holds exactly those bytes and
+    renames its own file over it. Losers see the token (or the new holder) and step aside. A
+    taker killed between the two leaves its token behind; once its process is gone, the next
+    token of the chain is named after both, so a dead taker never blocks the trial for good.
+    """
 
     def __init__(self, path: Path, info: dict[str, Any]):
         self.path, self.info = path, info
+        self.mine = json.dumps(info)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
         self.thread.start()
 
     @classmethod
     def acquire(cls, run_dir: Path) -> "Lock | None":
-        """The lock, or None when a live process holds it. Creation is atomic (a complete file
-        is hard-linked into place, which fails if one exists); a stale lock is taken over."""
+        """The lock, or None when a live process holds it (or wins it from under us)."""
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / LOCK
         info = {"pid": os.getpid(), "process_start": _process_start(os.getpid()), "host": socket.gethostname(),
                 "slurm_job": os.environ.get("SLURM_JOB_ID"), "python": sys.executable,
                 "started": time.time(), "heartbeat": time.time()}
-        for _ in range(2):
-            fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(info, fh)
-            try:
-                os.link(tmp, path)
-                return cls(path, info)
-            except FileExistsError:
-                holder = read_lock(run_dir)
+        tmp = _complete_file(run_dir, info)
+        try:
+            for _ in range(3):  # the holder may release between our link and our read
+                try:
+                    os.link(tmp, path)
+                    return cls(path, info)
+                except FileExistsError:
+                    pass
+                try:
+                    held = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                holder = _parse(held)
                 if holder is not None and holder_alive(holder):
                     return None
-                path.unlink(missing_ok=True)  # stale: its holder is gone
-            finally:
-                os.unlink(tmp)
-        return None
+                return cls(path, info) if _take_over(run_dir, held, tmp) else None
+            return None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _beat(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
+            if not self._still_mine():
+                return
             self.info["heartbeat"] = time.time()
-            files.write_json(self.path, self.info)
+            self.mine = json.dumps(self.info)
+            files.write_text(self.path, self.mine)
+
+    def _still_mine(self) -> bool:
+        try:
+            return self.path.read_text() == self.mine
+        except FileNotFoundError:
+            return False
 
     def release(self) -> None:
         self.stop.set()
         self.thread.join()
-        self.path.unlink(missing_ok=True)
+        if self._still_mine():
+            self.path.unlink(missing_ok=True)
+
+
+def _complete_file(run_dir: Path, info: dict[str, Any]) -> Path:
+    """A temp file holding ``info`` in full, to be linked or renamed into place."""
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh)
+    return Path(tmp)
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
+    """Replace the stale lock ``stale`` by ``mine`` if this process wins the takeover token."""
+    chain = hashlib.sha256(stale)
+    while True:
+        token = run_dir / f".{LOCK}.takeover-{chain.hexdigest()[:16]}"
+        try:
+            os.link(mine, token)
+            break
+        except FileExistsError:
+            try:
+                raw = token.read_bytes()
+            except FileNotFoundError:  # its taker finished: the lock is no longer the stale one
+                return False
+            taker = _parse(raw)
+            if taker is not None and holder_alive(taker):
+                return False
+            chain.update(raw)  # its taker died mid-takeover: the next token of the chain
+    try:
+        if (run_dir / LOCK).read_bytes() != stale:
+            return False
+        os.replace(mine, run_dir / LOCK)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        token.unlink(missing_ok=True)
