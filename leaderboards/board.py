@@ -125,8 +125,12 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
 
 
 def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:
-    """The runs' frame, restricted to the board's protocol and datasets."""
+    """The runs' frame, restricted to the board's protocol and datasets (with every entrant
+    column, even when no run is left)."""
     frame = collect.load_runs(runs, board.config_paths)
+    for column in board.entrant:
+        if column not in frame:
+            frame[column] = pd.Series(dtype=object)
     return frame[(frame["protocol"] == board.scorer.name) & frame["dataset"].isin(board.datasets)]
 
 
