@@ -32,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from harness.core import files
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 from harness.protocols.base import Protocol, Rule, protocol
 from harness.protocols.selection import choose
 from harness.reports import collect
@@ -42,7 +42,17 @@ from harness.reports.tables import render as render_table
 BOARD_DIR = Path(__file__).parent
 BOARD_KEYS = ("name", "title", "protocol", "entrant", "datasets", "selection", "metrics", "required_seeds",
               "description")
-ENTRY_KEYS = ("board", "protocol", "entrant", "selection", "results", "provenance")
+NUMBER = (int, float, type(None))
+STAT = {"mean": NUMBER, "stderr": NUMBER, "ci95": [NUMBER]}
+# The shape of an entry: a type (or types), [shape] for a list of such, {"*": shape} for a
+# mapping of any keys to such, {key: shape} for a mapping with these keys.
+ENTRY_SHAPE = {
+    "board": str, "protocol": str, "entrant": {"*": (str, int, float, bool, type(None))}, "selection": str,
+    "results": {"*": {"hparams_seed": int, "hparams": dict, "seeds": [int], "candidates": [str],
+                      "runs": [{"hash": str, "seed": int, "step": int}], "metrics": {"*": STAT}}},
+    "provenance": {"config_hashes": [str], "seeds": [int], "code_version": (dict, list), "sweep": str,
+                   "produced_by": str},
+}
 TOLERANCE = 1e-9
 
 
@@ -243,12 +253,40 @@ def load_entries(board: Board) -> list[dict]:
             entry = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise HarnessError(f"leaderboard entry {path} is not valid JSON: {exc}") from None
-        missing = [k for k in ENTRY_KEYS if k not in entry] if isinstance(entry, dict) else list(ENTRY_KEYS)
-        if missing:
-            raise HarnessError(f"leaderboard entry {path} lacks {', '.join(missing)}")
+        problem = shape_problem(entry, ENTRY_SHAPE, "")
+        if problem:
+            raise HarnessError(f"leaderboard entry {path}: {problem}")
         entry["_path"] = str(path)
         entries.append(entry)
     return entries
+
+
+def shape_problem(value: Any, shape: Any, where: str) -> str | None:
+    """What in ``value`` does not have ``shape`` (see ENTRY_SHAPE), or None."""
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return f"{where or 'entry'} must be a list, got {shown(value)}"
+        return next((p for i, v in enumerate(value) if (p := shape_problem(v, shape[0], f"{where}[{i}]"))), None)
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'entry'} must be a mapping, got {shown(value)}"
+        if "*" in shape:
+            return next((p for k, v in value.items() if (p := shape_problem(v, shape["*"], f"{where}.{k}".lstrip(".")))),
+                        None)
+        missing = [k for k in shape if k not in value]
+        if missing:
+            return f"{where or 'entry'} lacks {', '.join(missing)}"
+        return next((p for k, s in shape.items() if (p := shape_problem(value[k], s, f"{where}.{k}".lstrip(".")))),
+                    None)
+    if not isinstance(value, shape) or (isinstance(value, bool) and shape in (int, NUMBER)):
+        return f"{where} must be {_type_names(shape)}, got {shown(value)}"
+    return None
+
+
+def _type_names(shape: type | tuple) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+             list: "a list", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in (shape if isinstance(shape, tuple) else (shape,))))
 
 
 def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> list[str]:

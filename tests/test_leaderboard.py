@@ -156,3 +156,25 @@ def test_required_seeds_counts_distinct_seeds_not_rows(two_arm_sweep, board_dir,
     (board_dir / "worst_group.yaml").write_text(yaml.safe_dump(definition))
     assert submit(two_arm_sweep, board_dir) == 2
     assert "2 seed(s) answer rule val-wga, the board requires 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("results", "colored_digits", "runs"), "x", "results.colored_digits.runs must be a list, got 'x'"),
+    (("results", "colored_digits", "runs", 0, "seed"), "0", "results.colored_digits.runs[0].seed must be an integer"),
+    (("provenance", "seeds"), None, "provenance.seeds must be a list, got None"),
+    (("entrant",), ["erm"], "entrant must be a mapping, got ['erm']"),
+    (("results", "colored_digits", "metrics", "test.avg_acc", "mean"), True, "mean must be an integer or a number"),
+])
+def test_a_malformed_entry_field_is_one_line_naming_it(small_sweep, board_dir, capsys, path, value, message):
+    submit(small_sweep, board_dir)
+    target = board_dir / "entries" / "worst_group" / "erm--annotated.json"
+    entry = json.loads(target.read_text())
+    node = entry
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    target.write_text(json.dumps(entry))
+    capsys.readouterr()
+    assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "erm--annotated.json" in err and len(err.strip().splitlines()) == 1

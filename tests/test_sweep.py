@@ -274,3 +274,48 @@ def test_trial_label_names_its_axes():
     trial = Trial("train", config.resolve({"algorithm": {"name": "group_dro", "hparams_seed": 2}, "seed": 1}),
                   "annotated")
     assert trial.label == "group_dro on colored_digits, groups annotated, draw 2, seed 1"
+
+
+def test_two_sweeps_sharing_a_folder_both_end_ok_when_together_they_finish(tmp_path, monkeypatch, capsys):
+    """A trial another live process trains is waited for and counted as finished elsewhere,
+    instead of making this sweep fail (exit 1) while the two together finish everything."""
+    import threading
+
+    from harness.sweeps.trials import Lock
+
+    spec = sweep.parse_spec(tiny_spec(algorithms=["erm"], hparam_draws=1, seeds=2))
+    plan = sweep.Plan(spec, tmp_path / "s")
+    trials, _ = plan.downstream()
+    other = trials[0]
+    lock = Lock.acquire(other.dir)  # "another sweep" holds this trial (a live holder: this process)
+    assert lock is not None
+
+    def the_other_sweep():
+        time.sleep(0.5)
+        train(other.cfg)
+        lock.release()
+
+    monkeypatch.setattr(sweep, "BUSY_POLL_S", 0.05)
+    helper = threading.Thread(target=the_other_sweep)
+    helper.start()
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    helper.join()
+    assert report.ok and (report.ran, report.elsewhere, report.failed) == (1, 1, {})
+    assert "being trained by another process" in capsys.readouterr().out
+
+
+def test_a_slurm_launch_without_a_cluster_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """SLURM's commands on the PATH but no controller answering: one clear line, no job pickles."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for command in ("srun", "sbatch", "squeue", "sinfo"):
+        (bin_dir / command).write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller' >&2\n"
+                                       "exit 1\n")
+        (bin_dir / command).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(algorithms=["erm"], hparam_draws=1, seeds=1, launcher="slurm")))
+    assert main(["sweep", str(spec), "--dir", str(tmp_path / "s")]) == 2
+    assert "no SLURM cluster answers (sinfo exited 1: 'slurm_load_partitions: Unable to contact slurm controller'); " \
+           "nothing was submitted" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

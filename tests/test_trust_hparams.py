@@ -2,11 +2,10 @@
 exit 2 with one line and nothing written; a run that becomes non-finite fails, never done."""
 from __future__ import annotations
 
-
 import pytest
 import yaml
-
 from conftest import tiny_spec
+
 from harness.cli import main
 from harness.core import config
 from harness.core.errors import HarnessError, RunDiverged

@@ -6,8 +6,8 @@ import stat
 
 import pytest
 import yaml
-
 from conftest import tiny_spec
+
 from harness.cli import main
 from harness.core import files
 from harness.core.errors import HarnessError, shown

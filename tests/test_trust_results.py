@@ -7,12 +7,12 @@ import shutil
 
 import pytest
 import yaml
+from harness.leaderboards import board as boards
 
 from harness.cli import main
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.core.version import code_version
-from harness.leaderboards import board as boards
 from harness.reports import collect
 
 
@@ -112,8 +112,8 @@ def test_verify_checks_provenance_against_the_runs(entry, key, claim):
 
 
 def test_a_truncated_checkpoint_restarts_the_run_to_the_same_numbers(tiny_cfg, tmp_path):
-    from harness.runs.run import CheckpointWarning, train
     from harness.core import config
+    from harness.runs.run import CheckpointWarning, train
     cfg = tiny_cfg()
     reference = train(dict(cfg, run_dir=str(tmp_path / "reference")))
     out = config.run_dir(cfg)
@@ -130,8 +130,8 @@ def test_a_truncated_checkpoint_restarts_the_run_to_the_same_numbers(tiny_cfg, t
 
 
 def test_a_torn_last_results_row_is_repaired_on_resume(tiny_cfg):
-    from harness.runs.run import train
     from harness.core import config
+    from harness.runs.run import train
     cfg = tiny_cfg()
     out = config.run_dir(cfg)
     train(cfg)

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
           f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {spec.launcher}")
-    report = sweep.run_sweep(spec, folder, make_launcher(spec.launcher, folder.resolve(), spec.name))
+    launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
+    launcher.ready()
+    report = sweep.run_sweep(spec, folder, launcher)
     print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
     if not report.ok:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun `harness quickstart` to resume")

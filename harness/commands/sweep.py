@@ -76,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return show_status(sweep.Plan(spec, folder), every_trial=True)
     launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
+    launcher.ready()
     report = sweep.run_sweep(spec, folder, launcher)
     print(f"sweep {spec.name} in {folder}: {report.ran} trial(s) ran ({report.resumed} resumed from checkpoints), "
           f"{report.skipped} already done, {len(report.failed)} failed"
-          + (f", {report.busy} held by another process" if report.busy else ""))
+          + (f", {report.elsewhere} finished by another process" if report.elsewhere else ""))
     for digest, error in list(report.failed.items())[:SHOWN]:
         record = folder / digest / ERROR
         print(f"  failed {digest}: {error.splitlines()[-1] if error else 'no reason recorded'}"

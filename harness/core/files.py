@@ -8,8 +8,8 @@ import json
 import os
 import re
 import tempfile
-import zipfile
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, shown
 from harness.core.options import Option, check_options
 from harness.core.registry import LAUNCHERS
 from harness.sweeps.trials import ERROR, Outcome, Trial, execute, is_done
@@ -137,6 +137,10 @@ class Launcher:
 
     def __init__(self, *, sweep_dir: Path | None = None, job_name: str = "sweep"):
         self.sweep_dir, self.job_name = sweep_dir, job_name
+
+    def ready(self) -> None:
+        """Raise a HarnessError when trials cannot run where this launcher would put them
+        (called before a sweep writes anything); nothing to check by default."""
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
         """One outcome per trial; a trial that fails is recorded, never raised."""
@@ -237,7 +241,13 @@ class Slurm(Launcher):
         executor.update_parameters(**params)
         return executor
 
+    def ready(self) -> None:
+        """SLURM's commands are on the PATH and a controller answers."""
+        self.executor()
+        _cluster_answers()
+
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
+        self.ready()  # before submitit writes its job pickles
         try:
             jobs = self.executor().map_array(TrialJob(), trials)
         except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError, OSError) as exc:
@@ -267,6 +277,19 @@ class Slurm(Launcher):
                 if pending:
                     time.sleep(self.poll_s)
         return outcomes
+
+
+def _cluster_answers() -> None:
+    """A HarnessError unless ``sinfo`` reaches a SLURM controller."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HarnessError(f"launcher slurm: no SLURM cluster answers (sinfo: {exc}); nothing was submitted") from None
+    if out.returncode != 0:
+        detail = (out.stderr or out.stdout).strip()
+        reason = shown(detail.splitlines()[-1]) if detail else "no output"
+        raise HarnessError(f"launcher slurm: no SLURM cluster answers (sinfo exited {out.returncode}: {reason}); "
+                           "nothing was submitted")
 
 
 def _queued_job_ids() -> set[str] | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,8 @@ INFERRED = configs.INFERRED
 # Set by the sweep's own axes; an override may not change them.
 RESERVED = ("algorithm.name", "algorithm.hparams_seed", "dataset", "seed", "groups", "arm", "run_dir", "output_dir")
 SPEC_FILE = "sweep.yaml"
+# How often a sweep looks again at trials another process is training.
+BUSY_POLL_S = 5.0
 
 
 @dataclass
@@ -336,27 +339,26 @@ def unique(trials: list[Trial]) -> list[Trial]:
 
 @dataclass
 class Report:
-    """What a launch did: counts by outcome, failures (hash → error) and unplanned trials."""
+    """What a launch did: counts by outcome, failures (hash → error) and unplanned trials.
+    ``elsewhere``: trials another process (another sweep) was training and finished."""
 
     ran: int = 0
     skipped: int = 0
     resumed: int = 0
+    elsewhere: int = 0
     failed: dict[str, str] = field(default_factory=dict)
-    busy: int = 0
     waiting: list[str] = field(default_factory=list)
 
     def add(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             if o.status == "done":
                 self.ran += 1
-            elif o.status == "busy":
-                self.busy += 1
-            else:
+            elif o.status != "busy":
                 self.failed[o.hash] = o.error or "failed"
 
     @property
     def ok(self) -> bool:
-        return not (self.failed or self.waiting or self.busy)
+        return not (self.failed or self.waiting)
 
 
 def save_spec(spec: Spec, sweep_dir: Path) -> None:
@@ -378,11 +380,23 @@ def run_sweep(spec: Spec, sweep_dir: str | Path, launcher: Any) -> Report:
 
 
 def _launch(trials: list[Trial], launcher: Any, desc: str, report: Report) -> None:
+    """Run what is not done. Trials another live process holds (a concurrent sweep) are waited
+    for, then counted as done elsewhere, or run here if that process left them unfinished, so
+    that sweeps sharing a folder each end knowing every trial's outcome."""
     todo = [t for t in trials if not is_done(t)]
     report.skipped += len(trials) - len(todo)
     report.resumed += sum(state(t) == "interrupted" for t in todo)
-    if todo:
-        report.add(launcher.run(todo, desc=desc))
+    while todo:
+        outcomes = launcher.run(todo, desc=desc)
+        report.add(outcomes)
+        busy = {o.hash for o in outcomes if o.status == "busy"}
+        todo = [t for t in todo if t.hash in busy]
+        if todo:
+            print(f"{len(todo)} trial(s) are being trained by another process; waiting for them", flush=True)
+        while todo and any(state(t) == "running" for t in todo):
+            time.sleep(BUSY_POLL_S)
+        report.elsewhere += sum(is_done(t) for t in todo)
+        todo = [t for t in todo if not is_done(t)]
 
 
 def load_plan(sweep_dir: str | Path) -> Plan:
