@@ -11,6 +11,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI runs the same generated cases every time (a red CI is then a regression, not a new draw);
+# elsewhere hypothesis explores new ones on each run.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 from harness.core import config  # noqa: E402
 

@@ -44,7 +44,7 @@ import yaml
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError, shown, unknown
 from harness.runs import discovery as discoveries
 from harness.sweeps.launchers import LauncherChoice, parse_launcher
 from harness.sweeps.trials import Outcome, Trial, is_done, state
@@ -160,29 +160,30 @@ def _list(raw: dict, key: str, default: list | None) -> list:
     if isinstance(value, (str, dict)):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise HarnessError(f"sweep spec key {key!r} must be a non-empty list, got {value!r}")
+        raise HarnessError(f"sweep spec key {key!r} must be a non-empty list, got {shown(value)}")
     return value
 
 
 def _str(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise HarnessError(f"sweep spec: {key} must be a name, got {value!r}")
+        raise HarnessError(f"sweep spec: {key} must be a name, got {shown(value)}")
     return value
 
 
 def _count(raw: dict, key: str, prefix: str = "") -> int:
     value = raw.get(key, 1)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise HarnessError(f"sweep spec key '{prefix}{key}' must be a positive integer, got {value!r}")
+        raise HarnessError(f"sweep spec key '{prefix}{key}' must be a positive integer, got {shown(value)}")
     return value
 
 
 def _dataset_item(item: Any) -> dict[str, Any]:
     if isinstance(item, str):
         return {"name": item, "options": {}}
-    if isinstance(item, dict) and set(item) <= {"name", "options"} and isinstance(item.get("name"), str):
+    if (isinstance(item, dict) and set(item) <= {"name", "options"} and isinstance(item.get("name"), str)
+            and isinstance(item.get("options") or {}, dict)):
         return {"name": item["name"], "options": dict(item.get("options") or {})}
-    raise HarnessError(f"sweep spec: a dataset is a name or {{name: ..., options: {{...}}}}, got {item!r}")
+    raise HarnessError(f"sweep spec: a dataset is a name or {{name: ..., options: {{...}}}}, got {shown(item)}")
 
 
 @dataclass
@@ -205,7 +206,7 @@ def _discovery_method(item: Any) -> tuple[str, Method]:
                             _count(item, "hparam_draws", f"discovery.algorithms.{name}.") if "hparam_draws" in item
                             else None)
     raise HarnessError("sweep spec: a discovery method is a name or {name: ..., overrides: {...}, hparam_draws: N}, "
-                       f"got {item!r}")
+                       f"got {shown(item)}")
 
 
 def _arms(item: Any, groups: list[str]) -> list[Arm]:
@@ -216,7 +217,7 @@ def _arms(item: Any, groups: list[str]) -> list[Arm]:
         overrides = _overrides(item.get("overrides"), f"overrides of {item['name']}")
         return [Arm(item["name"], g, overrides) for g in own]
     raise HarnessError(f"sweep spec: an algorithm is a name or {{name: ..., groups: [...], overrides: {{...}}}}, "
-                       f"got {item!r}")
+                       f"got {shown(item)}")
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -224,7 +225,7 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise HarnessError(f"sweep spec: {where} must be a mapping of config keys to values, got {value!r}")
+        raise HarnessError(f"sweep spec: {where} must be a mapping of config keys to values, got {shown(value)}")
     flat = _flatten(value)
     for key in flat:
         if any(key == r or key.startswith(r + ".") for r in RESERVED):
