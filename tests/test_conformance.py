@@ -20,7 +20,7 @@ from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.core.files import load_arrays, load_torch, read_jsonl, save_torch
 from harness.core.registry import (ALGORITHMS, BACKBONES, DATASETS, LAUNCHERS, PROTOCOLS, REGISTRIES, SECTIONS,
-                                   TRIAL_KINDS, draw_hparams)
+                                   TASKS, TRIAL_KINDS, draw_hparams)
 from harness.data.dataset import batch_indices
 from harness.models.algorithm import Discoverer
 from harness.models.backbones import OUTPUT, backbone_factory
@@ -458,3 +458,17 @@ def test_trial_kind_declares_its_done_files(name):
     for file in kind.done_files:
         assert isinstance(file, str) and file.strip() and not file.startswith("/"), file
 
+
+
+# --- downstream tasks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", entries(TASKS))
+def test_task_names_a_label_column_of_its_dataset(name, request):
+    task = TASKS.get(name).obj
+    assert task.dataset in DATASET_BUILDERS, f"task {name}: dataset {task.dataset} is not built here"
+    dataset = DATASET_BUILDERS[task.dataset](request)
+    column = dataset.schema.column(task.label)
+    for split in dataset.splits.values():
+        values = split.column(task.label)
+        assert ((values >= 0) & (values < column.size)).all()
+    assert len(torch.unique(dataset.splits["train"].column(task.label))) >= 2, "a task needs two classes"

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from harness.protocols.representation import cka_matrix, linear_cka, rankme, spectrum
+from harness.models.representation import cka_matrix, linear_cka, rankme, spectrum
 
 
 def test_rankme_of_an_isotropic_gaussian_is_near_full_rank():

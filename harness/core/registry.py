@@ -202,8 +202,9 @@ LAUNCHERS = Registry("launchers")
 TRIAL_KINDS = Registry("kinds", noun="trial kind")
 SECTIONS = Registry("sections", noun="config section")
 PROTOCOLS = Registry("protocols")
+TASKS = Registry("tasks", noun="downstream task")
 # What `harness list` shows.
-REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS)}
+REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS, TASKS)}
 
 
 def trial_kind(name: str, done_files: Sequence[str], description: str | None = None) -> Callable[[F], F]:
@@ -228,11 +229,12 @@ def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as
     return decorate
 
 
-# The built-in plugins: modules whose import registers algorithms, datasets, backbones, config
-# sections (harness.runs.features), protocols (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery) and
+# The built-in plugins: modules whose import registers algorithms, datasets, downstream tasks
+# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe), protocols
+# (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery, harness.runs.probe) and
 # launchers (harness.sweeps.launchers).
 _BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",
-                    "harness.runs.features",
+                    "harness.data.tasks", "harness.runs.features",
                     "harness.runs.run", "harness.runs.discovery", "harness.sweeps.launchers")
 _loaded = False
 _loading = False
