@@ -8,11 +8,14 @@ and every candidate's validation predictions. :meth:`Transfer.scores` recomputes
 probe and kNN accuracies, RankMe, and the C chosen on validation (checked against the stored
 predictions). In collect's frame a probe run has one row per task and layer: the ``dataset``
 column is the downstream task, ``pretrain_dataset`` what the network was trained on, ``layer``
-the layer probed. A rule picks among a run's rows of one task: with ``layer`` among the entrant's
-keys, one row per layer; without it, the best layer on validation.
+the layer probed, ``step`` the layer's depth. A rule picks among a run's rows of one task: with
+``layer`` among the entrant's keys, one row per layer; without it, the best layer on validation.
+A task keeps its dataset's splits and their shift: colored datasets' labels agree with the colour
+in training and validation but not in test, so a probe of the label that reads colour fails there.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,10 @@ class Transfer(Protocol):
         return out
 
     def evaluations(self, run_dir: Path) -> list[tuple[dict[str, Any], Path]]:
-        return [({"dataset": p.parent.name, "layer": p.stem, "step": 0}, p)
+        """One per task and layer; ``step`` is the layer's depth (0: the shallowest probed), so
+        that a rule's ties go to the shallower layer."""
+        depth = {layer: i for i, layer in enumerate(json.loads((run_dir / "info.json").read_text())["layers"])}
+        return [({"dataset": p.parent.name, "layer": p.stem, "step": depth[p.stem]}, p)
                 for p in sorted((run_dir / PREDICTIONS).glob("*/*.npz"))]
 
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
