@@ -1,5 +1,6 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
+import numpy as np
 import pytest
 
 from harness.core.errors import HarnessError
@@ -55,3 +56,19 @@ def test_transfer_boards_build_verify_and_render(probe_sweep, tmp_path, name, ro
 def test_a_sweep_kind_must_be_a_registered_trial_kind():
     with pytest.raises(HarnessError, match="unknown sweep spec kind 'probes'; accepted: probe, train"):
         sweep.parse_spec({"datasets": ["colored_digits"], "algorithms": ["erm"], "kind": "probes"})
+
+
+def test_linear_cka_between_models_of_a_sweep(probe_sweep, tmp_path):
+    from harness.reports.similarity import model_cka, plot_model_cka
+
+    done, _ = collect.run_folders(probe_sweep)
+    runs = sorted(r for r in done if (r / "cka.json").exists())
+    labels, matrix = model_cka(runs, "digits", "output")
+    assert len(labels) == 4 and any("(random)" in label for label in labels)
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    assert (matrix[~np.eye(4, dtype=bool)] < 1 - 1e-6).all(), "four different networks"
+    # a run against itself: features read back from the cache are the very same
+    same = plot_model_cka([runs[0], runs[0]], "digits", "output", tmp_path / "cka.png")
+    assert np.allclose(same, 1.0) and (tmp_path / "cka.png").stat().st_size > 0
+    with pytest.raises(HarnessError, match="no test features of layer 'block9'"):
+        model_cka(runs, "digits", "block9")
