@@ -120,3 +120,15 @@ def test_bad_probe_input_names_what_is_accepted_and_writes_nothing(tmp_path, ove
     with pytest.raises(HarnessError, match=message):
         probes.probe(probe_cfg(tmp_path, "probe.init=random", override), progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_probe_command_prints_accuracy_per_layer_and_task(tmp_path, capsys):
+    from harness.cli import main
+
+    args = ["probe", f"output_dir={tmp_path}", "device=cpu", *CNN, "probe.tasks=[digits_colour]", "probe.init=random",
+            "probe.cs=[1.0]", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "digits_colour" in out and "block2" in out and "RankMe" in out and "run folder:" in out
+    assert main(["probe", f"output_dir={tmp_path / 'none'}"]) == 2
+    assert "probe.tasks is not set" in capsys.readouterr().err and not (tmp_path / "none").exists()
