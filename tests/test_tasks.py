@@ -1,4 +1,6 @@
 """Downstream tasks: a registered dataset and a label column; inputs fitted to a network's shape."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -25,7 +27,7 @@ def test_unknown_task_names_the_accepted_ones():
         task_dataset("nope")
 
 
-def test_fit_inputs_resizes_and_makes_grey_when_channels_differ():
+def test_fit_inputs_resizes_keeps_colour_channels_and_makes_grey_only_when_there_are_too_many():
     dataset, _ = task_dataset("digits_colour")
     same = fit_inputs(dataset, (2, 8, 8))
     assert same is dataset
@@ -35,9 +37,15 @@ def test_fit_inputs_resizes_and_makes_grey_when_channels_differ():
     # the colour survives a resize: the image stays in its colour's channel
     colour = (x[:, 1].abs().sum((1, 2)) > 0).long()
     assert torch.equal(colour, dataset.splits["train"].column("colour"))
-    three = fit_inputs(dataset, (3, 8, 8)).splits["val"].x
     original = dataset.splits["val"].x
-    assert torch.allclose(three[:, 0], original.mean(1)) and torch.equal(three[:, 0], three[:, 2])
+    three = fit_inputs(dataset, (3, 8, 8)).splits["val"].x  # red, green → R, G; B empty
+    assert torch.equal(three[:, :2], original) and (three[:, 2] == 0).all()
+    one = fit_inputs(dataset, (1, 8, 8)).splits["val"].x
+    assert torch.allclose(one[:, 0], original.mean(1))
+    grey = dataclasses.replace(dataset, splits={"val": dataclasses.replace(dataset.splits["val"], x=one)},
+                               input_shape=(1, 8, 8))
+    tiled = fit_inputs(grey, (3, 8, 8)).splits["val"].x
+    assert torch.equal(tiled[:, 0], one[:, 0]) and torch.equal(tiled[:, 2], one[:, 0])
 
 
 def test_fit_inputs_refuses_what_is_not_an_image():

@@ -65,9 +65,10 @@ def labels(dataset: ShiftDataset, column: str) -> dict[str, np.ndarray]:
 
 
 def fit_inputs(dataset: ShiftDataset, shape: tuple[int, ...]) -> ShiftDataset:
-    """The dataset with images fitted to a network's input shape (C, H, W): resized bilinearly,
-    and, when the channels differ, made grey (mean over channels) and repeated to C channels.
-    Unchanged when the shapes agree; anything else is a HarnessError."""
+    """The dataset with images fitted to a network's input shape (C, H, W): resized bilinearly;
+    a grey image repeated to C channels; fewer channels than C kept as the first ones, the rest
+    zero (colored datasets' red and green become RGB's); more than C made grey (their mean) and
+    repeated. Unchanged when the shapes agree; anything else is a HarnessError."""
     shape = tuple(shape)
     if tuple(dataset.input_shape) == shape:
         return dataset
@@ -80,8 +81,10 @@ def fit_inputs(dataset: ShiftDataset, shape: tuple[int, ...]) -> ShiftDataset:
             raise HarnessError(f"task inputs of shape {tuple(dataset.input_shape)} are read from disk; resizing "
                                f"them to {shape} is done for datasets held in memory only")
         x = F.interpolate(split.x.float(), size=shape[1:], mode="bilinear", align_corners=False)
-        if x.shape[1] != shape[0]:
+        if x.shape[1] == 1 or x.shape[1] > shape[0]:
             x = x.mean(1, keepdim=True).expand(-1, shape[0], -1, -1)
+        elif x.shape[1] < shape[0]:
+            x = F.pad(x, (0, 0, 0, 0, 0, shape[0] - x.shape[1]))
         splits[name] = dataclasses.replace(split, x=x.contiguous())
     info = {**dataset.info, "fitted_to": list(shape)}
     return dataclasses.replace(dataset, splits=splits, input_shape=shape, info=info)
