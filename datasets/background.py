@@ -19,7 +19,8 @@ Construction of each example:
   bilinearly to 14x14);
 - image (3 channels): ``o * white + (1 - o) * background``, a light object on a textured colour.
 
-Metadata: ``y`` (label) and ``place`` (the annotated attribute); groups are (y, place). The
+Metadata: ``y`` (label), ``place`` (the annotated attribute) and ``class`` (the garment);
+groups are (y, place). The
 minority groups are class>=5 on water and class<5 on land (about 2.5% of training each, a quarter
 of validation and test each).
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from harness.datasets.colored import CLASSES, FASHION_SIZES, fashion_mnist_subsets
+from harness.datasets.colored import CLASSES, FASHION_CLASSES, FASHION_SIZES, fashion_mnist_subsets, source_class
 from matplotlib.colors import hsv_to_rgb
 
 from harness.core.errors import HarnessError
@@ -37,7 +38,8 @@ from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
 
 PLACES = ("land", "water")
-SCHEMA = Schema((Column("y", "label", 2, CLASSES), Column("place", "attribute", 2, PLACES)), attribute="place")
+SCHEMA = Schema((Column("y", "label", 2, CLASSES), Column("place", "attribute", 2, PLACES),
+                 source_class(FASHION_CLASSES)), attribute="place")
 HUES = ((0.05, 0.30), (0.50, 0.70))  # per place
 SATURATION = (0.4, 0.9)
 VALUE = (0.4, 0.9)
@@ -90,7 +92,8 @@ def background_fashion_mnist(root: str = "", download: bool = False, seed: int =
                                                               n_train, n_val, n_test, rng).items():
         y = (classes < 5).astype(np.int64)
         place = places(y, name != "train", agreement, rng)
-        splits[name] = Split.of(torch.from_numpy(compose(images, place, rng)), ids, SCHEMA, {"y": y, "place": place})
+        splits[name] = Split.of(torch.from_numpy(compose(images, place, rng)), ids, SCHEMA,
+                                {"y": y, "place": place, "class": classes})
     return ShiftDataset(
         splits=splits, input_shape=(3, 14, 14), default_backbone="mlp",
         info={"recipe": "background", "source": "Fashion-MNIST", "label_noise": 0.0,

@@ -5,8 +5,9 @@ the shape predicts y at best 75% of the time); the colour is ``y`` flipped with 
 ``p_env``, and the grey image is written into the channel of its colour (two channels). In the
 training environments colour agrees with the label 90% and 80% of the time (p_env 0.1 and 0.2,
 alternating examples), validation is drawn from the training distribution, and the test set has
-colour agreeing 10% of the time. Metadata: ``y`` (label) and ``colour`` (the annotated
-attribute); groups = (y, colour).
+colour agreeing 10% of the time. Metadata: ``y`` (label), ``colour`` (the annotated
+attribute) and ``class`` (the source image's digit or garment, which transfer tasks probe);
+groups = (y, colour).
 
 ``colored_digits`` uses scikit-learn's bundled 8x8 digits (no download, 1,797 images);
 ``colored_fashion_mnist`` uses real Fashion-MNIST, downsampled to 14x14 as DomainBed does.
@@ -31,7 +32,19 @@ TRAIN_FLIPS = (0.1, 0.2)  # colour disagrees with the label: environments of 90%
 TEST_FLIP = 0.9           # 10% agreement
 COLOURS = ("red", "green")
 CLASSES = ("class>=5", "class<5")
-SCHEMA = Schema((Column("y", "label", 2, CLASSES), Column("colour", "attribute", 2, COLOURS)), attribute="colour")
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+
+
+def source_class(names: tuple[str, ...]) -> Column:
+    """The source image's original class (digit, garment): a column that transfer tasks probe."""
+    return Column("class", "attribute", len(names), names)
+
+
+def colored_schema(class_names: tuple[str, ...]) -> Schema:
+    return Schema((Column("y", "label", 2, CLASSES), Column("colour", "attribute", 2, COLOURS),
+                   source_class(class_names)), attribute="colour")
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
 FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -50,9 +63,9 @@ def colorize(images: np.ndarray, classes: np.ndarray, flips: np.ndarray,
 
 
 def _split(images: np.ndarray, classes: np.ndarray, ids: np.ndarray, flips: np.ndarray,
-           rng: np.random.RandomState) -> Split:
+           rng: np.random.RandomState, schema: Schema) -> Split:
     x, y, colour = colorize(images, classes, flips, rng)
-    return Split.of(torch.from_numpy(x), ids, SCHEMA, {"y": y, "colour": colour})
+    return Split.of(torch.from_numpy(x), ids, schema, {"y": y, "colour": colour, "class": classes})
 
 
 def _training_flips(n: int) -> np.ndarray:
@@ -92,7 +105,7 @@ def colored_digits(seed: int = 0, test_fraction: float = 1 / 3, val_fraction: fl
     for name in ("train", "val", "test"):
         idx = parts[name]
         flips = np.full(len(idx), TEST_FLIP) if name == "test" else _training_flips(len(idx))
-        splits[name] = _split(images[idx], digits.target[idx], idx, flips, rng)
+        splits[name] = _split(images[idx], digits.target[idx], idx, flips, rng, colored_schema(DIGITS))
     return _dataset(splits, (8, 8), "sklearn digits", "mlp")
 
 
@@ -108,7 +121,7 @@ def colored_fashion_mnist(root: str = "", download: bool = False, seed: int = 0,
     rng = np.random.RandomState(seed)
     parts = fashion_mnist_subsets("colored_fashion_mnist", root, download, n_train, n_val, n_test, rng)
     splits = {name: _split(images, classes, ids, np.full(len(ids), TEST_FLIP) if name == "test"
-                           else _training_flips(len(ids)), rng)
+                           else _training_flips(len(ids)), rng, colored_schema(FASHION_CLASSES))
               for name, (images, classes, ids) in parts.items()}
     return _dataset(splits, (14, 14), "Fashion-MNIST", "mlp")
 

@@ -8,7 +8,7 @@ import sys
 
 from harness.core.errors import HarnessError, RunDiverged
 
-COMMANDS = ("quickstart", "train", "discover", "features", "sweep", "collect", "leaderboard", "list")
+COMMANDS = ("quickstart", "train", "discover", "probe", "features", "sweep", "collect", "leaderboard", "list")
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
@@ -18,6 +18,7 @@ shift-harness: train and compare methods under distribution shift.
   harness train dataset.name=colored_digits algorithm.name=group_dro
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
   harness discover algorithm.name=xrm   then   harness train algorithm.name=group_dro groups=inferred:<folder>
+  harness probe probe.tasks=[digits,digits_colour] backbone.name=cnn    # transfer probes at every layer
   harness sweep spec.yaml --launcher processes:2     # or local, slurm; rerun to resume
   harness sweep status sweeps/spec
   harness collect sweeps/spec --format latex         # tables recomputed from predictions

@@ -313,11 +313,14 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     good, left_out = collect.vet([where / h for h in hashes], named_by_hash=True)
     diffs += left_out
     frame = board_frame(board, good)
-    for entrant, part in entrants(board, frame):
-        if entrant != entry["entrant"]:
-            diffs.append(f"runs {', '.join(sorted(part['run'].unique()))} are entrant {describe(entrant)}, "
-                         f"not {describe(entry['entrant'])}")
-    recomputed, problems = numbers(board, frame, entry["entrant"])
+    # a run may hold rows of several entrants (a transfer run: one per layer); each listed run
+    # must hold rows of this one, and only those are scored
+    parts = dict((json.dumps(e, sort_keys=True), part) for e, part in entrants(board, frame))
+    mine = parts.get(json.dumps(entry["entrant"], sort_keys=True), frame.iloc[0:0])
+    foreign = sorted(set(frame["run"]) - set(mine["run"]))
+    if foreign:
+        diffs.append(f"runs {', '.join(foreign)} are not entrant {describe(entry['entrant'])}")
+    recomputed, problems = numbers(board, mine, entry["entrant"])
     diffs += problems
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:

@@ -27,6 +27,7 @@ from harness.core.registry import (
     PROTOCOLS,
     REGISTRIES,
     SECTIONS,
+    TASKS,
     TRIAL_KINDS,
     draw_hparams,
 )
@@ -455,3 +456,17 @@ def test_trial_kind_declares_its_done_files(name):
     for file in kind.done_files:
         assert isinstance(file, str) and file.strip() and not file.startswith("/"), file
 
+
+
+# --- downstream tasks ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", entries(TASKS))
+def test_task_names_a_label_column_of_its_dataset(name, request):
+    task = TASKS.get(name).obj
+    assert task.dataset in DATASET_BUILDERS, f"task {name}: dataset {task.dataset} is not built here"
+    dataset = DATASET_BUILDERS[task.dataset](request)
+    column = dataset.schema.column(task.label)
+    for split in dataset.splits.values():
+        values = split.column(task.label)
+        assert ((values >= 0) & (values < column.size)).all()
+    assert len(torch.unique(dataset.splits["train"].column(task.label))) >= 2, "a task needs two classes"

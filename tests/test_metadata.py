@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from harness.datasets.background import background_fashion_mnist
+from harness.datasets.colored import FASHION_CLASSES
 
 from harness.core.errors import HarnessError
 from harness.core.registry import DATASETS
@@ -79,15 +80,23 @@ def test_colored_digits_metadata_columns_and_roles():
     info = DATASETS.get("colored_digits").obj().metadata_info()
     assert info == {"attribute": "colour", "columns": [
         {"name": "y", "role": "label", "size": 2, "values": ["class>=5", "class<5"]},
-        {"name": "colour", "role": "attribute", "size": 2, "values": ["red", "green"]}]}
+        {"name": "colour", "role": "attribute", "size": 2, "values": ["red", "green"]},
+        {"name": "class", "role": "attribute", "size": 10, "values": [str(d) for d in range(10)]}]}
     assert json.loads(json.dumps(info)) == info
+    # the class column is the source digit, from which the binary label was made (25% flipped)
+    split = DATASETS.get("colored_digits").obj().splits["train"]
+    agree = ((split.column("class") < 5).long() == split.y).float().mean()
+    assert 0.7 < agree < 0.8
 
 
 def test_background_metadata_columns_and_roles(tiny_fashion):
     ds = background_fashion_mnist(root=str(tiny_fashion), n_train=200, n_val=50, n_test=100)
     assert ds.metadata_info() == {"attribute": "place", "columns": [
         {"name": "y", "role": "label", "size": 2, "values": ["class>=5", "class<5"]},
-        {"name": "place", "role": "attribute", "size": 2, "values": ["land", "water"]}]}
+        {"name": "place", "role": "attribute", "size": 2, "values": ["land", "water"]},
+        {"name": "class", "role": "attribute", "size": 10, "values": list(FASHION_CLASSES)}]}
+    for split in ds.splits.values():  # the label is the garment's class < 5, without noise
+        assert torch.equal((split.column("class") < 5).long(), split.y)
 
 
 def test_factor_columns_round_trip():

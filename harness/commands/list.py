@@ -1,4 +1,4 @@
-"""``harness list [algorithms|datasets|backbones|protocols|launchers|kinds]``: the catalogue."""
+"""``harness list [algorithms|datasets|backbones|protocols|launchers|kinds|tasks]``: the catalogue."""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +6,17 @@ import argparse
 from tabulate import tabulate
 
 from harness.core.registry import REGISTRIES, Entry, TrialKind, builder_options
+from harness.data.tasks import Task
 from harness.protocols.base import Protocol
 
 COLUMNS = {"datasets": "options (default)", "launchers": "options (default): accepted; meaning",
-           "kinds": "done when the run folder has", "protocols": "selection rules; metrics per split"}
+           "kinds": "done when the run folder has", "protocols": "selection rules; metrics per split",
+           "tasks": "dataset.label column (options)"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered algorithms, datasets, backbones, protocols, launchers, "
-                                    "trial kinds",
+                                    "trial kinds, downstream tasks",
                        description="Names, one-line descriptions and settings (hyperparameters or options with "
                                    "their defaults) of everything registered, built-in or through entry points.")
     p.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this kind")
@@ -38,6 +40,8 @@ def settings(entry: Entry) -> str:
         return ", ".join(f"{k}={v.default}" for k, v in entry.hparams.items())
     if entry.options:
         return "\n".join(f"{k}={o.default!r}: {o.accepts()}; {o.help}" for k, o in entry.options.items())
+    if isinstance(entry.obj, Task):
+        return f"{entry.obj.dataset}.{entry.obj.label}" + (f" {entry.obj.options}" if entry.obj.options else "")
     if isinstance(entry.obj, TrialKind):
         return ", ".join(entry.obj.done_files)
     if isinstance(entry.obj, type) and issubclass(entry.obj, Protocol):

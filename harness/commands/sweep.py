@@ -37,6 +37,8 @@ A spec (YAML):
   discovery: {algorithms: [xrm], hparam_draws: 2, seeds: paired}   # only for inferred:<method>
   launcher: {name: processes, workers: 2}     # or: local | processes:2 (shorthand) |
                                               # {name: slurm, partition: debug, time_min: 60, mem_gb: 4}
+  kind: train                    # or probe: each trial trains its network, then probes it at every
+                                 # layer (overrides set probe.tasks; `harness probe --help`)
 
 Launchers and their options (types, ranges, defaults): `harness list launchers`. An arm listed
 twice with different `overrides` is two arms; each trial's config names its arm (`arm`: the

@@ -202,7 +202,9 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     if isinstance(groups, str) and groups.startswith(INFERRED):
         ident["groups"] = INFERRED + Path(groups[len(INFERRED):]).name
     for name, section in _sections().items():
-        if name in ident:
+        if name in ident and not section.hashed_when_default and ident[name] == section.default:
+            del ident[name]
+        elif name in ident:
             ident[name] = section.identity(ident[name])
     return ident
 

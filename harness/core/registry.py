@@ -217,6 +217,7 @@ class Section:
     default: Any
     check: Callable[[Any], Any]
     identity: Callable[[Any], Any] = _as_is
+    hashed_when_default: bool = True  # False: a config at the default hashes as if the section did not exist
 
 
 ALGORITHMS = Registry("algorithms")
@@ -226,8 +227,9 @@ LAUNCHERS = Registry("launchers")
 TRIAL_KINDS = Registry("kinds", noun="trial kind")
 SECTIONS = Registry("sections", noun="config section")
 PROTOCOLS = Registry("protocols")
+TASKS = Registry("tasks", noun="downstream task")
 # What `harness list` shows.
-REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS)}
+REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS, TASKS)}
 
 
 def trial_kind(name: str, done_files: Sequence[str], description: str | None = None) -> Callable[[F], F]:
@@ -241,23 +243,26 @@ def trial_kind(name: str, done_files: Sequence[str], description: str | None = N
     return decorate
 
 
-def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as_is) -> Callable[[F], F]:
+def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as_is,
+                   hashed_when_default: bool = True) -> Callable[[F], F]:
     """Decorator: register ``check`` as the validator of the top-level config key ``name``
-    (see :class:`Section`)."""
+    (see :class:`Section`). ``hashed_when_default=False`` keeps the hashes of configs that
+    leave the section at its default (those written before it existed) unchanged."""
 
     def decorate(check: F) -> F:
-        SECTIONS.register(name, description=_summary(check))(Section(default, check, identity))
+        SECTIONS.register(name, description=_summary(check))(Section(default, check, identity, hashed_when_default))
         return check
 
     return decorate
 
 
-# The built-in plugins: modules whose import registers algorithms, datasets, backbones, config
-# sections (harness.runs.features), protocols (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery) and
+# The built-in plugins: modules whose import registers algorithms, datasets, downstream tasks
+# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe), protocols
+# (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery, harness.runs.probe) and
 # launchers (harness.sweeps.launchers).
 _BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",
-                    "harness.runs.features",
-                    "harness.runs.run", "harness.runs.discovery", "harness.sweeps.launchers")
+                    "harness.data.tasks", "harness.runs.features",
+                    "harness.runs.run", "harness.runs.discovery", "harness.runs.probe", "harness.sweeps.launchers")
 _loaded = False
 _loading = False
 _failure: str | None = None  # why the registries are incomplete in this process

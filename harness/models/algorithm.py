@@ -90,6 +90,11 @@ class Algorithm(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.featurizer(x)
 
+    def probe_network(self) -> nn.Module:
+        """The network transfer probes read at every named layer (``layer_names``,
+        ``intermediates``): the featurizer; methods with a projector return backbone and projector."""
+        return self.featurizer
+
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -7,6 +7,13 @@ benchmark is one module:
 
 - ``prepare`` / ``build`` / ``sampling`` / ``batch``: what a run trains on;
 - ``record``: the named arrays a run stores per split at each evaluation;
+
+these run-loop methods concern protocols whose runs train through the loop (``harness.runs.run``);
+a protocol whose runs are written by another trial kind (``transfer``: probes of a frozen
+network) leaves them out. Every protocol scores:
+
+- ``evaluations``: a run's stored arrays files, each with the frame columns that tell it apart
+  (by default one per checkpoint, ``predictions/step_N.npz``, told apart by ``step``);
 - ``scores``: ONE function from those arrays and the run's ``info.json`` to the metrics of every
   split. The loop's ``results.jsonl`` and every later recomputation (``collect``, ``verify``)
   call it, so the two can never disagree;
@@ -115,6 +122,11 @@ class Protocol:
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         """Values of ``columns`` for a run, from its config (and folder)."""
         return {}
+
+    def evaluations(self, run_dir: Path) -> list[tuple[dict[str, Any], Path]]:
+        """A run's stored arrays files, each with the frame columns that tell it apart (at least
+        ``step``): by default one per evaluated checkpoint, ``predictions/step_N.npz``."""
+        return [({"step": int(p.stem.split("_")[1])}, p) for p in sorted((run_dir / "predictions").glob("step_*.npz"))]
 
     # --- boards ------------------------------------------------------------------------------
     selection_kinds: tuple[str, ...] = ()

@@ -25,7 +25,9 @@ def choose(frame: pd.DataFrame, rule: Rule, keys: Sequence[str]) -> pd.DataFrame
     """The rows (one per seed) a rule picks from a sweep's frame (one row per run × checkpoint,
     columns ``run``, ``keys``, ``hparams_seed``, ``seed``, ``step`` and ``<split>.<metric>``).
 
-    1. Checkpoint: in each run, the one the rule prefers (ties: the earliest).
+    1. Checkpoint: in each run (and combination of ``keys``: a transfer run has rows per task
+       and layer, so with ``layer`` not among the keys this picks the layer), the one the rule
+       prefers (ties: the earliest).
     2. Hparam draw: for each combination of ``keys`` (an entrant on a dataset), the draw whose
        selected checkpoints have the best metric averaged over its seeds (ties: the lowest draw).
        DomainBed instead picks a draw separately for every trial seed (its draws differ per
@@ -36,9 +38,9 @@ def choose(frame: pd.DataFrame, rule: Rule, keys: Sequence[str]) -> pd.DataFrame
     """
     column, ascending = rule.column, not rule.higher_is_better
     scored = frame[frame[column].notna()] if column in frame else frame.iloc[0:0]
-    best = (scored.sort_values([column, "step"], ascending=[ascending, True], kind="stable")
-            .groupby("run", sort=False).head(1))
     keys = list(keys)
+    best = (scored.sort_values([column, "step"], ascending=[ascending, True], kind="stable")
+            .groupby([*keys, "run"], sort=False, dropna=False).head(1))
     means = best.groupby([*keys, "hparams_seed"], as_index=False, dropna=False)[column].mean()
     draws = (means.sort_values([column, "hparams_seed"], ascending=[ascending, True], kind="stable")
              .groupby(keys, sort=False, dropna=False).head(1)[[*keys, "hparams_seed"]])

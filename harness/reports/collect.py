@@ -1,5 +1,6 @@
 """Collection: every run × evaluated checkpoint of a folder of runs into one pandas frame, each
-metric recomputed from the stored arrays (``predictions/step_*.npz``) by the run's protocol,
+metric recomputed from the stored arrays (``predictions/step_*.npz``; the files the run's
+protocol lists in ``evaluations``, e.g. transfer's per task × layer) by the run's protocol,
 never read from ``results.jsonl``; then a selection rule and the seeds aggregated (mean ±
 standard error, 95% bootstrap interval of the mean).
 """
@@ -100,9 +101,9 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
                 **{p: config_value(cfg, p) for p in config_paths},
                 "hparams_seed": cfg["algorithm"]["hparams_seed"], "seed": cfg["seed"],
                 "hparams": json.dumps(cfg["algorithm"]["hparams"], sort_keys=True), "path": str(run)}
-        for path in sorted((run / "predictions").glob("step_*.npz")):
+        for key, path in scorer.evaluations(run):
             scores = scorer.scores(files.load_arrays(path), info)
-            rows.append({**base, "step": int(path.stem.split("_")[1]),
+            rows.append({**base, **key,
                          **{f"{split}.{name}": value for split, m in scores.items() for name, value in m.items()
                             if name in scorer.metrics}})
     columns = [*BASE_COLUMNS, *identity, "hparams_seed", "seed", "step", "hparams", "path", *metrics]

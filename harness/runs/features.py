@@ -168,18 +168,60 @@ def dataset_identity(dataset: ShiftDataset) -> dict[str, Any]:
     return identity
 
 
-@torch.no_grad()
 def encode(net: torch.nn.Module, split: Split, batch_size: int, device: torch.device,
            num_workers: int = 0, desc: str = "", layer: str = OUTPUT) -> np.ndarray:
     """Frozen features (n × dim, float32) of one layer for a split's inputs, in the split's order."""
+    return encode_layers(net, split, batch_size, device, [layer], num_workers, desc)[layer]
+
+
+@torch.no_grad()
+def encode_layers(net: torch.nn.Module, split: Split, batch_size: int, device: torch.device, layers: list[str],
+                  num_workers: int = 0, desc: str = "") -> dict[str, np.ndarray]:
+    """Frozen features (n × dim, float32) of several layers, from one forward pass per batch."""
     if split.in_memory:
         batches: Any = (split.x[idx] for idx in chunks(len(split), batch_size))
     else:
         batches = torch.utils.data.DataLoader(split.x, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    out = [net.intermediates(x.to(device), [layer])[layer].float().cpu()
-           for x in tqdm(batches, total=math.ceil(len(split) / batch_size), desc=f"encoding {desc}",
-                         unit="batch", leave=False, disable=not sys.stderr.isatty())]
-    return torch.cat(out).numpy() if out else np.zeros((0, net.layer_dims[layer]), dtype=np.float32)
+    parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+    for x in tqdm(batches, total=math.ceil(len(split) / batch_size), desc=f"encoding {desc}", unit="batch",
+                  leave=False, disable=not sys.stderr.isatty()):
+        for layer, value in net.intermediates(x.to(device), layers).items():
+            parts[layer].append(value.float().cpu())
+    return {layer: torch.cat(p).numpy() if p else np.zeros((0, net.layer_dims[layer]), dtype=np.float32)
+            for layer, p in parts.items()}
+
+
+def layer_features(net: torch.nn.Module, dataset: ShiftDataset, layers: list[str], cache_root: str | Path,
+                   network: dict[str, Any], batch_size: int, device: torch.device) -> dict[str, dict[str, Path]]:
+    """Cache the features of several layers of a frozen network for every split of a dataset:
+    the layers a split lacks in the cache come from one forward pass per batch. Each layer has
+    its own cache folder, keyed by ``network`` (what the weights belong to: backbone, options),
+    a hash of the weights, the layer and the dataset's identity. Returns the cache file of each
+    layer and split (arrays ``ids`` and ``features``)."""
+    base = {"format": CACHE_FORMAT, **network, "weights": weights_hash(net), "dataset": dataset_identity(dataset)}
+    identities = {layer: {**base, "layer": layer} for layer in layers}
+    folders = {layer: Path(cache_root) / hashlib.sha256(json.dumps(identities[layer], sort_keys=True,
+                                                                   default=str).encode()).hexdigest()[:16]
+               for layer in layers}
+    for name, split in dataset.splits.items():
+        ids = split.ids.numpy()
+        missing = [layer for layer in layers if _cached(folders[layer] / f"{name}.npz", ids) is None]
+        if missing:
+            for layer, values in encode_layers(net.to(device), split, batch_size, device, missing, desc=name).items():
+                _store(folders[layer] / f"{name}.npz", ids, values)
+    for layer, folder in folders.items():
+        if not (folder / "meta.json").exists():
+            files.write_json(folder / "meta.json", identities[layer])
+    return {layer: {name: folders[layer] / f"{name}.npz" for name in dataset.splits} for layer in layers}
+
+
+def read_cached(path: str | Path, ids: np.ndarray) -> np.ndarray:
+    """Cached features of these example ids, in this order (a HarnessError when any is missing)."""
+    features = _cached(Path(path), np.asarray(ids))
+    if features is None:
+        raise HarnessError(f"feature cache {str(path)!r} is missing or lacks some of the examples asked for; "
+                           "run the probe trial again to encode them")
+    return features
 
 
 def _cached(path: Path, ids: np.ndarray) -> np.ndarray | None:

@@ -27,6 +27,8 @@ A spec (YAML)::
       overrides: {steps: 400}           # applied over the sweep's overrides; groups are `none`
     launcher: {name: processes, workers: 2}   # or local, processes:2 (shorthand), or
                                         # {name: slurm, partition: debug, time_min: 60, mem_gb: 4, ...}
+    kind: train                         # the trials' kind: train, or probe (overrides then set
+                                        # probe.tasks: each trial trains its network, then probes it)
 
 Each trial's config carries ``arm``: the label of its arm's own overrides (:func:`arm_label`), not
 hashed, so that two arms of one algorithm that differ only in their overrides stay apart.
@@ -45,12 +47,13 @@ import yaml
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
+from harness.core.registry import TRIAL_KINDS
 from harness.runs import discovery as discoveries
 from harness.sweeps.launchers import LauncherChoice, parse_launcher
 from harness.sweeps.trials import Outcome, Trial, is_done, state
 
 SPEC_KEYS = ("name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides",
-             "discovery", "launcher")
+             "discovery", "launcher", "kind")
 DISCOVERY_KEYS = ("algorithms", "hparam_draws", "seeds", "overrides")
 DISCOVERY_SEEDS = ("paired", "shared")
 PLAIN_GROUPS = ("annotated", "classes", "none")
@@ -96,6 +99,7 @@ class Spec:
     discovery_overrides: dict[str, Any]
     launcher: LauncherChoice
     raw: dict[str, Any]
+    kind: str = "train"
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -142,6 +146,10 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     if discovery_seeds not in DISCOVERY_SEEDS:
         raise unknown("value of discovery.seeds", discovery_seeds, DISCOVERY_SEEDS)
     launcher = parse_launcher(raw.get("launcher", "local"), "sweep spec key 'launcher'")
+    kinds = [k for k in TRIAL_KINDS.names() if k != "discovery"]
+    kind = raw.get("kind", "train")
+    if kind not in kinds:
+        raise unknown("sweep spec kind", kind, kinds)
     return Spec(
         name=files.simple_name(raw.get("name", "sweep"), "sweep spec key 'name' (the sweep folder's name)"),
         datasets=datasets, arms=arms,
@@ -149,7 +157,7 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
         overrides=_overrides(raw.get("overrides"), "overrides"), discovery=methods,
         discovery_draws=_count(disc, "hparam_draws", "discovery."), discovery_seeds=discovery_seeds,
         discovery_overrides=_overrides(disc.get("overrides"), "discovery.overrides"),
-        launcher=launcher, raw=raw,
+        launcher=launcher, raw=raw, kind=kind,
     )
 
 
@@ -291,7 +299,7 @@ class Plan:
         return None
 
     def _trial(self, dataset: dict, arm: Arm, draw: int, seed: int, config_groups: str) -> Trial:
-        return resolve_trial("train", self.dir, dataset, arm.algorithm, arm.groups, config_groups, draw, seed,
+        return resolve_trial(self.spec.kind, self.dir, dataset, arm.algorithm, arm.groups, config_groups, draw, seed,
                              self.spec.overrides, arm.overrides, arm=arm.label)
 
     def downstream(self) -> tuple[list[Trial], list[str]]:

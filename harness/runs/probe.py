@@ -1,0 +1,209 @@
+"""Probe trials: a frozen network probed at every named layer on downstream tasks (the
+``transfer`` protocol's runs).
+
+A run config with a ``probe`` section::
+
+    probe: {tasks: [digits, {name: background_place, options: {n_train: 5000}}], init: trained,
+            layers: [], cs: [1e-4, ..., 100], knn_k: 20, max_iter: 1000, batch_size: 256}
+
+names the network by the rest of the config: ``init: trained`` trains (or resumes, or finds) the
+pretraining run the same config describes without its ``probe`` section, in its own folder
+beside the probe run, and reads its last checkpoint; ``init: random`` probes the same network
+as initialised from the config's seed, untrained. The probed network is the algorithm's
+``probe_network()``; ``layers`` (empty: all of its ``layer_names``).
+
+For each task its dataset's inputs are fitted to the network's input shape, the features of
+every layer come from one forward pass per batch (cached by network weights, layer and dataset:
+``output_dir/feature_cache``), and each layer gets a logistic-regression probe with C chosen on
+validation and a kNN (``harness.models.probes``). The run folder holds ``config.yaml``,
+``info.json``, ``predictions/<task>/<layer>.npz`` (what the transfer protocol scores),
+``cka.json`` (linear CKA between the layers, on each task's test split), ``spectrum.png``,
+``cka.png`` and ``done`` (last).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.core import config as configs
+from harness.core import files
+from harness.core.errors import HarnessError
+from harness.core.registry import TASKS, config_section, trial_kind
+from harness.data.tasks import fit_inputs, labels, task_dataset
+from harness.models.backbones import check_layer
+from harness.models.probes import DEFAULT_CS, probe_layer
+from harness.models.representation import cka_matrix, rankme
+from harness.protocols.transfer import PREDICTIONS
+from harness.runs import features
+from harness.runs.run import _claim, build_algorithm, build_dataset, pick_device, protocol_of, train
+
+INITS = ("trained", "random")
+DEFAULTS: dict[str, Any] = {"tasks": [], "init": "trained", "layers": [], "cs": list(DEFAULT_CS), "knn_k": 20,
+                            "max_iter": 1000, "batch_size": 256}
+NOT_HASHED = ("batch_size",)
+
+
+def _task_item(item: Any) -> dict[str, Any]:
+    if isinstance(item, str):
+        item = {"name": item}
+    if not (isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "options"}
+            and isinstance(item.get("options", {}), dict)):
+        raise HarnessError(f"probe.tasks: a task is a name or {{name: ..., options: {{...}}}}, got {item!r}")
+    TASKS.get(item["name"])  # an unknown task names the accepted ones
+    return {"name": item["name"], "options": dict(item.get("options", {}))}
+
+
+def hashed_part(spec: Any) -> Any:
+    """What of a ``probe`` value enters the run's config hash: not how fast features are computed."""
+    return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
+
+
+@config_section("probe", default=None, identity=hashed_part, hashed_when_default=False)
+def check_section(value: Any) -> dict[str, Any] | None:
+    """Transfer probes of the configured network on downstream tasks (null: no probe)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise HarnessError(f"probe must be a mapping like {{tasks: [digits]}}, got {value!r}")
+    for key in value:
+        if key not in DEFAULTS:
+            raise HarnessError(f"unknown probe key 'probe.{key}'; accepted: "
+                               + ", ".join(f"probe.{k}" for k in DEFAULTS))
+    spec = {**copy.deepcopy(DEFAULTS), **value}
+    if not isinstance(spec["tasks"], list) or not spec["tasks"]:
+        raise HarnessError("probe.tasks must be a non-empty list of downstream tasks (`harness list tasks`)")
+    spec["tasks"] = [_task_item(t) for t in spec["tasks"]]
+    if spec["init"] not in INITS:
+        raise HarnessError(f"probe.init must be one of {', '.join(INITS)}, got {spec['init']!r}")
+    if not isinstance(spec["layers"], list) or not all(isinstance(x, str) for x in spec["layers"]):
+        raise HarnessError(f"probe.layers must be a list of layer names ([] for all), got {spec['layers']!r}")
+    cs = spec["cs"]
+    if not isinstance(cs, list) or not cs or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
+                                                     and c > 0 for c in cs):
+        raise HarnessError(f"probe.cs must be a non-empty list of positive inverse regularisations, got {cs!r}")
+    spec["cs"] = sorted(float(c) for c in cs)
+    for key in ("knn_k", "max_iter", "batch_size"):
+        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
+            raise HarnessError(f"probe.{key} must be a positive integer, got {spec[key]!r}")
+    return spec
+
+
+def pretraining_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config of the run whose network a probe run reads: the same, without ``probe``,
+    in its own folder of the same output_dir."""
+    return {**copy.deepcopy(cfg), "probe": None, "run_dir": None}
+
+
+@trial_kind("probe", done_files=("done",))
+def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
+    """Probe the configured network (trained first if need be) at every layer on the tasks."""
+    spec = cfg.get("probe")
+    if spec is None:
+        raise HarnessError("a probe trial needs the probe section, e.g. probe.tasks=[digits]; "
+                           "see `harness list tasks`")
+    out = configs.run_dir(cfg)
+    if (out / "done").exists():
+        return out
+    pre = pretraining_config(cfg)
+    device = pick_device(cfg["device"])
+    dataset = build_dataset(pre)
+    protocol = protocol_of(pre)
+    algo = build_algorithm(pre, dataset, protocol, protocol.prepare(pre, dataset, device))
+    net = algo.probe_network()
+    layers = spec["layers"] or net.layer_names
+    for layer in layers:
+        check_layer(net, layer, "probe.layers entry")
+    tasks = {t["name"]: task_dataset(t["name"], t["options"]) for t in spec["tasks"]}
+    source = None
+    if spec["init"] == "trained":
+        source = train(pre, progress)
+        algo.load_checkpoint_state(files.load_torch(source / "checkpoint.pt")["algorithm"])
+    net = net.to(device).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    _claim(out, cfg)
+    network = {"algorithm": pre["algorithm"]["name"], "backbone": pre["backbone"], "init": spec["init"],
+               "layer_dims": net.layer_dims}
+    info: dict[str, Any] = {"hash": configs.config_hash(cfg), "protocol": "transfer", "init": spec["init"],
+                            "source": source.name if source else None, "layers": layers,
+                            "layer_dims": {k: net.layer_dims[k] for k in layers}, "tasks": {}, "features": {}}
+    cache_root = Path(cfg["output_dir"]) / "feature_cache"
+    similarity, spectra = {}, {}
+    for name, (task_data, column) in tasks.items():
+        task_data = fit_inputs(task_data, dataset.input_shape)
+        ys = labels(task_data, column)
+        paths = features.layer_features(net, task_data, layers, cache_root, network, spec["batch_size"], device)
+        info["tasks"][name] = {"dataset": TASKS.get(name).obj.dataset,
+                               "label": column, "classes": list(task_data.schema.column(column).names),
+                               "split_sizes": {s: len(x) for s, x in task_data.splits.items()}}
+        info["features"][name] = {layer: {s: str(p) for s, p in by_split.items()} for layer, by_split in paths.items()}
+        ids = {s: split.ids.numpy() for s, split in task_data.splits.items()}
+        test_features = []
+        for layer in layers:
+            feats = {s: features.read_cached(paths[layer][s], ids[s]) for s in ids}
+            target = out / PREDICTIONS / name / f"{layer}.npz"
+            if not target.exists():
+                arrays = probe_layer(feats, ys, spec["cs"], spec["knn_k"], spec["max_iter"], cfg["seed"])
+                files.save_arrays(target, **arrays, **{f"{s}.ids": ids[s] for s in ids})
+            spectra.setdefault(name, {})[layer] = files.load_arrays(target)["train.spectrum"]
+            test_features.append(feats["test"])
+        similarity[name] = {"layers": layers, "matrix": _plain(cka_matrix(test_features))}
+    files.write_json(out / "info.json", info)
+    files.write_json(out / "cka.json", similarity)
+    title = f"{cfg['algorithm']['name']} ({spec['init']}) {out.name}"
+    plot_spectra(spectra, out / "spectrum.png", title)
+    plot_cka(similarity, out / "cka.png", title)
+    files.write_text(out / "done", "done\n")
+    return out
+
+
+def _plain(matrix: np.ndarray) -> list[list[float | None]]:
+    return [[None if math.isnan(v) else float(v) for v in row] for row in matrix]
+
+
+def _figure(panels: int, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2 * panels, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, panels, squeeze=False)[0]
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def plot_spectra(spectra: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
+    """Per task, the normalised singular values of each layer's train features (log scale),
+    labelled with their RankMe (matplotlib's Agg canvas; no global backend is changed)."""
+    fig, axes = _figure(len(spectra), 3.4)
+    for ax, (task, layers) in zip(axes, spectra.items()):
+        for layer, s in layers.items():
+            if len(s) and s[0] > 0:
+                ax.semilogy(np.arange(1, len(s) + 1), s / s[0], label=f"{layer} (RankMe {rankme(s):.1f})")
+        ax.set(title=f"{task}", xlabel="index", ylabel="σ / σ₁")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def plot_cka(similarity: dict[str, dict[str, Any]], path: Path, title: str) -> None:
+    """Per task, a heatmap of linear CKA between the layers (test split)."""
+    fig, axes = _figure(len(similarity), 3.8)
+    for ax, (task, cka) in zip(axes, similarity.items()):
+        matrix = np.array([[np.nan if v is None else v for v in row] for row in cka["matrix"]])
+        image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+        ticks = range(len(cka["layers"]))
+        ax.set_xticks(ticks, cka["layers"], rotation=60, fontsize=7)
+        ax.set_yticks(ticks, cka["layers"], fontsize=7)
+        ax.set_title(task)
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

@@ -1,0 +1,74 @@
+"""The transfer boards from a sweep of probe trials: trained and random-init CNNs on
+colored_digits' tasks, entries verified from the stored probe predictions."""
+import numpy as np
+import pytest
+from harness.leaderboards import board as boards
+
+from harness.core.errors import HarnessError
+from harness.reports import collect
+from harness.sweeps import sweep
+from harness.sweeps.launchers import Local
+
+TASKS = ["digits", "digits_colour", "digits_label"]
+
+
+@pytest.fixture(scope="module")
+def probe_sweep(tmp_path_factory):
+    spec = sweep.parse_spec({
+        "name": "transfer", "datasets": ["colored_digits"], "kind": "probe", "seeds": 2,
+        "algorithms": ["erm", {"name": "erm", "overrides": {"probe.init": "random"}}],
+        "overrides": {"steps": 20, "eval_every": 20, "backbone.name": "cnn", "backbone.options.channels": [4, 8, 8],
+                      "probe.tasks": TASKS, "probe.cs": [0.1, 1.0], "probe.knn_k": 5}})
+    folder = tmp_path_factory.mktemp("sweeps") / "transfer"
+    report = sweep.run_sweep(spec, folder, Local())
+    assert report.ok and report.ran == 4, report
+    return folder
+
+
+def test_a_probe_sweep_holds_its_pretraining_runs_beside_its_probe_runs(probe_sweep):
+    done, _ = collect.run_folders(probe_sweep)
+    frame = collect.load_runs(done)
+    assert frame.groupby("protocol")["run"].nunique().to_dict() == {"transfer": 4, "worst_group": 2}
+
+
+@pytest.mark.parametrize("name, rows", [("transfer", 2 * 4), ("transfer_best", 2)])
+def test_transfer_boards_build_verify_and_render(probe_sweep, tmp_path, name, rows):
+    board = boards.load_board(name, tmp_path)
+    entries, skipped = boards.build_entries(board, probe_sweep, "test")
+    assert skipped == [] and len(entries) == rows  # (trained, random) x 4 layers, or x the best layer
+    for entry in entries:
+        assert set(entry["results"]) == set(TASKS)
+        assert boards.verify(board, entry) == []
+    trained = [e for e in entries if e["entrant"]["init"] == "trained"]
+    random = [e for e in entries if e["entrant"]["init"] == "random"]
+
+    def best(group, task):
+        return max(e["results"][task]["metrics"]["test.probe_acc"]["mean"] for e in group)
+    assert best(trained, "digits_colour") > 0.9 and best(random, "digits_colour") > 0.9
+    table = boards.render(board, entries)
+    assert "digits_colour: test linear probe acc" in table and "digits: train RankMe" in table
+    # a tampered number is caught
+    entry = entries[0]
+    entry["results"]["digits"]["metrics"]["test.probe_acc"]["mean"] += 0.01
+    assert any("test.probe_acc" in d for d in boards.verify(board, entry))
+
+
+def test_a_sweep_kind_must_be_a_registered_trial_kind():
+    with pytest.raises(HarnessError, match="unknown sweep spec kind 'probes'; accepted: probe, train"):
+        sweep.parse_spec({"datasets": ["colored_digits"], "algorithms": ["erm"], "kind": "probes"})
+
+
+def test_linear_cka_between_models_of_a_sweep(probe_sweep, tmp_path):
+    from harness.reports.similarity import model_cka, plot_model_cka
+
+    done, _ = collect.run_folders(probe_sweep)
+    runs = sorted(r for r in done if (r / "cka.json").exists())
+    labels, matrix = model_cka(runs, "digits", "output")
+    assert len(labels) == 4 and any("(random)" in label for label in labels)
+    assert np.allclose(np.diag(matrix), 1.0) and np.allclose(matrix, matrix.T)
+    assert (matrix[~np.eye(4, dtype=bool)] < 1 - 1e-6).all(), "four different networks"
+    # a run against itself: features read back from the cache are the very same
+    same = plot_model_cka([runs[0], runs[0]], "digits", "output", tmp_path / "cka.png")
+    assert np.allclose(same, 1.0) and (tmp_path / "cka.png").stat().st_size > 0
+    with pytest.raises(HarnessError, match="no test features of layer 'block9'"):
+        model_cka(runs, "digits", "block9")
