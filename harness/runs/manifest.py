@@ -12,15 +12,21 @@ MANIFEST = "manifest.json"
 
 
 def read(run_dir: Path) -> dict[str, str]:
-    """predictions file name → sha256; empty when the run has no manifest yet."""
+    """predictions file (its path under ``predictions/``) → sha256; empty when the run has no
+    manifest yet."""
     path = run_dir / MANIFEST
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 def record(run_dir: Path, manifest: dict[str, str], path: Path) -> None:
     """Add the just-written predictions file ``path`` to ``manifest`` and store it."""
-    manifest[path.name] = files.sha256(path)
+    manifest[name(run_dir, path)] = files.sha256(path)
     files.write_json(run_dir / MANIFEST, manifest)
+
+
+def name(run_dir: Path, path: Path) -> str:
+    """How the manifest names a predictions file: its path under ``predictions/``."""
+    return path.relative_to(run_dir / "predictions").as_posix()
 
 
 def problem(run_dir: Path) -> str | None:
@@ -35,7 +41,7 @@ def problem(run_dir: Path) -> str | None:
     if not isinstance(listed, dict):
         return f"{MANIFEST} is not a mapping of file names to sha256"
     folder = run_dir / "predictions"
-    present = {p.name for p in folder.glob("step_*.npz")}
+    present = {name(run_dir, p) for p in folder.rglob("*.npz")}
     altered = sorted(n for n in set(listed) & present if files.sha256(folder / n) != listed[n])
     problems = [f"{what} predictions/{', predictions/'.join(names)}" for what, names in (
         ("missing", sorted(set(listed) - present)), ("altered (sha256 differs)", altered),

@@ -33,12 +33,13 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.core.registry import TASKS, config_section, trial_kind
+from harness.core.version import code_version
 from harness.data.tasks import fit_inputs, labels, task_dataset
 from harness.models.backbones import check_layer
 from harness.models.probes import DEFAULT_CS, probe_layer
 from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
-from harness.runs import features
+from harness.runs import features, manifest
 from harness.runs.run import _claim, build_algorithm, build_dataset, pick_device, protocol_of, train
 
 INITS = ("trained", "random")
@@ -128,11 +129,12 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     _claim(out, cfg)
     network = {"algorithm": pre["algorithm"]["name"], "backbone": pre["backbone"], "init": spec["init"],
                "layer_dims": net.layer_dims}
-    info: dict[str, Any] = {"hash": configs.config_hash(cfg), "protocol": "transfer", "init": spec["init"],
-                            "source": source.name if source else None, "layers": layers,
+    info: dict[str, Any] = {"hash": configs.config_hash(cfg), "protocol": "transfer", "code_version": code_version(),
+                            "init": spec["init"], "source": source.name if source else None, "layers": layers,
                             "layer_dims": {k: net.layer_dims[k] for k in layers}, "tasks": {}, "features": {}}
     cache_root = Path(cfg["output_dir"]) / "feature_cache"
     similarity, spectra = {}, {}
+    recorded = manifest.read(out)
     for name, (task_data, column) in tasks.items():
         task_data = fit_inputs(task_data, dataset.input_shape)
         ys = labels(task_data, column)
@@ -146,9 +148,10 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         for layer in layers:
             feats = {s: features.read_cached(paths[layer][s], ids[s]) for s in ids}
             target = out / PREDICTIONS / name / f"{layer}.npz"
-            if not target.exists():
+            if manifest.name(out, target) not in recorded:  # a file not yet recorded is made again
                 arrays = probe_layer(feats, ys, spec["cs"], spec["knn_k"], spec["max_iter"], cfg["seed"])
                 files.save_arrays(target, **arrays, **{f"{s}.ids": ids[s] for s in ids})
+                manifest.record(out, recorded, target)
             spectra.setdefault(name, {})[layer] = files.load_arrays(target)["train.spectrum"]
             test_features.append(feats["test"])
         similarity[name] = {"layers": layers, "matrix": _plain(cka_matrix(test_features))}
