@@ -178,3 +178,12 @@ def test_a_malformed_entry_field_is_one_line_naming_it(small_sweep, board_dir, c
     assert main(["leaderboard", "verify", str(board_dir / "worst_group.yaml"), "--board-dir", str(board_dir)]) == 2
     err = capsys.readouterr().err
     assert message in err and "erm--annotated.json" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("algorithm", ["../../../X", "/etc/passwd", "..", "a/../../b", "x" * 300])
+def test_an_entry_file_stays_in_its_board_folder_whatever_the_entrant_says(board_dir, algorithm):
+    """Entrant values come from runs' config.yaml files (untrusted): they never steer the path."""
+    board = boards.load_board(str(board_dir / "worst_group.yaml"), board_dir)
+    path = boards.entry_path(board, {"entrant": {"algorithm": algorithm, "groups": "annotated", "arm": ""}})
+    assert path.parent == board.entries_dir and path.name.endswith(".json") and "/" not in path.name
+    assert not path.name.startswith(".") and len(path.name) < 80
