@@ -272,6 +272,18 @@ def _wilds(name, **options):
                                                   **options)
 
 
+@pytest.fixture(scope="module")
+def dsprites_root(tmp_path_factory):
+    """A tiny dSprites archive in the real format (tests/dsprites_fixtures.py)."""
+    import dsprites_fixtures
+
+    root = tmp_path_factory.mktemp("dsprites")
+    dsprites_fixtures.write_archive(root, dsprites_fixtures.random_rows(60))
+    return root
+
+
+TINY_SPRITES = {"n_train": 24, "n_val": 12, "n_test": 12, "n_shift": 12}
+
 # dataset -> how to build it here, offline and small
 DATASET_BUILDERS = {
     "colored_digits": lambda request: DATASETS.get("colored_digits").obj(),
@@ -283,6 +295,10 @@ DATASET_BUILDERS = {
     "civilcomments": lambda request: DATASETS.get("civilcomments").obj(
         root=str(request.getfixturevalue("wilds_root")), max_length=6,
         tokenizer=str(request.getfixturevalue("local_tokenizer"))),
+    "procedural_dsprites": lambda request: DATASETS.get("procedural_dsprites").obj(correlated="shape:scale",
+                                                                                  **TINY_SPRITES),
+    "dsprites": lambda request: DATASETS.get("dsprites").obj(root=str(request.getfixturevalue("dsprites_root")),
+                                                             **TINY_SPRITES),
 }
 # dataset -> why it cannot be built here (none at present)
 DATASETS_NOT_BUILT: dict[str, str] = {}
