@@ -69,6 +69,9 @@ class Protocol:
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables
     columns: tuple[str, ...] = ()        # identity columns besides algorithm and dataset
     progress: tuple[str, ...] = ()       # ``split.metric`` values shown on the progress bar
+    # A small registered dataset (name, options) its algorithms train on offline in seconds: the
+    # conformance checks build every algorithm of the protocol on it.
+    small_dataset: tuple[str, dict[str, Any]] = ("colored_digits", {})
 
     def __init__(self, name: str):
         self.name = name
