@@ -162,12 +162,19 @@ class BetaVAE(Algorithm):
         return {"mu": mu, "rec": reconstruction(self.vae.decoder(mu), x), "kl": gaussian_kl(mu, logvar)}
 
     @torch.no_grad()
+    def latent_kl(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean KL per latent over these images (large: the latent carries information)."""
+        mu, logvar = self.vae.encode(x)
+        return (0.5 * (mu ** 2 + logvar.exp() - logvar - 1)).mean(0)
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Pixel probabilities decoded from the posterior means."""
         return torch.sigmoid(self.vae.decoder(self.vae.encode(x)[0]))
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities of latent codes."""
         return torch.sigmoid(self.vae.decoder(z))
 
 

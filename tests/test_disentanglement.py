@@ -134,3 +134,37 @@ def test_bad_runs_are_refused_before_anything_is_written(tmp_path, overrides, me
     with pytest.raises(HarnessError, match=message):
         train(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_disentanglement_board_from_a_tiny_sweep_submits_verifies_and_draws_pictures(tmp_path, capsys):
+    """The shipped board (asking for one seed) on 2-step runs of both correlation settings: two
+    entries (one per training correlation), verified from the stored arrays, and a picture each."""
+    import yaml
+
+    from harness.cli import main
+    from harness.leaderboards import board as boards
+
+    definition = yaml.safe_load((boards.BOARD_DIR / "disentanglement.yaml").read_text())
+    board = tmp_path / "board" / "disentanglement.yaml"
+    board.parent.mkdir()
+    board.write_text(yaml.safe_dump({**definition, "required_seeds": 1}))
+    small = {"n_train": 24, "n_val": 8, "n_test": 24, "n_shift": 8}
+    for name, correlated in (("plain", ""), ("posxy", "posX:posY")):
+        spec = {"name": name, "datasets": [{"name": "procedural_dsprites", "options": {**small, "correlated": correlated}}],
+                "algorithms": ["beta_vae"], "groups": ["none"], "hparam_draws": 1, "seeds": 1,
+                "overrides": {"steps": 2, "eval_every": 2, "algorithm.hparams.batch_size": 8}, "launcher": "local"}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(spec))
+        assert main(["sweep", str(tmp_path / f"{name}.yaml"), "--dir", str(tmp_path / name)]) == 0
+        assert main(["leaderboard", "submit", str(board), str(tmp_path / name),
+                     "--board-dir", str(tmp_path / "board")]) == 0
+    entries = sorted((tmp_path / "board" / "entries" / "disentanglement").glob("*.json"))
+    assert [p.name for p in entries] == ["beta_vae--posX-posY.json", "beta_vae.json"]
+    assert main(["leaderboard", "verify", str(board), "--board-dir", str(tmp_path / "board")]) == 0
+    table = (tmp_path / "board" / "disentanglement.md").read_text()
+    assert "DCI disentanglement" in table and "posX:posY" in table
+    assert main(["leaderboard", "pictures", str(board), "--board-dir", str(tmp_path / "board")]) == 0
+    pictures = sorted((tmp_path / "board" / "pictures" / "disentanglement").glob("*.png"))
+    assert [p.name for p in pictures] == ["beta_vae--posX-posY--procedural_dsprites.png",
+                                          "beta_vae--procedural_dsprites.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pictures)
+    assert boards.load_board("disentanglement").selection == "val-loss"

@@ -22,6 +22,7 @@ Selection: ``val-loss`` (lowest validation negative ELBO: no factor labels) or `
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -35,6 +36,7 @@ from harness.protocols.base import Display, Protocol, Rule
 from harness.protocols.factors import dci, mig, probe_accuracy
 
 PROBE_POINTS = 5000
+TRAVERSAL = (-2.0, 2.0)  # latent values a traversal sweeps (prior standard deviations)
 FACTOR_ROLES = ("label", "factor")
 
 
@@ -111,3 +113,31 @@ class Disentanglement(Protocol):
                     out[split]["factor_acc"] = probe_accuracy(arrays["train.mu"], arrays["train.factors"],
                                                               arrays[f"{split}.mu"], arrays[f"{split}.factors"])
         return out
+
+    @torch.no_grad()
+    def pictures(self, algo: nn.Module, split: Split, path: Path, count: int = 8) -> Path:
+        """Row 1: the split's first ``count`` images; row 2: their reconstructions (decoded at the
+        posterior mean); then one row per latent, most informative first (largest mean KL over
+        those images): the first image's code with that latent swept over ``TRAVERSAL``."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        x = split.inputs(torch.arange(min(count, len(split)))).to(next(algo.parameters()).device)
+        stats = algo.evaluate(x)
+        mu, order = stats["mu"], algo.latent_kl(x).argsort(descending=True)
+        rows = [x, algo.reconstruct(x)]
+        for d in order.tolist():
+            z = mu[:1].repeat(count, 1)
+            z[:, d] = torch.linspace(*TRAVERSAL, count)
+            rows.append(algo.decode(z))
+        labels = ["input", "recon."] + [f"z{d}" for d in order.tolist()]
+        tiles = torch.stack([torch.cat(list(r.expand(-1, 3, -1, -1).cpu()), 2) for r in rows])  # (rows, 3, 64, count·64)
+        mosaic = torch.nn.functional.pad(tiles, (0, 0, 0, 2), value=0.5).permute(0, 2, 3, 1).flatten(0, 1)
+        fig = Figure(figsize=(count, len(rows)))
+        ax = fig.add_subplot()
+        ax.imshow(mosaic.numpy(), vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([(r + 0.5) * 66 for r in range(len(rows))], labels)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        FigureCanvasAgg(fig).print_png(str(path))
+        return path
