@@ -11,7 +11,7 @@ from harness.cli import main
     (["algorithm.hparms.lr=1"], "unknown config key 'algorithm.hparms'; accepted: algorithm.name, algorithm.hparams"),
     (["stepz=10"], "unknown config key 'stepz'; accepted: dataset, algorithm"),
     (["steps=ten"], "config key 'steps' must be of type int"),
-    (["algorithm.name=nope"], "unknown algorithm 'nope'; accepted: balanced_softmax, cb_loss"),
+    (["algorithm.name=nope"], "unknown algorithm 'nope'; accepted: balanced_softmax, beta_tcvae"),
     (["algorithm.hparams.etaa=1"], "unknown hyperparameter of erm (algorithm.hparams.etaa) 'etaa'; accepted: batch_size"),
     (["algorithm.name=group_dro", "algorithm.hparams.eta=high"], "'algorithm.hparams.eta' must be of type float"),
     (["dataset.options.sed=1"], "unknown option (dataset.options.sed) 'sed'; accepted: seed, test_fraction"),

@@ -4,7 +4,8 @@ time, so a new algorithm, dataset, backbone, protocol, launcher or trial kind is
 a new test; one that cannot be checked here must be listed below with the reason, or the
 ``*_is_checked_or_listed`` tests fail.
 
-Kept fast (the whole file is meant to run in well under a minute on 2 cores): colored_digits with
+Kept fast (the whole file is meant to run in well under a minute on 2 cores): each protocol's small
+dataset (`Protocol.small_dataset`; colored_digits with
 an MLP of width 16, runs of 6 steps.
 """
 from __future__ import annotations
@@ -73,12 +74,20 @@ def fitted(name: str) -> list[str]:
             if key.endswith(("_steps", "_step")) and type(hp.default) is int and hp.default >= STEPS]
 
 
+def small_dataset(name: str) -> list[str]:
+    """Overrides selecting the small dataset the algorithm's protocol declares (colored_digits for
+    worst-group; 64x64 sprites for the disentanglement VAEs)."""
+    dataset, options = get_protocol(ALGORITHMS.get(name).obj.protocol).small_dataset
+    return [f"dataset.name={dataset}", *(f"dataset.options.{k}={v}" for k, v in options.items())]
+
+
 def run_cfg(tmp_path, name: str, *extra: str) -> dict:
-    """A resolved config: colored_digits, MLP of width 16, STEPS steps, annotated groups (what
-    algorithms that need groups train on; the others ignore them)."""
+    """A resolved config: the protocol's small dataset (colored_digits with an MLP of width 16 for
+    worst-group), STEPS steps, annotated groups (what algorithms that need groups train on; the
+    others ignore them)."""
     return configs.load(None, [f"output_dir={tmp_path / 'runs'}", f"algorithm.name={name}", f"steps={STEPS}",
                                f"eval_every={CUT}", "backbone.options.width=16", "groups=annotated",
-                               "device=cpu", *fitted(name), *extra])
+                               "device=cpu", *small_dataset(name), *fitted(name), *extra])
 
 
 @pytest.mark.parametrize("name", entries(ALGORITHMS))
@@ -110,10 +119,16 @@ def test_hparam_draws_resolve_through_the_config_and_fit_their_space(name):
         assert {k: again["algorithm"]["hparams"][k] for k in scalars} == scalars
 
 
-@pytest.fixture(scope="module")
-def digits():
-    """colored_digits, built once for the in-process algorithm checks."""
-    return build_dataset(configs.load(None, []))
+_small: dict[str, object] = {}
+
+
+def small_dataset_of(name: str):
+    """The small dataset of the algorithm's protocol, built once per module for the in-process checks."""
+    overrides = small_dataset(name)
+    key = " ".join(overrides)
+    if key not in _small:
+        _small[key] = build_dataset(configs.load(None, overrides))
+    return _small[key]
 
 
 def build(cfg, dataset):
@@ -150,21 +165,22 @@ def records(protocol, algo, dataset, state):
 
 
 @pytest.mark.parametrize("name", entries(ALGORITHMS))
-def test_algorithm_updates_records_scores_and_round_trips_its_checkpoint(name, digits, tmp_path):
+def test_algorithm_updates_records_scores_and_round_trips_its_checkpoint(name, tmp_path):
     cfg = run_cfg(tmp_path, name)
-    protocol, state, algo, positions, weights = build(cfg, digits)
+    data = small_dataset_of(name)
+    protocol, state, algo, positions, weights = build(cfg, data)
     algo.train()
     before = {k: v.detach().clone() for k, v in algo.named_parameters()}
     assert before, "an algorithm trains parameters"
-    logs = algo.update(batch_at(cfg, digits, protocol, state, positions, weights, 0), 0)
+    logs = algo.update(batch_at(cfg, data, protocol, state, positions, weights, 0), 0)
     assert logs, "update returns its training logs"
     for key, value in logs.items():
         value = torch.as_tensor(value)
         assert value.numel() == 1 and torch.isfinite(value).all(), (key, value)
     assert any(not torch.equal(before[k], v) for k, v in algo.named_parameters()), "one update changes nothing"
 
-    arrays = records(protocol, algo, digits, state)
-    scores = protocol.scores(arrays, protocol.info(cfg, digits, state))
+    arrays = records(protocol, algo, data, state)
+    scores = protocol.scores(arrays, protocol.info(cfg, data, state))
     for column in protocol.reported:
         split, metric = column.split(".", 1)
         assert math.isfinite(scores[split][metric]), (column, scores[split].get(metric))
@@ -173,7 +189,7 @@ def test_algorithm_updates_records_scores_and_round_trips_its_checkpoint(name, d
             if metric in metrics:
                 assert math.isfinite(metrics[metric]), (split, metric, metrics[metric])
     if isinstance(algo, Discoverer):
-        environments = discovered(algo, digits)
+        environments = discovered(algo, data)
         assert set(environments.unique().tolist()) <= {0, 1}
         assert all(math.isfinite(v) for v in algo.discovery_stats().values())
 
@@ -181,22 +197,22 @@ def test_algorithm_updates_records_scores_and_round_trips_its_checkpoint(name, d
     # another seed, after the loop's sampling call, as a resume does
     save_torch(tmp_path / "checkpoint.pt", {"algorithm": algo.checkpoint_state()})
     fresh_cfg = {**cfg, "seed": cfg["seed"] + 1}
-    _, _, fresh, _, _ = build(fresh_cfg, digits)
+    _, _, fresh, _, _ = build(fresh_cfg, data)
     fresh.train()
-    assert not all(np.array_equal(v, records(protocol, fresh, digits, state)[k]) for k, v in arrays.items()), \
+    assert not all(np.array_equal(v, records(protocol, fresh, data, state)[k]) for k, v in arrays.items()), \
         "another seed builds the same model: the round trip below would prove nothing"
     fresh.load_checkpoint_state(load_torch(tmp_path / "checkpoint.pt")["algorithm"])
-    assert_same_arrays(records(protocol, fresh, digits, state), arrays)
+    assert_same_arrays(records(protocol, fresh, data, state), arrays)
     if isinstance(algo, Discoverer):
-        assert torch.equal(discovered(fresh, digits), environments)
+        assert torch.equal(discovered(fresh, data), environments)
     # and the next step (optimizer state, per-example state, stage) is the same in both
-    batch = batch_at(cfg, digits, protocol, state, positions, weights, 1)
+    batch = batch_at(cfg, data, protocol, state, positions, weights, 1)
     logs, fresh_logs = seeded_update(algo, batch, 1), seeded_update(fresh, batch, 1)
     assert {k: float(v) for k, v in fresh_logs.items()} == {k: float(v) for k, v in logs.items()}
     # every parameter and buffer, not only what predict reads (JTT's identification model)
     want = algo.state_dict()
     assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items()), "the next step differs"
-    assert_same_arrays(records(protocol, fresh, digits, state), records(protocol, algo, digits, state))
+    assert_same_arrays(records(protocol, fresh, data, state), records(protocol, algo, data, state))
 
 
 @torch.no_grad()
@@ -282,6 +298,18 @@ def _wilds(name, **options):
                                                   **options)
 
 
+@pytest.fixture(scope="module")
+def dsprites_root(tmp_path_factory):
+    """A tiny dSprites archive in the real format (tests/dsprites_fixtures.py)."""
+    import dsprites_fixtures
+
+    root = tmp_path_factory.mktemp("dsprites")
+    dsprites_fixtures.write_archive(root, dsprites_fixtures.random_rows(60))
+    return root
+
+
+TINY_SPRITES = {"n_train": 24, "n_val": 12, "n_test": 12, "n_shift": 12}
+
 # dataset -> how to build it here, offline and small
 DATASET_BUILDERS = {
     "colored_digits": lambda request: DATASETS.get("colored_digits").obj(),
@@ -293,6 +321,10 @@ DATASET_BUILDERS = {
     "civilcomments": lambda request: DATASETS.get("civilcomments").obj(
         root=str(request.getfixturevalue("wilds_root")), max_length=6,
         tokenizer=str(request.getfixturevalue("local_tokenizer"))),
+    "procedural_dsprites": lambda request: DATASETS.get("procedural_dsprites").obj(correlated="shape:scale",
+                                                                                  **TINY_SPRITES),
+    "dsprites": lambda request: DATASETS.get("dsprites").obj(root=str(request.getfixturevalue("dsprites_root")),
+                                                             **TINY_SPRITES),
 }
 # dataset -> why it cannot be built here (none at present)
 DATASETS_NOT_BUILT: dict[str, str] = {}

@@ -47,7 +47,7 @@ def write_spec(tmp_path, **changes):
 
 @pytest.mark.parametrize("change, message", [
     ({"algoritms": ["erm"]}, "unknown sweep spec key 'algoritms'; accepted: name, datasets, algorithms"),
-    ({"algorithms": ["nope"]}, "unknown algorithm 'nope'; accepted: balanced_softmax, cb_loss"),
+    ({"algorithms": ["nope"]}, "unknown algorithm 'nope'; accepted: balanced_softmax, beta_tcvae"),
     ({"groups": ["sometimes"]}, "unknown group source 'sometimes'; accepted: annotated, classes, none, inferred:"),
     ({"groups": ["inferred:xrm"]}, "names no method of discovery.algorithms; accepted: inferred:<path"),
     ({"launcher": "threads:2"}, "unknown launcher 'threads'; accepted: local, processes, slurm"),

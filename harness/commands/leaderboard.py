@@ -22,6 +22,8 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard verify worst_group --board-dir myboard
   harness leaderboard render worst_group                       # print the shipped table
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
+  harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
+                                                  # its protocol, into myboard/pictures/<board>/
 
 Nothing is written into the shipped board unless its folder is named with --board-dir (the
 project's maintainers do so, from a checkout: --board-dir leaderboards). verify exits 2 and lists
@@ -35,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
                        ("verify", "recompute entries from their runs' stored predictions"),
-                       ("render", "the markdown table from the entries (printed, or written into --board-dir)")):
+                       ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
+                       ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG")):
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
@@ -43,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
                             + ("" if name == "submit" else " (default: the shipped one)"))
-        if name == "verify":
+        if name in ("verify", "pictures"):
             a.add_argument("--runs", metavar="DIR", help="folder holding the listed runs (default: each entry's sweep)")
     p.set_defaults(func=run)
 
@@ -65,6 +68,13 @@ def run(args: argparse.Namespace) -> int:
             raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
                                + "\n  ".join(failures))
         print(f"{len(entries)} entries verified: every number recomputed from stored predictions")
+        return 0
+    if args.action == "pictures":
+        paths = pictures(board, args.runs)
+        if not paths:
+            raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
+        for path in paths:
+            print(f"picture: {path}")
         return 0
     if args.board_dir is None:
         print(boards.render(board, boards.load_entries(board)), end="")
@@ -88,3 +98,17 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
 def write_table(board: boards.Board) -> Path:
     files.write_text(board.table_path, boards.render(board, boards.load_entries(board)))
     return board.table_path
+
+
+def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
+    """For each entry and dataset, its first chosen run drawn by the board's protocol, into
+    ``<board folder>/pictures/<board>/<entry>--<dataset>.png``."""
+    from harness.reports.pictures import run_pictures
+
+    out = []
+    for entry in boards.load_entries(board):
+        where = Path(runs_dir or entry["provenance"]["sweep"])
+        for dataset, result in entry["results"].items():
+            name = f"{boards.entry_path(board, entry).stem}--{dataset}.png"
+            out.append(run_pictures(where / result["runs"][0]["hash"], board.dir / "pictures" / board.name / name))
+    return out

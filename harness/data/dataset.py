@@ -132,7 +132,8 @@ class Grouper:
 @dataclass
 class Split:
     """One split. ``x`` is a tensor held in memory (served from the device by index) or any
-    map-style dataset returning one input tensor per index (read from disk); ``metadata`` is an
+    map-style dataset returning one input tensor per index (read from disk or drawn on demand; one
+    with ``__getitems__(positions)`` returns a whole batch as a tensor); ``metadata`` is an
     int64 table with one column per column of ``schema``."""
 
     x: torch.Tensor | torch.utils.data.Dataset
@@ -185,7 +186,10 @@ class Split:
         """The inputs at these positions (a tensor on the split's device)."""
         if self.in_memory:
             return self.x[index]
-        return torch.stack([self.x[int(i)] for i in index.tolist()])
+        positions = index.tolist()
+        if hasattr(self.x, "__getitems__"):  # torch's batched-read hook: one call per batch
+            return self.x.__getitems__(positions)
+        return torch.stack([self.x[i] for i in positions])
 
     def to(self, device: torch.device | str) -> "Split":
         x = self.x.to(device) if self.in_memory else self.x

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.core.errors import unknown
+from harness.core.errors import HarnessError, unknown
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split
 
@@ -76,6 +76,9 @@ class Protocol:
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables
     columns: tuple[str, ...] = ()        # identity columns besides algorithm and dataset
     progress: tuple[str, ...] = ()       # ``split.metric`` values shown on the progress bar
+    # A small registered dataset (name, options) its algorithms train on offline in seconds: the
+    # conformance checks build every algorithm of the protocol on it.
+    small_dataset: tuple[str, dict[str, Any]] = ("colored_digits", {})
 
     def __init__(self, name: str):
         self.name = name
@@ -118,6 +121,10 @@ class Protocol:
     def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Metrics per split from the stored arrays (keys ``<split>.<array>``) and the run's info."""
         raise NotImplementedError
+
+    def pictures(self, algo: nn.Module, split: Split, path: Path) -> Path:
+        """Draw what a trained model does on a split (reconstructions, traversals) into a PNG."""
+        raise HarnessError(f"protocol {self.name} draws no pictures")
 
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         """Values of ``columns`` for a run, from its config (and folder)."""
