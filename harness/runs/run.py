@@ -34,7 +34,7 @@ from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
-from harness.models.backbones import backbone_factory
+from harness.models.backbones import backbone_factory, parameter_count
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
 from harness.protocols.selection import select
@@ -77,6 +77,15 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, protocol: Protoc
     return protocol.build(entry.obj, factory, cfg, dataset, state)
 
 
+def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> dict[str, int]:
+    """Parameter counts: the configured backbone's (one of it; twin methods build several) and
+    everything the algorithm trains."""
+    name = cfg["backbone"]["name"]
+    backbone = parameter_count(dataset.default_backbone if name == "auto" else name, dataset.input_shape,
+                               cfg["backbone"]["options"])
+    return {"backbone": backbone, "algorithm": sum(p.numel() for p in algo.parameters())}
+
+
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
     """The protocol the run's algorithm is written for."""
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
@@ -103,7 +112,8 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
-            "dataset_info": dataset.info, "code_version": code_version()}
+            "dataset_info": dataset.info, "code_version": code_version(),
+            "parameters": parameters(cfg, dataset, algo)}
     files.write_json(out / "info.json", info)
     Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
