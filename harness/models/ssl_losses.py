@@ -73,7 +73,7 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, singl
     logits = anchors @ candidates.T / temperature
     self_idx = torch.cat([own, own + n])
     pos_idx = torch.cat([own + n, own])
-    logits = logits.masked_fill(F.one_hot(self_idx, 2 * n).bool(), float("-inf"))
+    logits[torch.arange(2 * b, device=z1.device), self_idx] = float("-inf")  # not its own candidate
     return F.cross_entropy(logits, pos_idx)
 
 
