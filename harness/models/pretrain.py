@@ -113,6 +113,7 @@ class Pretrainer(Algorithm):
     views per example, an objective on them (``objective``) and the online probe."""
 
     protocol = "pretraining"
+    data_parallel = True
     uses_projector = True
     hparams = {**Algorithm.hparams, **VIEW_HPARAMS, **PROJECTOR_HPARAMS}
 
