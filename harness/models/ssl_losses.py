@@ -57,19 +57,22 @@ def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2, singl
     divided by ``temperature``; the mean over anchors. ``single_negative``: the candidates are
     the positive and ONE negative, the other view of the next example of the global batch
     (cyclically) — the one-negative variant that still learns (Bordes et al.)."""
-    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     b = len(z1)
-    g1, g2 = _global(z1, gather), _global(z2, gather)
-    n = len(g1)
+    anchors = F.normalize(torch.cat([z1, z2]), dim=1)  # 2b: this rank's first views, then its second
+    if gather is None:
+        candidates, n = anchors, b
+    else:  # one collective; rows reordered to every rank's first views, then every rank's second
+        d = anchors.shape[1]
+        candidates = gather(anchors).view(-1, 2, b, d).transpose(0, 1).reshape(-1, d)
+        n = len(candidates) // 2
     own = torch.arange(b, device=z1.device) + rank * b  # global positions of the local examples
-    anchors = torch.cat([z1, z2])
+    g1, g2 = candidates[:n], candidates[n:]
     if single_negative:
         nxt = (own + 1) % n
         pos = (anchors * torch.cat([g2[own], g1[own]])).sum(1)
         neg = (anchors * torch.cat([g2[nxt], g1[nxt]])).sum(1)
         logits = torch.stack([pos, neg], 1) / temperature
         return F.cross_entropy(logits, torch.zeros(2 * b, dtype=torch.long, device=z1.device))
-    candidates = torch.cat([g1, g2])  # 2N
     logits = anchors @ candidates.T / temperature
     self_idx = torch.cat([own, own + n])
     pos_idx = torch.cat([own + n, own])
