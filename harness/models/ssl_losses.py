@@ -17,6 +17,7 @@ Without ``gather`` (one process) each is the plain single-batch loss.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -34,7 +35,9 @@ def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
         return t
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(t), 0)
+    with warnings.catch_warnings():  # deprecated in torch 2.14 for a private replacement; still exact
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(t), 0)
 
 
 def distributed() -> tuple[Gather | None, int]:
