@@ -6,3 +6,5 @@ from harness.models.algorithm import Algorithm
 @ALGORITHMS.register("erm")
 class ERM(Algorithm):
     """Empirical risk minimisation: average cross-entropy over uniformly drawn examples."""
+
+    data_parallel = True

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from harness.datasets.dsprites import SIZES
 from sklearn.ensemble import GradientBoostingClassifier
 
 from harness.core.files import load_arrays
-from harness.datasets.dsprites import SIZES
 from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, dci_from_importances
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from harness.algorithms.vae import BetaTCVAE, BetaVAE, hfs_penalty
+
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.protocols.factors import dci, dci_from_importances, mig, probe_accuracy
@@ -140,9 +140,9 @@ def test_the_disentanglement_board_from_a_tiny_sweep_submits_verifies_and_draws_
     """The shipped board (asking for one seed) on 2-step runs of both correlation settings: two
     entries (one per training correlation), verified from the stored arrays, and a picture each."""
     import yaml
+    from harness.leaderboards import board as boards
 
     from harness.cli import main
-    from harness.leaderboards import board as boards
 
     definition = yaml.safe_load((boards.BOARD_DIR / "disentanglement.yaml").read_text())
     board = tmp_path / "board" / "disentanglement.yaml"

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from harness.core.errors import HarnessError
 from dsprites_fixtures import random_rows, write_archive
 from harness.datasets.dsprites import ARCHIVE, COLOURS, FACTORS, SIZES, dsprites, procedural_dsprites, render
+
+from harness.core.errors import HarnessError
 
 POOL = int(np.prod(SIZES))
 

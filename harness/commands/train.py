@@ -7,6 +7,7 @@ from tabulate import tabulate
 
 from harness.core import config as configs
 from harness.core.files import read_jsonl
+from harness.runs import distributed
 from harness.runs.run import protocol_of, summarize, train
 
 HELP = """\
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         print(configs.dump(cfg), end="")
         return 0
     out = train(cfg, progress=False if args.no_progress else None)
+    if distributed.rank_and_world()[0] > 0:
+        return 0  # a data-parallel run (torchrun): rank 0 reports
     protocol = protocol_of(cfg)
     summary = summarize(protocol, read_jsonl(out / "results.jsonl"))
     shown = [m.split(".", 1)[1] for m in protocol.reported if m.startswith("test.")]

@@ -37,6 +37,10 @@ class Algorithm(nn.Module):
 
     protocol = "worst_group"  # the protocol (harness.protocols) that trains and scores it
     needs_groups = False
+    # True for methods whose every parameter update goes through ``step`` (so a data-parallel run
+    # can average gradients there) and whose loss is a mean over the batch's examples (or gathers
+    # across ranks what is not): only those run on several ranks (harness.runs.distributed)
+    data_parallel = False
     hparams: dict[str, Hparam] = {
         "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate", low=0, low_open=True),
         "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)", low=0),
@@ -54,6 +58,7 @@ class Algorithm(nn.Module):
         self.train_size = train_size
         self.build(backbone)
         self.amp = False
+        self.grad_sync: Callable[[Any], None] | None = None  # set by a data-parallel run
         self.optimizer = self.make_optimizer(self.parameters())
 
     @classmethod
@@ -98,6 +103,8 @@ class Algorithm(nn.Module):
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_sync is not None:
+            self.grad_sync(self.parameters())
         self.optimizer.step()
 
     def update(self, batch: Batch, step: int) -> dict[str, float]:

@@ -113,12 +113,19 @@ def mlp(input_shape: tuple[int, ...], width: int = 390, depth: int = 2, dropout:
     return Backbone(nn.Flatten(), *blocks, n_outputs=n_outputs, hidden=hidden)
 
 
+LAST_WIDTH_HELP = ("output width D of the last block (Expand or Narrow; 0: unchanged); "
+                   "everything before it is unchanged")
+
+
 @BACKBONES.register("cnn", hparams={
     "channels": Hparam((16, 32, 32, 32), fixed((16, 32, 32, 32)), "channels of each conv block", low=1),
+    "last_width": Hparam(0, fixed(0), LAST_WIDTH_HELP, low=0),
 })
-def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 32)) -> Backbone:
+def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 32), last_width: int = 0) -> Backbone:
     """Small CNN for small images: 3x3 conv + BatchNorm + ReLU blocks, global average pool.
     Layers: block1 .. block<n> (pooled), output (the pool of the last block)."""
+    if last_width:
+        channels = (*channels[:-1], last_width)
     blocks: list[nn.Module] = []
     fan_in = input_shape[0]
     for i, out in enumerate(channels):
@@ -201,18 +208,76 @@ def _with_layers(cls: type) -> type:
 
 @BACKBONES.register("timm", argument=("model", str), hparams={
     "pretrained": Hparam(False, fixed(False), "load timm's pretrained weights (from its local cache)"),
+    "last_width": Hparam(0, fixed(0), LAST_WIDTH_HELP + " (ResNet family only)", low=0),
 })
 def timm_backbone(input_shape: tuple[int, ...], model: str = "resnet18", pretrained: bool = False,
-                  **kwargs: Any) -> nn.Module:
+                  last_width: int = 0, **kwargs: Any) -> nn.Module:
     """Any timm model by name, written ``timm:<name>``, without its classifier."""
     import timm
 
     if model not in timm.list_models() and model not in timm.list_models(pretrained=True):
         raise HarnessError(f"unknown timm model {model!r}; see timm.list_models() for the accepted names")
     net = timm.create_model(model, pretrained=pretrained, num_classes=0, in_chans=input_shape[0], **kwargs)
+    if last_width:
+        _resnet_last_width(net, model, last_width)
     net.__class__ = _with_layers(type(net))
     net.n_outputs = net.num_features
     return net
+
+
+def _conv_like(conv: nn.Conv2d, out_channels: int) -> nn.Conv2d:
+    new = nn.Conv2d(conv.in_channels, out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, bias=conv.bias is not None)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")  # timm's ResNet init
+    return new
+
+
+def _norm_like(norm: nn.Module, width: int) -> nn.Module:
+    new = type(norm)(width)
+    if getattr(norm, "weight", None) is not None and not norm.weight.detach().any():
+        nn.init.zeros_(new.weight)  # timm's zero_init_last
+    return new
+
+
+def _resnet_last_width(net: nn.Module, model: str, width: int) -> None:
+    """Set the output width of the last block of a timm ResNet-family model to ``width``: its
+    last conv and norm (and the shortcut: a 1x1 conv + norm projection where the widths
+    differ; an existing projection's last conv and norm are resized). Everything else is unchanged."""
+    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+
+    if not isinstance(net, ResNet):
+        raise HarnessError(f"backbone option last_width: timm model {model!r} is not of the ResNet family "
+                           "(timm.models.resnet.ResNet); accepted: resnet18, resnet50, resnext, wide_resnet, ...")
+    block = net.layer4[-1]
+    if getattr(block, "se", None) is not None:
+        raise HarnessError(f"backbone option last_width: {model!r} has attention in its last block, not supported")
+    conv, norm = ("conv3", "bn3") if isinstance(block, Bottleneck) else ("conv2", "bn2")
+    assert isinstance(block, (BasicBlock, Bottleneck))
+    old = getattr(block, conv)
+    setattr(block, conv, _conv_like(old, width))
+    setattr(block, norm, _norm_like(getattr(block, norm), width))
+    if block.downsample is not None:
+        mods = list(block.downsample.named_children())
+        last_conv = [n for n, m in mods if isinstance(m, nn.Conv2d)][-1]
+        last_norm = [n for n, m in mods if not isinstance(m, (nn.Conv2d, nn.Identity)) and hasattr(m, "num_features")][-1]
+        setattr(block.downsample, last_conv, _conv_like(getattr(block.downsample, last_conv), width))
+        setattr(block.downsample, last_norm, type(getattr(block.downsample, last_norm))(width))
+    else:
+        fan_in = block.conv1.in_channels
+        if fan_in != width:
+            block.downsample = nn.Sequential(_conv_like(nn.Conv2d(fan_in, width, 1, bias=False), width),
+                                             type(getattr(block, "bn1"))(width))
+    net.num_features = width
+    if hasattr(net, "head_hidden_size"):
+        net.head_hidden_size = width
+    net.feature_info[-1] = {**net.feature_info[-1], "num_chs": width}
+
+
+def parameter_count(name: str, input_shape: tuple[int, ...], options: dict[str, Any]) -> int:
+    """Parameters of the backbone ``name`` with ``options`` on inputs of ``input_shape``; built
+    with the RNG state restored afterwards, so counting changes no run."""
+    with torch.random.fork_rng(devices=[]):
+        return sum(p.numel() for p in backbone_factory(name, input_shape, options)().parameters())
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ The run folder holds:
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import shutil
@@ -34,11 +35,11 @@ from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
-from harness.models.backbones import backbone_factory
+from harness.models.backbones import backbone_factory, parameter_count
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
 from harness.protocols.selection import select
-from harness.runs import manifest
+from harness.runs import distributed, manifest
 
 
 def pick_device(name: str) -> torch.device:
@@ -77,6 +78,15 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, protocol: Protoc
     return protocol.build(entry.obj, factory, cfg, dataset, state)
 
 
+def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> dict[str, int]:
+    """Parameter counts: the configured backbone's (one of it; twin methods build several) and
+    everything the algorithm trains."""
+    name = cfg["backbone"]["name"]
+    backbone = parameter_count(dataset.default_backbone if name == "auto" else name, dataset.input_shape,
+                               cfg["backbone"]["options"])
+    return {"backbone": backbone, "algorithm": sum(p.numel() for p in algo.parameters())}
+
+
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
     """The protocol the run's algorithm is written for."""
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
@@ -90,6 +100,10 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         return out
     seed_everything(cfg["seed"])
     device = pick_device(cfg["device"])
+    if distributed.init_from_env(device) and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    rank, world = distributed.rank_and_world()
     if device.type == "cpu":
         # Adam's moments of parameters whose gradients vanish (dead ReLUs) decay geometrically
         # into subnormal floats, which x86 CPUs handle slowly: an XRM run measured 4.6x slower
@@ -100,13 +114,30 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     state = protocol.prepare(cfg, dataset, device)
     algo = build_algorithm(cfg, dataset, protocol, state).to(device)
     algo.amp = bool(cfg["amp"])
-    _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
+    if world > 1:
+        _check_data_parallel(cfg, algo, world)
+        algo.grad_sync = distributed.average_gradients
+        seed_everything(cfg["seed"] * 1000 + rank)  # same initial weights (built above), own draws per rank
+    if rank == 0:
+        _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
-            "dataset_info": dataset.info, "code_version": code_version()}
-    files.write_json(out / "info.json", info)
+            "dataset_info": dataset.info, "code_version": code_version(),
+            "parameters": parameters(cfg, dataset, algo)}
+    if rank == 0:
+        files.write_json(out / "info.json", info)
+    distributed.barrier()
     Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
     return out
+
+
+def _check_data_parallel(cfg: dict[str, Any], algo: Algorithm, world: int) -> None:
+    name, batch_size = cfg["algorithm"]["name"], cfg["algorithm"]["hparams"]["batch_size"]
+    if not algo.data_parallel:
+        raise HarnessError(f"algorithm {name!r} does not run data-parallel (WORLD_SIZE={world}); "
+                           "run it in one process")
+    if batch_size % world:
+        raise HarnessError(f"batch_size {batch_size} (the global batch) is not divisible by WORLD_SIZE={world}")
 
 
 def _claim(out: Path, cfg: dict[str, Any]) -> None:
@@ -135,6 +166,7 @@ class Run:
         self.checkpoint_path = out / "checkpoint.pt"
         self.results_path = out / "results.jsonl"
         self.manifest: dict[str, str] = {}
+        self.rank, self.world = distributed.rank_and_world()
 
     def fit(self, progress: bool | None) -> None:
         cfg, algo = self.cfg, self.algo
@@ -142,27 +174,39 @@ class Run:
         start, rows = self._resume()
         train = self.splits["train"]
         show = sys.stderr.isatty() if progress is None else progress
-        bar = tqdm(total=steps, initial=start, disable=not show, desc=self.out.name, unit="step", leave=False)
+        bar = tqdm(total=steps, initial=start, disable=not show or self.rank > 0, desc=self.out.name, unit="step",
+                   leave=False)
         sums: dict[str, torch.Tensor] = {}
         count, clock = 0, time.perf_counter()
         algo.train()
         for step in range(start, steps):
             pos = self.positions[batch_indices(len(self.positions), batch_size, step, seed, self.weights)
                                  .to(self.device)]
+            if self.world > 1:
+                pos = pos.tensor_split(self.world)[self.rank]  # this rank's slice of the global batch
             for key, value in algo.update(self.protocol.batch(train, pos, self.state), step).items():
                 sums[key] = sums.get(key, 0.0) + value
             count += 1
             bar.update(1)
             if (step + 1) % cfg["eval_every"] == 0 or step + 1 == steps:
                 train_seconds = time.perf_counter() - clock
-                row = self._evaluate(step + 1, {k: float(v) / count for k, v in sums.items()}, train_seconds)
-                rows.append(row)
-                self._save(step + 1, rows)
-                bar.set_postfix({key: _fmt(row["metrics"].get(key.split(".")[0], {}).get(key.split(".")[1]))
-                                 for key in self.protocol.progress})
+                logs = {k: float(v) / count for k, v in sums.items()}
+                rngs = None
+                if self.world > 1:
+                    logs = distributed.mean_over_ranks(logs)
+                    rngs = distributed.gather_objects(_rng_state())
+                if self.rank == 0:
+                    row = self._evaluate(step + 1, logs, train_seconds)
+                    rows.append(row)
+                    self._save(step + 1, rows, rngs)
+                    bar.set_postfix({key: _fmt(row["metrics"].get(key.split(".")[0], {}).get(key.split(".")[1]))
+                                     for key in self.protocol.progress})
+                distributed.barrier()
                 sums, count, clock = {}, 0, time.perf_counter()
         bar.close()
-        files.write_text(self.out / "done", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        if self.rank == 0:
+            files.write_text(self.out / "done", time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+        distributed.barrier()
 
     def _resume(self) -> tuple[int, list[dict]]:
         """Restore the last checkpoint; drop result rows written after it (a kill may land
@@ -170,16 +214,22 @@ class Run:
         that filled up, a copy cut short) restarts the run from step 0, with a warning."""
         state = read_checkpoint(self.checkpoint_path)
         if state is None:
+            if self.rank > 0:
+                return 0, []
             shutil.rmtree(self.out / "predictions", ignore_errors=True)
             (self.out / manifest.MANIFEST).unlink(missing_ok=True)
             files.write_jsonl(self.results_path, [])
             return 0, []
         self.algo.load_checkpoint_state(state["algorithm"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if torch.cuda.is_available() and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        np.random.set_state(_np_state(state["rng"]["numpy"]))
-        random.setstate(_py_state(state["rng"]["python"]))
+        ranks = state.get("rng_ranks") or []
+        rng = ranks[self.rank] if len(ranks) == self.world else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if torch.cuda.is_available() and rng.get("cuda"):
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(_np_state(rng["numpy"]))
+        random.setstate(_py_state(rng["python"]))
+        if self.rank > 0:
+            return state["step"], []
         rows = [r for r in files.read_jsonl(self.results_path) if r["step"] <= state["step"]]
         files.write_jsonl(self.results_path, rows)
         self.manifest = {name: digest for name, digest in manifest.read(self.out).items()
@@ -202,15 +252,22 @@ class Run:
         return {"step": step, "train_logs": train_logs, "train_seconds": train_seconds,
                 "metrics": self.protocol.scores(arrays, self.info)}
 
-    def _save(self, step: int, rows: list[dict]) -> None:
-        """Results first, then the checkpoint: a kill in between is repaired by ``_resume``."""
+    def _save(self, step: int, rows: list[dict], rngs: list[dict] | None = None) -> None:
+        """Results first, then the checkpoint: a kill in between is repaired by ``_resume``.
+        ``rngs``: every rank's RNG state in a data-parallel run."""
         with open(self.results_path, "a") as fh:
             fh.write(json.dumps(rows[-1], sort_keys=True) + "\n")
-        rng = {"torch": torch.get_rng_state(), "numpy": _np_plain(np.random.get_state()),
-               "python": _py_plain(random.getstate()),
-               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-        files.save_torch(self.checkpoint_path, {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": rng})
+        state = {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": _rng_state()}
+        if rngs:
+            state["rng_ranks"] = rngs
+        files.save_torch(self.checkpoint_path, state)
         files.write_json(self.out / "summary.json", summarize(self.protocol, rows))
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": _np_plain(np.random.get_state()),
+            "python": _py_plain(random.getstate()),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _check_finite(step: int, train_logs: dict[str, float], arrays: dict[str, np.ndarray]) -> None:
