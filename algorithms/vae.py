@@ -25,12 +25,14 @@ from torch import nn
 
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, Hparam, choice, log_uniform
-from harness.models.algorithm import Algorithm
+from harness.models.algorithm import OPTIMIZERS, Algorithm
 
 IMAGE = 64
 HFS_HPARAMS = {
-    "gamma": Hparam(100.0, choice(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), "weight of the HFS term (reference grid)"),
-    "hfs_pairs": Hparam(25, choice(25), "latent pairs drawn per step for the HFS term (the reference: 25 of 45)"),
+    "gamma": Hparam(100.0, choice(0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0), "weight of the HFS term (reference grid)",
+                    low=0),
+    "hfs_pairs": Hparam(25, choice(25), "latent pairs drawn per step for the HFS term (the reference: 25 of 45)",
+                        low=1),
 }
 
 
@@ -104,12 +106,13 @@ class BetaVAE(Algorithm):
 
     protocol = "disentanglement"
     hparams = {
-        "lr": Hparam(1e-4, log_uniform(1e-4, 1e-3), "Adam learning rate (the reference: 1e-4)"),
-        "weight_decay": Hparam(0.0, choice(0.0), "L2 penalty"),
-        "batch_size": Hparam(64, choice(64), "examples per step (the reference: 64)"),
-        "optimizer": Hparam("adam", choice("adam"), "adam | adamw | sgd (momentum 0.9)"),
-        "beta": Hparam(4.0, choice(1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 16.0), "weight of the KL term (reference grid)"),
-        "latents": Hparam(10, choice(10), "latent dimensions"),
+        "lr": Hparam(1e-4, log_uniform(1e-4, 1e-3), "Adam learning rate (the reference: 1e-4)", low=0, low_open=True),
+        "weight_decay": Hparam(0.0, choice(0.0), "L2 penalty", low=0),
+        "batch_size": Hparam(64, choice(64), "examples per step (the reference: 64)", low=1),
+        "optimizer": Hparam("adam", choice("adam"), "adam | adamw | sgd (momentum 0.9)", choices=OPTIMIZERS),
+        "beta": Hparam(4.0, choice(1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 16.0), "weight of the KL term (reference grid)",
+                       low=0),
+        "latents": Hparam(10, choice(10), "latent dimensions", low=1),
     }
 
     def __init__(self, input_shape: tuple[int, ...], hparams: dict[str, Any], train_size: int):
@@ -190,7 +193,7 @@ class BetaTCVAE(BetaVAE):
     """β-TCVAE: reconstruction + MI + β·total correlation + dimension-wise KL (minibatch-stratified)."""
 
     hparams = {"beta": Hparam(6.0, choice(1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 16.0),
-                              "weight of the total correlation (reference grid)")}
+                              "weight of the total correlation (reference grid)", low=0)}
 
     def log_weights(self, batch: int, device: torch.device) -> torch.Tensor:
         """log w_ij of minibatch-stratified sampling (row i: sample i; column j: posterior j)."""
