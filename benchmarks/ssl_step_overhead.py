@@ -12,11 +12,9 @@ one process; medians compared. The harness side is timed from its per-evaluation
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import tempfile
 import time
 
+import side_by_side
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,25 +71,5 @@ def harness_loop(steps: int, batch_size: int, folder: str) -> float:
     return steps * batch_size / sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    ours, theirs = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        harness_loop(30, args.batch_size, f"{tmp}/warmup")
-        for r in range(args.rounds):
-            theirs.append(hand_written(args.steps, args.batch_size))
-            ours.append(harness_loop(args.steps, args.batch_size, f"{tmp}/round{r}"))
-            print(f"round {r}: harness {ours[-1]:,.0f} ex/s, hand-written {theirs[-1]:,.0f} ex/s")
-    a, b = statistics.median(ours), statistics.median(theirs)
-    print(f"median: harness {a:,.0f} ex/s, hand-written {b:,.0f} ex/s")
-    print(f"ratio: {a / b:.3f}")
-
-
 if __name__ == "__main__":
-    main()
+    side_by_side.main(__doc__, harness_loop, hand_written, steps=600, batch_size=256, warmup=30)

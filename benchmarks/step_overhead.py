@@ -9,11 +9,9 @@ hand-written loop does none). Last line: ``ratio: <harness examples/s over hand-
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import tempfile
 import time
 
+import side_by_side
 import torch
 import torch.nn.functional as F
 
@@ -52,25 +50,5 @@ def harness_loop(steps: int, batch_size: int, folder: str) -> float:
     return steps * batch_size / seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    ours, theirs = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        harness_loop(50, args.batch_size, f"{tmp}/warmup")
-        for r in range(args.rounds):
-            theirs.append(hand_written(args.steps, args.batch_size))
-            ours.append(harness_loop(args.steps, args.batch_size, f"{tmp}/round{r}"))
-            print(f"round {r}: harness {ours[-1]:,.0f} ex/s, hand-written {theirs[-1]:,.0f} ex/s")
-    a, b = statistics.median(ours), statistics.median(theirs)
-    print(f"median: harness {a:,.0f} ex/s, hand-written {b:,.0f} ex/s")
-    print(f"ratio: {a / b:.3f}")
-
-
 if __name__ == "__main__":
-    main()
+    side_by_side.main(__doc__, harness_loop, hand_written, steps=1500, batch_size=128, warmup=50)

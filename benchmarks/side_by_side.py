@@ -1,0 +1,33 @@
+"""The driver the loop-overhead benchmarks share: the harness and a hand-written loop, alternated
+over several rounds in one process, medians compared; the last line is ``ratio: <ours / theirs>``."""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from typing import Callable
+
+import torch
+
+
+def main(description: str, harness_loop: Callable[[int, int, str], float], hand_written: Callable[[int, int], float],
+         steps: int, batch_size: int, warmup: int) -> None:
+    """``harness_loop(steps, batch size, folder)`` and ``hand_written(steps, batch size)`` each
+    return examples per second."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    ours, theirs = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        harness_loop(warmup, args.batch_size, f"{tmp}/warmup")
+        for r in range(args.rounds):
+            theirs.append(hand_written(args.steps, args.batch_size))
+            ours.append(harness_loop(args.steps, args.batch_size, f"{tmp}/round{r}"))
+            print(f"round {r}: harness {ours[-1]:,.0f} ex/s, hand-written {theirs[-1]:,.0f} ex/s")
+    a, b = statistics.median(ours), statistics.median(theirs)
+    print(f"median: harness {a:,.0f} ex/s, hand-written {b:,.0f} ex/s")
+    print(f"ratio: {a / b:.3f}")
