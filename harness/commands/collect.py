@@ -7,7 +7,6 @@ from pathlib import Path
 
 from harness.core import files
 from harness.core.errors import HarnessError, unknown
-from harness.core.registry import PROTOCOLS
 from harness.protocols.base import protocol
 from harness.reports import collect
 from harness.reports.tables import FORMATS, summary_tables
@@ -27,24 +26,13 @@ Selection, per algorithm × dataset × the protocol's own columns (worst-group: 
 arm): in every run, the checkpoint the rule prefers (earliest on ties); then the hparam draw
 whose selected checkpoints have the best mean over seeds. Reported: test metrics at those
 checkpoints, mean ± standard error over seeds and a 95% percentile-bootstrap interval of the mean.
-Runs of several protocols give one set of tables per protocol.
-
-Rules and metrics per protocol (`harness list protocols` lists the protocols):"""
-
-
-def describe() -> str:
-    lines = []
-    for entry in PROTOCOLS.entries():
-        scorer = protocol(entry.name)
-        lines.append(f"  {entry.name}: rules " + "; ".join(
-            f"{r.name} ({'max' if r.higher_is_better else 'min'} {r.column}: {r.needs})" for r in scorer.rules))
-        lines.append(f"  {' ' * len(entry.name)}  metrics per split: {', '.join(scorer.metrics)}")
-    return "\n".join(lines)
+Runs of several protocols give one set of tables per protocol. Each protocol's rules (worst-group:
+oracle, val-wga, val-wga-inferred, val-worst-class, val-avg) and metrics: `harness list protocols`."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("collect", help="tables from a sweep, recomputed from stored predictions",
-                       description=HELP + "\n" + describe(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder or any folder of run folders")
     p.add_argument("--rule", action="append", metavar="RULE", help="selection rule (repeatable; default: all of "
                    "the protocol's)")

@@ -1,4 +1,4 @@
-"""Import every module of a package, so that a new algorithm or dataset is one new file."""
+"""Import every module of a plugin package, so that a new algorithm, dataset or protocol is one new file."""
 from __future__ import annotations
 
 import importlib

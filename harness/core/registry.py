@@ -24,6 +24,7 @@ import numpy as np
 
 from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option
+from harness.core.plugins import import_submodules
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -280,12 +281,21 @@ def load_plugins() -> None:
     _loading = True
     try:
         for module in _BUILTIN_MODULES:
-            _load(f"built-in plugin module {module!r}", lambda: importlib.import_module(module))
+            _load(f"built-in plugin module {module!r}", lambda: _import_plugin(module))
         for ep in entry_points(group="shift_harness"):
             _load(f"plugin {ep.name!r} ({ep.value})", ep.load)
         _loaded = True
     finally:
         _loading = False
+
+
+def _import_plugin(name: str) -> None:
+    """Import a plugin module, or every module of a plugin package (so that a new algorithm,
+    dataset or protocol is one new file). Only plugin loading does this: importing one module
+    of a package (``harness.protocols.base``) imports that module alone."""
+    module = importlib.import_module(name)
+    if hasattr(module, "__path__"):
+        import_submodules(name, module.__path__)
 
 
 def _load(what: str, load: Callable[[], Any]) -> None:

@@ -1,4 +1,2 @@
-"""Built-in protocols: every module here registers itself when this package is imported."""
-from harness.core.plugins import import_submodules
-
-import_submodules(__name__, __path__)
+"""Built-in protocols: one module each, imported by ``harness.core.registry.load_plugins`` (so that
+a new one is one new file)."""
