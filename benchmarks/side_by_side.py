@@ -9,6 +9,19 @@ from typing import Callable
 
 import torch
 
+from harness.core import config
+from harness.core.files import read_jsonl
+from harness.runs.run import train
+
+
+def harness_rate(folder: str, steps: int, batch_size: int, *overrides: str) -> float:
+    """Examples per second of one run through the harness, from its own ``train_seconds``
+    (evaluation excluded, as a hand-written loop does none)."""
+    cfg = config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}",
+                             f"algorithm.hparams.batch_size={batch_size}", "device=cpu", *overrides])
+    run = train(cfg, progress=False)
+    return steps * batch_size / sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
+
 
 def main(description: str, harness_loop: Callable[[int, int, str], float], hand_written: Callable[[int, int], float],
          steps: int, batch_size: int, warmup: int) -> None:

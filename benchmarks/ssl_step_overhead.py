@@ -19,11 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.core import config
-from harness.core.files import read_jsonl
 from harness.core.registry import DATASETS
 from harness.models.backbones import mlp
-from harness.runs.run import train
 
 TEMPERATURE, NOISE, WIDTH = 0.2, 0.1, 128
 
@@ -63,12 +60,9 @@ def hand_written(steps: int, batch_size: int) -> float:
 
 
 def harness_loop(steps: int, batch_size: int, folder: str) -> float:
-    cfg = config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}", "algorithm.name=simclr",
-                             f"algorithm.hparams.batch_size={batch_size}", f"algorithm.hparams.noise_std={NOISE}",
-                             f"algorithm.hparams.temperature={TEMPERATURE}", "algorithm.hparams.projector_depth=2",
-                             f"algorithm.hparams.projector_width={WIDTH}", "device=cpu"])
-    run = train(cfg, progress=False)
-    return steps * batch_size / sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
+    return side_by_side.harness_rate(folder, steps, batch_size, "algorithm.name=simclr",
+                                     f"algorithm.hparams.noise_std={NOISE}", f"algorithm.hparams.temperature={TEMPERATURE}",
+                                     "algorithm.hparams.projector_depth=2", f"algorithm.hparams.projector_width={WIDTH}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,8 @@ import side_by_side
 import torch
 import torch.nn.functional as F
 
-from harness.core import config
-from harness.core.files import read_jsonl
 from harness.core.registry import DATASETS
 from harness.models.backbones import mlp
-from harness.runs.run import train
 
 
 def hand_written(steps: int, batch_size: int) -> float:
@@ -43,11 +40,7 @@ def hand_written(steps: int, batch_size: int) -> float:
 
 
 def harness_loop(steps: int, batch_size: int, folder: str) -> float:
-    cfg = config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}",
-                             f"algorithm.hparams.batch_size={batch_size}", "device=cpu"])
-    run = train(cfg, progress=False)
-    seconds = sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
-    return steps * batch_size / seconds
+    return side_by_side.harness_rate(folder, steps, batch_size)
 
 
 if __name__ == "__main__":
