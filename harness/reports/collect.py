@@ -18,7 +18,6 @@ from scipy import stats
 from harness.core import files
 from harness.core.config import config_hash
 from harness.core.errors import HarnessError, shown
-from harness.core.registry import ALGORITHMS
 from harness.protocols.base import Protocol, protocol
 from harness.protocols.selection import choose
 from harness.runs import manifest
@@ -78,12 +77,6 @@ def runs_code_version(runs: Iterable[Path]) -> Any:
     return distinct[0] if len(distinct) == 1 else distinct
 
 
-def run_protocol(cfg: dict[str, Any], info: dict[str, Any]) -> Protocol:
-    """The protocol that scores a run: the one its info.json names (runs written before protocols
-    were recorded are scored by their algorithm's protocol)."""
-    return protocol(info.get("protocol") or ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
-
-
 def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> pd.DataFrame:
     """One row per (run, evaluated checkpoint): the run's identity (its protocol's columns and the
     values of ``config_paths``) and every scalar metric of every split, recomputed by the
@@ -93,7 +86,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
     for run in map(Path, runs):
         cfg = files.read_yaml_mapping(run / "config.yaml", "run config")
         info = json.loads((run / "info.json").read_text())
-        scorer = run_protocol(cfg, info)
+        scorer = protocol(info["protocol"])
         identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]
         metrics += [c for c in scorer.metric_columns() if c not in metrics]
         base = {"run": run.name, "protocol": scorer.name, "algorithm": cfg["algorithm"]["name"],
