@@ -79,12 +79,13 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, protocol: Protoc
 
 
 def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> dict[str, int]:
-    """Parameter counts: the configured backbone's (one of it; twin methods build several) and
-    everything the algorithm trains."""
+    """Parameter counts: the configured backbone's (one of it; twin methods build several), and
+    the whole network's (backbone, heads, projector, probes): total and trainable."""
     name = cfg["backbone"]["name"]
     backbone = parameter_count(dataset.default_backbone if name == "auto" else name, dataset.input_shape,
                                cfg["backbone"]["options"])
-    return {"backbone": backbone, "algorithm": sum(p.numel() for p in algo.parameters())}
+    return {"backbone": backbone, "total": sum(p.numel() for p in algo.parameters()),
+            "trainable": sum(p.numel() for p in algo.parameters() if p.requires_grad)}
 
 
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
