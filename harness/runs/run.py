@@ -14,7 +14,6 @@ The run folder holds:
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -100,10 +99,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     if (out / "done").exists():
         return out
     seed_everything(cfg["seed"])
-    device = pick_device(cfg["device"])
-    if distributed.init_from_env(device) and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+    device = distributed.join(pick_device(cfg["device"]))
     rank, world = distributed.rank_and_world()
     if device.type == "cpu":
         # Adam's moments of parameters whose gradients vanish (dead ReLUs) decay geometrically
