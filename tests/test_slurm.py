@@ -155,7 +155,8 @@ def test_a_two_task_job_trains_what_one_process_trains_on_the_global_batch(tmp_p
     assert [r["step"] for r in a] == [r["step"] for r in b] == [3, 6]
     for x, y in zip(a, b):
         assert x["train_logs"]["loss"] == pytest.approx(y["train_logs"]["loss"], rel=1e-4)
-    got, want = load_torch(two / "checkpoint.pt")["algorithm"]["model"], load_torch(one / "checkpoint.pt")["algorithm"]["model"]
+    got = load_torch(two / "checkpoint.pt")["algorithm"]["model"]
+    want = load_torch(one / "checkpoint.pt")["algorithm"]["model"]
     for key, value in want.items():
         if value.is_floating_point():
             assert torch.allclose(got[key], value, atol=1e-4), key

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [[e.name, e.description, settings(e)] for e in REGISTRIES[kind].entries()]
         headers = ["name", "description", COLUMNS.get(kind, "hyperparameters (default)")]
         if kind == "backbones":
-            rows = [[*row, count(entry.name, shape, args.last_width)] for row, entry in zip(rows, BACKBONES.entries())]
+            rows = [[*row, count(e.name, shape, args.last_width)] for row, e in zip(rows, BACKBONES.entries())]
             rows += [[name, "(named with --backbone)", "", count(name, shape, args.last_width)] for name in args.backbone]
             width = f", last_width={args.last_width}" if args.last_width else ""
             headers.append(f"parameters at {'x'.join(map(str, shape))}{width}")

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, RunDiverged
-from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
+from harness.core.registry import ALGORITHMS, DATASETS, PROTOCOLS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
@@ -108,6 +108,11 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         torch.set_flush_denormal(True)
     dataset = build_dataset(cfg)
     protocol = protocol_of(cfg)
+    if dataset.unlabelled and not protocol.unlabelled_ok:
+        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
+        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
+                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
+                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
     state = protocol.prepare(cfg, dataset, device)
     algo = build_algorithm(cfg, dataset, protocol, state).to(device)
     algo.amp = bool(cfg["amp"])
