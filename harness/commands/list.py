@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         headers = ["name", "description", COLUMNS.get(kind, "hyperparameters (default)")]
         if kind == "backbones":
             rows = [[*row, count(e.name, shape, args.last_width)] for row, e in zip(rows, BACKBONES.entries())]
-            rows += [[name, "(named with --backbone)", "", count(name, shape, args.last_width)] for name in args.backbone]
+            rows += [[name, "(named with --backbone)", "", count(name, shape, args.last_width)]
+                     for name in args.backbone]
             width = f", last_width={args.last_width}" if args.last_width else ""
             headers.append(f"parameters at {'x'.join(map(str, shape))}{width}")
         print(f"{kind}:")
