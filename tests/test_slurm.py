@@ -167,7 +167,7 @@ def _train_on_two_ranks(cfg):
 
 
 def test_a_preempted_two_task_job_is_requeued_and_resumes_on_both_ranks(tmp_path):
-    cfg = simclr_cfg(tmp_path, "two", 600, 50, views="gaussian_noise")
+    cfg = simclr_cfg(tmp_path, "two", 400, 50, views="gaussian_noise")
     trial = Trial("train", cfg, "none")
     launcher = make_launcher({**SLURM, "ranks": 2}, tmp_path, "test")
     outcomes = []
@@ -189,7 +189,7 @@ def test_a_preempted_two_task_job_is_requeued_and_resumes_on_both_ranks(tmp_path
     logs = job_logs(tmp_path)
     assert logs.count(": starting") == 1 and ": resuming at step " in logs  # two attempts, the second resumed
     assert len(load_torch(trial.dir / "checkpoint.pt")["rng_ranks"]) == 2
-    reference = simclr_cfg(tmp_path, "reference", 600, 50, views="gaussian_noise")
+    reference = simclr_cfg(tmp_path, "reference", 400, 50, views="gaussian_noise")
     distributed.spawn(_train_on_two_ranks, 2, reference)
-    assert [r["step"] for r in logged(trial.dir)] == list(range(50, 601, 50))
+    assert [r["step"] for r in logged(trial.dir)] == list(range(50, 401, 50))
     assert logged(trial.dir) == logged(tmp_path / "reference")
