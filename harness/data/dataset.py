@@ -157,8 +157,9 @@ class Split:
         low = torch.tensor([UNLABELLED if c.role == "label" else 0 for c in self.schema.columns],
                            device=self.metadata.device)
         if n and not ((self.metadata >= low) & (self.metadata < sizes)).all():
-            raise ValueError(f"metadata values must lie in 0..size-1 of their columns, or be {UNLABELLED} for an "
-                             f"unlabelled example ({', '.join(f'{c.name}: {c.size}' for c in self.schema.columns)})")
+            raise ValueError(f"metadata values must lie in 0..size-1 of their columns "
+                             f"({', '.join(f'{c.name}: {c.size}' for c in self.schema.columns)}); "
+                             f"a label may also be {UNLABELLED} (unlabelled)")
 
     @classmethod
     def of(cls, x: torch.Tensor | torch.utils.data.Dataset, ids: torch.Tensor | np.ndarray, schema: Schema,

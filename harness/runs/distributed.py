@@ -3,10 +3,10 @@
 A run started by ``torchrun --nproc-per-node W -m harness.cli train ...``, by a launcher with
 ``ranks: W`` (``processes``: :func:`spawn`; ``slurm``: W tasks of one job, their environment set
 by submitit), or by :func:`spawn` in tests and benchmarks, joins the process group named by the
-environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``). The config is the one of a
-single-process run, hash included: ``batch_size`` is the GLOBAL batch; every rank draws the same
-global batch (a pure function of seed and step) and trains on its contiguous 1/W slice; after
-each backward the gradients are averaged over ranks by all-reduce (DDP's arithmetic, done in
+environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``). The
+config is the one of a single-process run, hash included: ``batch_size`` is the GLOBAL batch;
+every rank draws the same global batch (a pure function of seed and step) and trains on its
+contiguous 1/W slice; after each backward the gradients are averaged over ranks by all-reduce (DDP's arithmetic, done in
 ``Algorithm.step`` so that parameter names and checkpoints stay those of a 1-process run). With
 the SSL losses' cross-rank gathers, W ranks × b train the objective of 1 rank × W·b. Rank 0
 alone writes the run folder; every rank resumes from its checkpoint, which holds every rank's
