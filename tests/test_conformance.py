@@ -32,7 +32,7 @@ from harness.core.registry import (
     TRIAL_KINDS,
     draw_hparams,
 )
-from harness.data.dataset import batch_indices
+from harness.data.dataset import UNLABELLED, batch_indices
 from harness.models.algorithm import Discoverer
 from harness.models.backbones import OUTPUT, backbone_factory
 from harness.protocols.base import protocol as get_protocol
@@ -317,6 +317,8 @@ DATASET_BUILDERS = {
     "colored_digits": lambda request: DATASETS.get("colored_digits").obj(),
     "colored_fashion_mnist": _fashion("colored_fashion_mnist"),  # from tiny_fashion (tests/conftest.py)
     "background_fashion_mnist": _fashion("background_fashion_mnist"),
+    "fashion_mnist": lambda request: DATASETS.get("fashion_mnist").obj(
+        root=str(request.getfixturevalue("tiny_fashion")), n_train=120, n_val=60, n_test=60, labelled=30),
     "waterbirds": _wilds("waterbirds"),  # from tests/wilds_fixtures.py
     "celeba": _wilds("celeba"),
     "camelyon17": _wilds("camelyon17"),
@@ -354,7 +356,9 @@ def test_dataset_builds_with_unique_stable_ids_one_label_and_groups_in_range(nam
         assert np.array_equal(ids, second.splits[split_name].ids.numpy()), f"{split_name}: ids differ between builds"
         assert torch.equal(split.metadata, second.splits[split_name].metadata), split_name
         y = split.y
-        assert ((y >= 0) & (y < first.num_classes)).all(), split_name
+        unlabelled = y == UNLABELLED  # pretraining data's training split only
+        assert not unlabelled.any() or split_name == "train", split_name
+        assert ((y >= 0) & (y < first.num_classes) | unlabelled).all(), split_name
         groups = first.annotated_groups(split_name)
         if first.annotated:
             assert ((groups >= 0) & (groups < first.num_groups)).all(), split_name

@@ -170,3 +170,39 @@ def test_two_gloo_ranks_train_what_one_rank_trains_on_the_global_batch(runs):
             assert torch.allclose(got[key], want[key], atol=1e-5), (kind, key, (got[key] - want[key]).abs().max())
     local, want = states["simclr-local"], _train("simclr")
     assert any(not torch.allclose(local[k], want[k], atol=1e-5) for k in want)
+
+
+# --- launchers: a trial on 2 ranks --------------------------------------------------------------------
+
+def test_the_processes_launcher_runs_a_two_rank_trial_that_trains_what_one_process_trains(tmp_path):
+    from harness.sweeps.launchers import make_launcher, parse_launcher
+    from harness.sweeps.trials import Trial
+
+    choice = parse_launcher({"name": "processes", "workers": 1, "ranks": 2})
+    cfg = cfg_of(tmp_path, "two", "none")
+    [outcome] = make_launcher(choice, tmp_path).run([Trial("train", cfg, "none")])
+    assert outcome.status == "done", outcome.error
+    two, one = tmp_path / "two", train(cfg_of(tmp_path, "one", "none"), progress=False)
+    record = json.loads((two / "trial.json").read_text())
+    assert record["status"] == "done" and not (two / "running.json").exists()
+    a, b = read_jsonl(two / "results.jsonl"), read_jsonl(one / "results.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [CUT, STEPS]
+    for x, y in zip(a, b):
+        assert x["train_logs"]["loss"] == pytest.approx(y["train_logs"]["loss"], rel=1e-4)
+    got, want = load_torch(two / "checkpoint.pt"), load_torch(one / "checkpoint.pt")
+    assert len(got["rng_ranks"]) == 2 and "rng_ranks" not in want  # it did run on two ranks
+    for key, value in want["algorithm"]["model"].items():
+        if value.is_floating_point():
+            assert torch.allclose(got["algorithm"]["model"][key], value, atol=1e-4), key
+
+
+def test_a_trial_that_cannot_run_on_ranks_fails_with_the_reason_recorded(tmp_path):
+    from harness.sweeps.launchers import execute_on_ranks
+    from harness.sweeps.trials import Trial
+
+    cfg = configs.load(None, [f"output_dir={tmp_path}", f"run_dir={tmp_path / 'jtt'}", "algorithm.name=jtt",
+                              "steps=2", "eval_every=2", "algorithm.hparams.id_steps=1", "device=cpu"])
+    outcome = execute_on_ranks(Trial("train", cfg, "none"), 2)
+    assert outcome.status == "failed" and outcome.error.startswith("RankFailed: rank ")
+    assert "'jtt' does not run data-parallel" in outcome.error.splitlines()[0]
+    assert "'jtt' does not run data-parallel" in (tmp_path / "jtt" / "error.txt").read_text()

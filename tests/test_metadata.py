@@ -149,5 +149,8 @@ def test_bad_schemas_and_tables_are_refused():
         Schema((LABEL, PLACE), attribute="y")
     with pytest.raises(ValueError, match="0..size-1 of their columns \\(y: 2, place: 3, hospital: 2\\)"):
         hand_made(rows=[(0, 3, 0)])
+    with pytest.raises(ValueError, match="a label may also be -1"):  # -1 is a label's value only
+        hand_made(rows=[(0, -1, 0)])
+    assert hand_made(rows=[(-1, 0, 0)]).y.tolist() == [-1]  # an unlabelled example
     with pytest.raises(ValueError, match="every split of a dataset must share one metadata schema"):
         ShiftDataset({"train": hand_made(), "test": hand_made(Schema((LABEL, PLACE, HOSPITAL)))}, input_shape=(1,))

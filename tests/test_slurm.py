@@ -12,13 +12,16 @@ import threading
 import time
 
 import pytest
+import torch
 from conftest import tiny_spec
 
-from harness.core.files import read_jsonl
+from harness.core import config
+from harness.core.files import load_torch, read_jsonl
+from harness.runs import distributed
 from harness.runs.run import train
 from harness.sweeps import sweep
 from harness.sweeps.launchers import make_launcher
-from harness.sweeps.trials import read_lock, state
+from harness.sweeps.trials import Trial, read_lock, state
 
 SLURM = {"name": "slurm", "partition": "debug", "time_min": 5, "cpus_per_task": 1, "mem_gb": 1}
 
@@ -125,3 +128,68 @@ def test_a_job_cancelled_without_a_result_fails_its_trial_instead_of_hanging(tmp
     assert "left the queue without a result" in reports[0].failed[trial.hash]
     assert state(trial) == "failed"
     assert "left the queue without a result" in (trial.dir / "error.txt").read_text()
+
+
+# --- a data-parallel trial: one job of 2 tasks ----------------------------------------------------------
+
+def simclr_cfg(tmp_path, name, steps, eval_every, views="none"):
+    return config.load(None, [f"output_dir={tmp_path / 'runs'}", f"run_dir={tmp_path / name}", "algorithm.name=simclr",
+                              f"steps={steps}", f"eval_every={eval_every}", "backbone.options.width=16", "device=cpu",
+                              "algorithm.hparams.batch_size=32", "algorithm.hparams.projector_depth=1",
+                              f"algorithm.hparams.views={views}", "algorithm.hparams.lr=0.01"])
+
+
+def test_a_two_task_job_trains_what_one_process_trains_on_the_global_batch(tmp_path):
+    cfg = simclr_cfg(tmp_path, "two", 6, 3)
+    launcher = make_launcher({**SLURM, "ranks": 2}, tmp_path, "test")
+    [outcome] = launcher.run([Trial("train", cfg, "none")])
+    assert outcome.status == "done", outcome.error
+    two, one = tmp_path / "two", train(simclr_cfg(tmp_path, "one", 6, 3))
+    record = json.loads((two / "trial.json").read_text())
+    assert record["slurm_job"] and record["python"] == sys.executable
+    assert len(load_torch(two / "checkpoint.pt")["rng_ranks"]) == 2  # it ran on two ranks
+    assert sorted(p.name for p in (tmp_path / ".submitit").glob("*/*_result.pkl")) == \
+        [f"{record['slurm_job']}_{task}_result.pkl" for task in (0, 1)]  # as two tasks of one job
+    assert job_logs(tmp_path).count(": starting") == 1  # rank 0 alone ran the trial's bookkeeping
+    a, b = logged(two), logged(one)
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [3, 6]
+    for x, y in zip(a, b):
+        assert x["train_logs"]["loss"] == pytest.approx(y["train_logs"]["loss"], rel=1e-4)
+    got = load_torch(two / "checkpoint.pt")["algorithm"]["model"]
+    want = load_torch(one / "checkpoint.pt")["algorithm"]["model"]
+    for key, value in want.items():
+        if value.is_floating_point():
+            assert torch.allclose(got[key], value, atol=1e-4), key
+
+
+def _train_on_two_ranks(cfg):
+    train(cfg, progress=False)
+
+
+def test_a_preempted_two_task_job_is_requeued_and_resumes_on_both_ranks(tmp_path):
+    cfg = simclr_cfg(tmp_path, "two", 400, 50, views="gaussian_noise")
+    trial = Trial("train", cfg, "none")
+    launcher = make_launcher({**SLURM, "ranks": 2}, tmp_path, "test")
+    outcomes = []
+    thread = threading.Thread(target=lambda: outcomes.extend(launcher.run([trial])))
+    thread.start()
+    deadline = time.time() + 240
+    while not (trial.dir / "checkpoint.pt").exists():
+        assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
+        time.sleep(0.1)
+    job = read_lock(trial.dir)["slurm_job"]
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)  # as in the one-task test above
+    deadline = time.time() + 60
+    while "Bypassing signal SIGTERM" not in job_logs(tmp_path, "err"):
+        assert time.time() < deadline, "the job never received the SIGTERM"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    thread.join(timeout=300)
+    assert not thread.is_alive() and outcomes and outcomes[0].status == "done", outcomes
+    logs = job_logs(tmp_path)
+    assert logs.count(": starting") == 1 and ": resuming at step " in logs  # two attempts, the second resumed
+    assert len(load_torch(trial.dir / "checkpoint.pt")["rng_ranks"]) == 2
+    reference = simclr_cfg(tmp_path, "reference", 400, 50, views="gaussian_noise")
+    distributed.spawn(_train_on_two_ranks, 2, reference)
+    assert [r["step"] for r in logged(trial.dir)] == list(range(50, 401, 50))
+    assert logged(trial.dir) == logged(tmp_path / "reference")

@@ -204,14 +204,14 @@ def test_slurm_options_are_the_launchers_own_with_defaults_filled_in(tmp_path):
     assert spec.launcher.name == "slurm"
     assert spec.launcher.options == {"partition": "debug", "time_min": 60, "cpus_per_task": 1, "gpus_per_node": 0,
                                      "mem_gb": 4.0, "array_parallelism": 64, "signal_delay_s": 90,
-                                     "max_requeues": 3}
+                                     "max_requeues": 3, "ranks": 1}
     slurm = make_launcher(spec.launcher, tmp_path, "demo")
     assert slurm.options == spec.launcher.options and slurm.folder == tmp_path / ".submitit"
     # --launcher: the same launcher keeps the spec's options under the given ones; another replaces them
     shorter = override_launcher(spec.launcher, {"name": "slurm", "time_min": 5})
     assert (shorter.options["partition"], shorter.options["time_min"]) == ("debug", 5)
     assert override_launcher(spec.launcher, "slurm") == spec.launcher
-    assert override_launcher(spec.launcher, "processes:4") == LauncherChoice("processes", {"workers": 4})
+    assert override_launcher(spec.launcher, "processes:4") == LauncherChoice("processes", {"workers": 4, "ranks": 1})
 
 
 def test_a_new_launcher_is_one_registration_with_its_options(tmp_path, monkeypatch, capsys):

@@ -68,4 +68,28 @@ def test_a_run_records_parameter_counts(tmp_path):
     want = sum(p.numel() for p in backbone_factory("cnn", (2, 14, 14), {"channels": (4, 4), "last_width": 6})()
                .parameters())
     assert info["parameters"]["backbone"] == want
-    assert info["parameters"]["algorithm"] == want + 6 * 2 + 2
+    assert info["parameters"]["total"] == info["parameters"]["trainable"] == want + 6 * 2 + 2
+
+
+def test_list_counts_backbone_parameters_at_a_shape_and_width(capsys):
+    from harness.cli import main
+
+    assert main(["list", "backbones", "--input-shape", "2,14,14", "--last-width", "6",
+                 "--backbone", "timm:resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters at 2x14x14, last_width=6" in out
+    cnn = parameter_count("cnn", (2, 14, 14), {"last_width": 6})
+    resnet = parameter_count("timm:resnet18", (2, 14, 14), {"last_width": 6})
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert rows["cnn"].rstrip().endswith(f"{cnn:,}")
+    assert rows["timm:resnet18"].rstrip().endswith(f"{resnet:,}")
+    assert rows["mlp"].rstrip().endswith(f"{parameter_count('mlp', (2, 14, 14), {}):,}")  # no last_width: as is
+    assert "name one: hf:<model>" in rows["hf"]
+
+
+def test_list_refuses_a_bad_input_shape(capsys):
+    from harness.cli import main
+
+    assert main(["list", "backbones", "--input-shape", "3x32"]) == 2
+    assert "--input-shape must be positive integers separated by commas, like 3,32,32; got '3x32'" in \
+        capsys.readouterr().err

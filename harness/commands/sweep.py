@@ -22,6 +22,8 @@ Run every trial of a sweep spec: algorithms × datasets × group sources × hpar
   harness sweep demo.yaml --launcher processes:4   # 4 worker processes on this machine
   harness sweep demo.yaml --launcher slurm         # SLURM array jobs (with the spec's slurm options, if any)
   harness sweep demo.yaml --launcher '{name: slurm, partition: debug, time_min: 30}'
+  harness sweep demo.yaml --launcher '{name: processes, workers: 1, ranks: 2}'   # each trial data-parallel
+                                                   # on 2 ranks (slurm: one job of 2 tasks); same hashes
   harness sweep demo.yaml --dry-run                # the planned trials, nothing run
   harness sweep status sweeps/demo                 # done / running / failed / interrupted / not started
 

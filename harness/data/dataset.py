@@ -8,6 +8,8 @@ each with a role: the ``label`` (the split's ``y``), an annotated spurious ``att
 variation (dSprites' shape, scale, ...). Groups are a view over chosen columns (:class:`Grouper`);
 the annotated groups are (label, the schema's ``attribute``), numbered
 ``label * num_attr_values + attribute``, as in Waterbirds (y × place) or CelebA (y × male).
+A training split may leave examples unlabelled (label ``UNLABELLED``, -1: pretraining data,
+whose labels only the online probe reads); only protocols that declare it accept such a dataset.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import numpy as np
 import torch
 
 from harness.core.errors import HarnessError, unknown
+
+UNLABELLED = -1  # the label of an example without one (training splits of pretraining data)
 
 SPLITS = ("train", "val", "test")
 ROLES = ("label", "attribute", "domain", "factor")
@@ -134,7 +138,8 @@ class Split:
     """One split. ``x`` is a tensor held in memory (served from the device by index) or any
     map-style dataset returning one input tensor per index (read from disk or drawn on demand; one
     with ``__getitems__(positions)`` returns a whole batch as a tensor); ``metadata`` is an
-    int64 table with one column per column of ``schema``."""
+    int64 table with one column per column of ``schema``, its values in 0..size-1 (the label may
+    also be ``UNLABELLED``)."""
 
     x: torch.Tensor | torch.utils.data.Dataset
     ids: torch.Tensor
@@ -149,9 +154,12 @@ class Split:
             raise ValueError(f"a split's metadata must be an int64 table with columns {self.schema.names}, "
                              f"got {self.metadata.dtype} of shape {tuple(self.metadata.shape)}")
         sizes = torch.tensor([c.size for c in self.schema.columns], device=self.metadata.device)
-        if n and not ((self.metadata >= 0) & (self.metadata < sizes)).all():
+        low = torch.tensor([UNLABELLED if c.role == "label" else 0 for c in self.schema.columns],
+                           device=self.metadata.device)
+        if n and not ((self.metadata >= low) & (self.metadata < sizes)).all():
             raise ValueError(f"metadata values must lie in 0..size-1 of their columns "
-                             f"({', '.join(f'{c.name}: {c.size}' for c in self.schema.columns)})")
+                             f"({', '.join(f'{c.name}: {c.size}' for c in self.schema.columns)}); "
+                             f"a label may also be {UNLABELLED} (unlabelled)")
 
     @classmethod
     def of(cls, x: torch.Tensor | torch.utils.data.Dataset, ids: torch.Tensor | np.ndarray, schema: Schema,
@@ -222,6 +230,11 @@ class ShiftDataset:
     @property
     def num_classes(self) -> int:
         return self.schema.label.size
+
+    @property
+    def unlabelled(self) -> int:
+        """How many examples of all splits have no label."""
+        return sum(int((s.y == UNLABELLED).sum()) for s in self.splits.values())
 
     @property
     def class_names(self) -> tuple[str, ...]:

@@ -71,6 +71,8 @@ class Protocol:
     """Base class of protocols. Subclasses set the class attributes and implement the methods."""
 
     splits: tuple[str, ...] = ("train", "val", "test")
+    # whether runs of this protocol accept unlabelled examples (pretraining data)
+    unlabelled_ok: bool = False
     metrics: dict[str, Display] = {}
     rules: tuple[Rule, ...] = ()
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables

@@ -32,6 +32,7 @@ class Pretraining(Protocol):
              Rule("val-rankme", "val", "rankme", needs="nothing: validation inputs only"),
              Rule("oracle", "test", "probe_acc", needs="test labels (an upper bound, not a result)"))
     reported = ("test.probe_acc", "test.rankme")
+    unlabelled_ok = True
     progress = ("val.probe_acc", "val.rankme")
 
     def build(self, algorithm: type, backbone: Callable[[], nn.Module], cfg: dict[str, Any],

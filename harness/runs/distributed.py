@@ -1,11 +1,12 @@
 """Data-parallel runs on one machine: torch.distributed (gloo on CPU, nccl on GPU).
 
-A run started by ``torchrun --nproc-per-node W -m harness.cli train ...`` (or by
-:func:`spawn`, which tests and benchmarks use) joins the process group named by the environment
-(``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). The config is the one of a
-single-process run, hash included: ``batch_size`` is the GLOBAL batch; every rank draws the same
-global batch (a pure function of seed and step) and trains on its contiguous 1/W slice; after
-each backward the gradients are averaged over ranks by all-reduce (DDP's arithmetic, done in
+A run started by ``torchrun --nproc-per-node W -m harness.cli train ...``, by a launcher with
+``ranks: W`` (``processes``: :func:`spawn`; ``slurm``: W tasks of one job, their environment set
+by submitit), or by :func:`spawn` in tests and benchmarks, joins the process group named by the
+environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``LOCAL_RANK``). The
+config is the one of a single-process run, hash included: ``batch_size`` is the GLOBAL batch;
+every rank draws the same global batch (a pure function of seed and step) and trains on its
+contiguous 1/W slice; after each backward the gradients are averaged over ranks by all-reduce (DDP's arithmetic, done in
 ``Algorithm.step`` so that parameter names and checkpoints stay those of a 1-process run). With
 the SSL losses' cross-rank gathers, W ranks × b train the objective of 1 rank × W·b. Rank 0
 alone writes the run folder; every rank resumes from its checkpoint, which holds every rank's
@@ -21,14 +22,21 @@ import torch
 import torch.distributed as dist
 
 
-def init_from_env(device: torch.device) -> bool:
-    """Join the process group the environment names (WORLD_SIZE > 1); True when in one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size() > 1
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
+def backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def join(device: torch.device) -> torch.device:
+    """Join the process group the environment names (WORLD_SIZE > 1), unless already in one;
+    the device this rank uses (on CUDA, the GPU of its LOCAL_RANK)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return device
+        dist.init_process_group(backend(device))
+    if device.type == "cuda" and dist.get_world_size() > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -65,6 +73,13 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def from_rank0(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (the others pass anything, e.g. None)."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -14,7 +14,6 @@ The run folder holds:
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, RunDiverged
-from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
+from harness.core.registry import ALGORITHMS, DATASETS, PROTOCOLS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
 from harness.models.algorithm import Algorithm
@@ -79,12 +78,13 @@ def build_algorithm(cfg: dict[str, Any], dataset: ShiftDataset, protocol: Protoc
 
 
 def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> dict[str, int]:
-    """Parameter counts: the configured backbone's (one of it; twin methods build several) and
-    everything the algorithm trains."""
+    """Parameter counts: the configured backbone's (one of it; twin methods build several), and
+    the whole network's (backbone, heads, projector, probes): total and trainable."""
     name = cfg["backbone"]["name"]
     backbone = parameter_count(dataset.default_backbone if name == "auto" else name, dataset.input_shape,
                                cfg["backbone"]["options"])
-    return {"backbone": backbone, "algorithm": sum(p.numel() for p in algo.parameters())}
+    return {"backbone": backbone, "total": sum(p.numel() for p in algo.parameters()),
+            "trainable": sum(p.numel() for p in algo.parameters() if p.requires_grad)}
 
 
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
@@ -99,10 +99,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     if (out / "done").exists():
         return out
     seed_everything(cfg["seed"])
-    device = pick_device(cfg["device"])
-    if distributed.init_from_env(device) and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
+    device = distributed.join(pick_device(cfg["device"]))
     rank, world = distributed.rank_and_world()
     if device.type == "cpu":
         # Adam's moments of parameters whose gradients vanish (dead ReLUs) decay geometrically
@@ -111,6 +108,11 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         torch.set_flush_denormal(True)
     dataset = build_dataset(cfg)
     protocol = protocol_of(cfg)
+    if dataset.unlabelled and not protocol.unlabelled_ok:
+        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
+        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
+                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
+                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
     state = protocol.prepare(cfg, dataset, device)
     algo = build_algorithm(cfg, dataset, protocol, state).to(device)
     algo.amp = bool(cfg["amp"])

@@ -16,11 +16,21 @@ slurm, partition: debug, time_min: 60}``; a launcher with a ``shorthand`` option
   harness. The trial callable is ``Checkpointable``: on preemption or timeout submitit requeues
   the job and the trial resumes from its run checkpoint.
 
+Data-parallel trials: ``ranks: W`` (``processes`` and ``slurm``) runs each trial on W ranks of
+one process group (``harness.runs.distributed``; the config, its hash and ``batch_size``, the
+global batch, are those of a 1-process run). ``processes``: the worker holds the trial's lock and
+records its outcome while W spawned processes (one torch thread each) train it. ``slurm``: one
+job of W tasks on one node (``ntasks_per_node``); submitit's ``TorchDistributedEnvironment``
+gives each task its rank; task 0 holds the lock, records the outcome and tells the others
+whether to run; every rank resumes from the checkpoint, and a preempted or timed-out job is
+requeued whole (task 0 checkpoints the submission, as for one task).
+
 Every launcher returns one :class:`~harness.sweeps.trials.Outcome` per trial; a trial that fails is
 recorded in its folder (``error.txt``) and the others go on.
 """
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import shlex
@@ -34,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from harness.core import config as configs
@@ -41,7 +52,12 @@ from harness.core import files
 from harness.core.errors import HarnessError, shown
 from harness.core.options import Option, check_options
 from harness.core.registry import LAUNCHERS
+from harness.runs import distributed
+from harness.runs.run import pick_device
 from harness.sweeps.trials import ERROR, Outcome, Trial, execute, is_done
+
+RANKS_HELP = ("data-parallel ranks per trial (torch.distributed: gloo on CPU, nccl on GPU; batch_size stays "
+              "the global batch, split over the ranks)")
 
 SLURM_OPTIONS: dict[str, Option] = {
     "partition": Option(None, str, "SLURM partition (null: the cluster's default)", nullable=True),
@@ -53,6 +69,8 @@ SLURM_OPTIONS: dict[str, Option] = {
     "array_parallelism": Option(64, int, "array tasks running at once", low=1),
     "signal_delay_s": Option(90, int, "USR2 this long before the time limit: checkpoint and requeue", low=1),
     "max_requeues": Option(3, int, "requeues after timeouts (preemptions always requeue)", low=0),
+    "ranks": Option(1, int, RANKS_HELP + "; one job of this many tasks on one node, cpus_per_task each "
+                    "(on GPUs set gpus_per_node to it too)", low=1),
 }
 # A job that leaves the queue without writing its result is failed after this long.
 SLURM_VANISHED_S = 30.0
@@ -171,15 +189,17 @@ def _init_worker(threads: int) -> None:
     load_plugins()
 
 
-@LAUNCHERS.register("processes", options={"workers": Option(2, int, "worker processes", low=1)})
+@LAUNCHERS.register("processes", options={
+    "workers": Option(2, int, "worker processes", low=1),
+    "ranks": Option(1, int, RANKS_HELP + "; each worker spawns this many processes per trial", low=1)})
 class Processes(Launcher):
     """N long-lived worker processes on this machine, each running many trials (shorthand processes:N)."""
 
     shorthand = "workers"
 
-    def __init__(self, workers: int, **where: Any):
+    def __init__(self, workers: int, ranks: int = 1, **where: Any):
         super().__init__(**where)
-        self.workers = workers
+        self.workers, self.ranks = workers, ranks
 
     def run(self, trials: list[Trial], desc: str = "trials") -> list[Outcome]:
         workers = min(self.workers, len(trials))
@@ -188,7 +208,7 @@ class Processes(Launcher):
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
         with pool, _bar(len(trials), f"{desc} ({workers} workers)") as bar:
-            futures = {pool.submit(execute, trial): trial for trial in trials}
+            futures = {pool.submit(execute_on_ranks, trial, self.ranks): trial for trial in trials}
             for future in as_completed(futures):
                 try:
                     outcomes.append(future.result())
@@ -198,17 +218,71 @@ class Processes(Launcher):
         return outcomes
 
 
-class TrialJob(submitit.helpers.Checkpointable):
-    """A trial in a SLURM job. The inherited ``checkpoint`` resubmits the same trial when the
-    job is preempted or times out; nothing else is needed, since the trial resumes from its
-    run checkpoint."""
+def execute_on_ranks(trial: Trial, ranks: int) -> Outcome:
+    """A trial run by this process, or with ``ranks > 1`` by that many spawned processes forming
+    a process group on this machine, while this one holds the lock and records the outcome."""
+    if ranks == 1:
+        return execute(trial)
+    return execute(trial, runner=functools.partial(_spawn_ranks, trial.kind_entry.run, ranks))
 
-    def __call__(self, trial: Trial) -> Outcome:
+
+class RankFailed(Exception):
+    """A rank of a data-parallel trial raised: its error's last line, then its traceback."""
+
+
+def _spawn_ranks(run: Any, ranks: int, cfg: dict[str, Any], progress: bool | None = None) -> None:
+    from torch.multiprocessing import ProcessRaisedException
+
+    try:
+        distributed.spawn(_rank, ranks, run, cfg, backend=distributed.backend(pick_device(cfg["device"])))
+    except ProcessRaisedException as exc:
+        raise RankFailed(f"rank {exc.error_index}: {str(exc).strip().splitlines()[-1]}\n\n{exc}") from None
+
+
+def _rank(run: Any, cfg: dict[str, Any]) -> None:
+    run(cfg, progress=False)
+
+
+class TrialJob(submitit.helpers.Checkpointable):
+    """A trial in a SLURM job (every task of it). The inherited ``checkpoint`` resubmits the
+    same trial when the job is preempted or times out; nothing else is needed, since the trial
+    resumes from its run checkpoint."""
+
+    def __call__(self, trial: Trial) -> Outcome | None:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             import torch
             torch.set_num_threads(int(cpus))
-        return execute(trial, log=lambda line: print(line, flush=True))
+        log = functools.partial(print, flush=True)
+        if submitit.JobEnvironment().num_tasks == 1:
+            return execute(trial, log=log)
+        return _as_task(trial, log)
+
+
+def _as_task(trial: Trial, log: Any) -> Outcome | None:
+    """One rank (SLURM task) of a multi-task job. Rank 0 runs ``execute`` (lock, outcome files)
+    and tells the others whether it runs the trial (it may be done, or held elsewhere); they
+    then run it too and return None (the launcher reads task 0's result)."""
+    env = submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    distributed.join(pick_device(trial.cfg["device"]))
+    try:
+        if env.rank > 0:
+            if distributed.from_rank0(None):
+                trial.kind_entry.run(trial.cfg, progress=False)
+            return None
+        told = []
+
+        def runner(cfg: dict[str, Any], progress: bool | None = None) -> None:
+            told.append(distributed.from_rank0(True))
+            trial.kind_entry.run(cfg, progress=progress)
+
+        try:
+            return execute(trial, log=log, runner=runner)
+        finally:
+            if not told:
+                distributed.from_rank0(False)
+    finally:
+        dist.destroy_process_group()
 
 
 @LAUNCHERS.register("slurm", options=SLURM_OPTIONS)
@@ -238,6 +312,8 @@ class Slurm(Launcher):
             params["gpus_per_node"] = o["gpus_per_node"]
         if o["mem_gb"]:
             params["mem"] = f"{int(o['mem_gb'] * 1024)}MB"
+        if o["ranks"] > 1:
+            params.update(nodes=1, ntasks_per_node=o["ranks"])
         executor.update_parameters(**params)
         return executor
 
@@ -261,8 +337,8 @@ class Slurm(Launcher):
                 for job, trial in list(pending.items()):
                     # The result file, not job.done(): that polls sacct, which fails (noisily) on
                     # clusters without accounting; the queue is watched here instead.
-                    if job.paths.result_pickle.exists():
-                        outcome = _job_outcome(job, trial)
+                    if job.task(0).paths.result_pickle.exists():  # task 0: rank 0's outcome
+                        outcome = _job_outcome(job.task(0), trial)
                     elif queued is not None and job.job_id not in queued:
                         first = vanished.setdefault(job.job_id, time.time())
                         if time.time() - first < SLURM_VANISHED_S:

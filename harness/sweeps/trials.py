@@ -99,8 +99,11 @@ def state(trial: Trial) -> str:
     return "not started"
 
 
-def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bool | None = False) -> Outcome:
-    """Run (or resume, or skip) one trial; never raises for a failure of the trial itself."""
+def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bool | None = False,
+            runner: Callable[..., Any] | None = None) -> Outcome:
+    """Run (or resume, or skip) one trial; never raises for a failure of the trial itself.
+    ``runner(cfg, progress=...)`` runs the config in place of the kind's function (a launcher
+    that runs it on several ranks)."""
     if is_done(trial):
         return Outcome(trial.hash, "done")
     lock = Lock.acquire(trial.dir)
@@ -114,7 +117,7 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
         if log is not None:
             step = resumed_step(trial.dir)
             log(f"trial {trial.hash} ({trial.label}): " + (f"resuming at step {step}" if step else "starting"))
-        trial.kind_entry.run(trial.cfg, progress=progress)
+        (runner or trial.kind_entry.run)(trial.cfg, progress=progress)
         _record(trial, "done", started)
         return Outcome(trial.hash, "done")
     except Exception as exc:  # recorded, so that the sweep goes on with the other trials
