@@ -1,5 +1,7 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
+import json
+
 import numpy as np
 import pytest
 from harness.leaderboards import board as boards
@@ -72,3 +74,25 @@ def test_linear_cka_between_models_of_a_sweep(probe_sweep, tmp_path):
     assert np.allclose(same, 1.0) and (tmp_path / "cka.png").stat().st_size > 0
     with pytest.raises(HarnessError, match="no test features of layer 'block9'"):
         model_cka(runs, "digits", "block9")
+
+
+@pytest.mark.parametrize("overrides, arms", [({}, ["erm"]), ({"probe": {"cs": [1.0]}}, ["erm"]),
+                                             ({"probe.tasks": []}, ["erm"]),
+                                             ({}, ["erm", {"name": "jtt", "overrides": {"probe.tasks": ["digits"]}}])])
+def test_a_probe_sweep_without_tasks_is_refused_before_anything_starts(tmp_path, overrides, arms, capsys):
+    from harness.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"name": "notasks", "datasets": ["colored_digits"], "kind": "probe",
+                                "algorithms": arms, "overrides": overrides}))
+    assert main(["sweep", str(spec), "--dir", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "probe.tasks" in err[0] and "harness list tasks" in err[0], err
+    assert "in the overrides of erm," in err[0] and "jtt" not in err[0]  # the arm that names its tasks passes
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
+    spec = sweep.parse_spec({"datasets": ["colored_digits"], "kind": "probe",
+                             "algorithms": [{"name": "erm", "overrides": {"probe.tasks": ["digits"]}}]})
+    assert spec.arms[0].overrides == {"probe.tasks": ["digits"]}
