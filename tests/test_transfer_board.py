@@ -96,3 +96,18 @@ def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
     spec = sweep.parse_spec({"datasets": ["colored_digits"], "kind": "probe",
                              "algorithms": [{"name": "erm", "overrides": {"probe.tasks": ["digits"]}}]})
     assert spec.arms[0].overrides == {"probe.tasks": ["digits"]}
+
+
+def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(tmp_path):
+    spec = sweep.parse_spec({
+        "name": "ssl", "datasets": ["colored_digits"], "kind": "probe", "algorithms": ["simclr"],
+        "overrides": {"steps": 10, "eval_every": 10, "backbone.name": "cnn", "backbone.options.channels": [4, 8],
+                      "algorithm.hparams.projector_width": 6, "probe.tasks": ["digits_colour"], "probe.cs": [1.0],
+                      "probe.knn_k": 5}})
+    report = sweep.run_sweep(spec, tmp_path / "ssl", Local())
+    assert report.ok and report.ran == 1, report
+    frame = collect.load_runs(collect.run_folders(tmp_path / "ssl")[0])
+    assert frame.groupby("protocol")["run"].nunique().to_dict() == {"pretraining": 1, "transfer": 1}
+    probed = frame[frame.protocol == "transfer"]
+    assert sorted(probed.layer) == sorted(["block1", "block2", "backbone", "projector1", "output"])
+    assert (probed.algorithm == "simclr").all() and (probed["test.probe_acc"].max() > 0.9)  # colour: easy
