@@ -86,6 +86,15 @@ def test_dsprites_images_drawn_on_demand_are_fitted_with_their_mass_kept():
     assert x[scale == 5, 0].sum((1, 2)).mean() > 2 * x[scale == 0, 0].sum((1, 2)).mean()
 
 
+def test_fitting_more_inputs_than_memory_allows_is_refused_naming_the_split(monkeypatch):
+    from harness.data import tasks
+
+    dataset, _ = task_dataset("dsprites_shape", {"n_train": 30, "n_val": 5, "n_test": 5})
+    monkeypatch.setattr(tasks, "MAX_READ", 20)
+    with pytest.raises(HarnessError, match="at most 20 per split; the task's train split has 30"):
+        fit_inputs(dataset, (1, 14, 14))
+
+
 def test_dsprites_tasks_are_probed_above_chance_by_a_tiny_random_network(tmp_path, tiny_fashion):
     """A random CNN that reads background_fashion_mnist's 3x14x14 inputs, probed on sprites fitted to them."""
     from harness.core import config as configs

@@ -98,9 +98,9 @@ def fit_inputs(dataset: ShiftDataset, shape: tuple[int, ...]) -> ShiftDataset:
     splits = {}
     for name, split in dataset.splits.items():
         if not split.in_memory and len(split) > MAX_READ:
-            raise HarnessError(f"task inputs of shape {tuple(dataset.input_shape)} are read from disk; resizing "
+            raise HarnessError(f"task inputs of shape {tuple(dataset.input_shape)} are not held in memory; resizing "
                                f"them to {shape} reads them into memory, at most {MAX_READ} per split; the task's "
-                               f"{name} split has {len(split)} (set its n_{name} or limit option)")
+                               f"{name} split has {len(split)} (set a smaller split size in the task's options)")
         x = _read_all(split).float()
         shrink = x.shape[2] > shape[1] or x.shape[3] > shape[2]
         x = F.interpolate(x, size=shape[1:], mode="bilinear", align_corners=False, antialias=shrink)
