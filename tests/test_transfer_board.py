@@ -1,7 +1,10 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
+import json
+
 import numpy as np
 import pytest
+import yaml
 from harness.leaderboards import board as boards
 
 from harness.core.errors import HarnessError
@@ -33,7 +36,10 @@ def test_a_probe_sweep_holds_its_pretraining_runs_beside_its_probe_runs(probe_sw
 
 @pytest.mark.parametrize("name, rows", [("transfer", 2 * 4), ("transfer_best", 2)])
 def test_transfer_boards_build_verify_and_render(probe_sweep, tmp_path, name, rows):
-    board = boards.load_board(name, tmp_path)
+    definition = yaml.safe_load((boards.BOARD_DIR / f"{name}.yaml").read_text())
+    definition["datasets"] = TASKS  # the shipped board's columns are the study's tasks; this sweep's are digits'
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+    board = boards.load_board(str(tmp_path / f"{name}.yaml"), tmp_path)
     entries, skipped = boards.build_entries(board, probe_sweep, "test")
     assert skipped == [] and len(entries) == rows  # (trained, random) x 4 layers, or x the best layer
     for entry in entries:
@@ -72,3 +78,58 @@ def test_linear_cka_between_models_of_a_sweep(probe_sweep, tmp_path):
     assert np.allclose(same, 1.0) and (tmp_path / "cka.png").stat().st_size > 0
     with pytest.raises(HarnessError, match="no test features of layer 'block9'"):
         model_cka(runs, "digits", "block9")
+
+
+@pytest.mark.parametrize("overrides, arms", [({}, ["erm"]), ({"probe": {"cs": [1.0]}}, ["erm"]),
+                                             ({"probe.tasks": []}, ["erm"]),
+                                             ({}, ["erm", {"name": "jtt", "overrides": {"probe.tasks": ["digits"]}}])])
+def test_a_probe_sweep_without_tasks_is_refused_before_anything_starts(tmp_path, overrides, arms, capsys):
+    from harness.cli import main
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({"name": "notasks", "datasets": ["colored_digits"], "kind": "probe",
+                                "algorithms": arms, "overrides": overrides}))
+    assert main(["sweep", str(spec), "--dir", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "probe.tasks" in err[0] and "harness list tasks" in err[0], err
+    assert "in the overrides of erm," in err[0] and "jtt" not in err[0]  # the arm that names its tasks passes
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
+    spec = sweep.parse_spec({"datasets": ["colored_digits"], "kind": "probe",
+                             "algorithms": [{"name": "erm", "overrides": {"probe.tasks": ["digits"]}}]})
+    assert spec.arms[0].overrides == {"probe.tasks": ["digits"]}
+
+
+@pytest.mark.parametrize("name, rows", [("transfer", 3 * 3 * 6), ("transfer_best", 3 * 3)])
+def test_shipped_entries_verify_when_their_runs_exist(name, rows):
+    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs; CI has no
+    such runs unless that sweep ran, so this checks their shape, and verifies where the runs exist."""
+    board = boards.load_board(name)
+    entries = boards.load_entries(board)
+    assert len(entries) == rows  # 3 methods x 3 last-block widths (x 6 layers)
+    assert {e["entrant"]["algorithm"] for e in entries} == {"simclr", "vicreg", "supervised_pretrain"}
+    for entry in entries:
+        assert entry["protocol"] == "transfer" and set(entry["entrant"]) == set(board.entrant)
+        assert set(entry["results"]) == set(board.datasets) and entry["provenance"]["seeds"] == [0, 1]
+    # verifying recomputes every layer of an entry's runs: all best-layer entries, the backbone's per layer
+    for entry in [e for e in entries if e["entrant"].get("layer", "backbone") == "backbone"]:
+        runs = entry["provenance"]["sweep"]
+        diffs = boards.verify(board, entry)
+        assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {runs}"), diffs
+
+
+def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(tmp_path):
+    spec = sweep.parse_spec({
+        "name": "ssl", "datasets": ["colored_digits"], "kind": "probe", "algorithms": ["simclr"],
+        "overrides": {"steps": 10, "eval_every": 10, "backbone.name": "cnn", "backbone.options.channels": [4, 8],
+                      "algorithm.hparams.projector_width": 6, "probe.tasks": ["digits_colour"], "probe.cs": [1.0],
+                      "probe.knn_k": 5}})
+    report = sweep.run_sweep(spec, tmp_path / "ssl", Local())
+    assert report.ok and report.ran == 1, report
+    frame = collect.load_runs(collect.run_folders(tmp_path / "ssl")[0])
+    assert frame.groupby("protocol")["run"].nunique().to_dict() == {"pretraining": 1, "transfer": 1}
+    probed = frame[frame.protocol == "transfer"]
+    assert sorted(probed.layer) == sorted(["block1", "block2", "backbone", "projector1", "output"])
+    assert (probed.algorithm == "simclr").all() and (probed["test.probe_acc"].max() > 0.9)  # colour: easy

@@ -150,15 +150,28 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     kind = raw.get("kind", "train")
     if kind not in kinds:
         raise unknown("sweep spec kind", kind, kinds)
+    overrides = _overrides(raw.get("overrides"), "overrides")
+    if kind == "probe":
+        _check_probe_tasks(overrides, arms)
     return Spec(
         name=files.simple_name(raw.get("name", "sweep"), "sweep spec key 'name' (the sweep folder's name)"),
         datasets=datasets, arms=arms,
         hparam_draws=_count(raw, "hparam_draws"), seeds=sorted(set(seed_list)),
-        overrides=_overrides(raw.get("overrides"), "overrides"), discovery=methods,
+        overrides=overrides, discovery=methods,
         discovery_draws=_count(disc, "hparam_draws", "discovery."), discovery_seeds=discovery_seeds,
         discovery_overrides=_overrides(disc.get("overrides"), "discovery.overrides"),
         launcher=launcher, raw=raw, kind=kind,
     )
+
+
+def _check_probe_tasks(overrides: dict[str, Any], arms: list[Arm]) -> None:
+    """A probe sweep names its downstream tasks (in overrides or every arm's), so that no trial
+    starts only to fail for the want of them."""
+    missing = sorted({arm.algorithm for arm in arms if not {**overrides, **arm.overrides}.get("probe.tasks")})
+    if missing:
+        raise HarnessError(f"sweep spec kind probe needs probe.tasks (a non-empty list of downstream tasks) in "
+                           f"overrides or in the overrides of {', '.join(missing)}, e.g. overrides: "
+                           "{probe: {tasks: [digits]}}; the tasks: `harness list tasks`")
 
 
 def _list(raw: dict, key: str, default: list | None) -> list:
