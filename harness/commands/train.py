@@ -27,7 +27,7 @@ resumes an unfinished run and skips a finished one."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run", description=HELP,
+    p = sub.add_parser("train", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.set_defaults(func=run)
