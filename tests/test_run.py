@@ -92,3 +92,32 @@ def test_class_groups_give_source_metrics_on_validation(tiny_cfg):
     run = train(tiny_cfg("algorithm.name=group_dro", "groups=classes"))
     val = read_jsonl(run / "results.jsonl")[-1]["metrics"]["val"]
     assert val["source_worst_group_acc"] == pytest.approx(val["worst_class_acc"])
+
+
+def test_threads_auto_counts_free_cores_under_the_process_ceiling(monkeypatch):
+    from harness.runs import run as runs
+
+    monkeypatch.setattr(runs, "_THREAD_CEILING", [4])  # the process had 4 threads before its first run
+    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: set(range(8)))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # what this process's previous run used: its own share of the load
+    try:
+        for load, expected in ((0.2, 4), (5.4, 4), (6.6, 2), (7.6, 1), (30.0, 1)):
+            monkeypatch.setattr(runs.os, "getloadavg", lambda: (load, 0.0, 0.0))
+            assert runs.pick_threads("auto") == expected, load
+        assert runs.pick_threads(6) == 6  # a number is taken as given, above the ceiling too
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_threads_are_recorded_not_hashed_and_checked(tiny_cfg, capsys):
+    previous = torch.get_num_threads()
+    try:
+        run = train(tiny_cfg("threads=2", "steps=20"))
+        assert json.loads((run / "info.json").read_text())["threads"] == 2
+        assert run.name == config.config_hash(tiny_cfg("steps=20"))  # where and how fast is not what
+    finally:
+        torch.set_num_threads(previous)
+    for bad in ("threads=0", "threads=many", "threads=true"):
+        with pytest.raises(HarnessError, match="threads must be auto \\(the free cores\\) or a positive integer"):
+            tiny_cfg(bad)

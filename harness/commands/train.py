@@ -19,7 +19,8 @@ Train one run described by a YAML file and/or dotted overrides, for example
 Config keys: dataset.{name,options.*}, algorithm.{name,hparams.*,hparams_seed},
 backbone.{name,options.*} (auto = the dataset's default; mlp, cnn, timm:<model>),
 groups (annotated | classes | none | inferred:<discovery run folder>), features, seed, steps, eval_every, device (auto | cpu | cuda),
-amp, output_dir, run_dir. `harness list` shows names and hyperparameters.
+amp, threads (auto: the free cores, or a number), output_dir, run_dir. `harness list` shows names and
+hyperparameters.
 
 The run folder (output_dir/<config hash> unless run_dir is set) gets config.yaml, results.jsonl,
 predictions/, checkpoint.pt, summary.json and a `done` marker. Running the same command again

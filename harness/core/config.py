@@ -35,13 +35,14 @@ DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 2048,
     "device": "auto",
     "amp": False,
+    "threads": "auto",  # torch's intra-op threads: auto (the free cores) or a number
     "output_dir": "runs",
     "run_dir": None,
 }
 # Free-form mappings, checked against the registered object they configure.
 FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "options")}
 # Keys that say where or how fast a run happens, or how a sweep names it, not what it computes: not hashed.
-NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size", "arm")
+NOT_HASHED = ("device", "threads", "output_dir", "run_dir", "eval_batch_size", "arm")
 INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
@@ -88,7 +89,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if key not in DEFAULTS and key not in sections:
             raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
+    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS and k != "threads"}, DEFAULTS, prefix="")
+    cfg["threads"] = _threads(raw.get("threads", DEFAULTS["threads"]))
     _check_names(cfg)
     dataset = DATASETS.get(cfg["dataset"]["name"])
     cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,
@@ -142,6 +144,12 @@ def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
                 _merge(cfg[key], value, default, prefix=f"{path}.")
         else:
             cfg[key] = _typed(path, value, default)
+
+
+def _threads(value: Any) -> str | int:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise HarnessError(f"threads must be auto (the free cores) or a positive integer, got {shown(value)}")
 
 
 def _typed(path: str, value: Any, default: Any) -> Any:

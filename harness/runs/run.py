@@ -54,6 +54,25 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+_THREAD_CEILING: list[int] = []  # torch's thread count before this process's first run
+
+
+def pick_threads(setting: str | int) -> int:
+    """Torch's intra-op threads for a run: a number as given; ``auto``: the cores not busy
+    (usable cores minus the rounded 1-minute load, at least 1; after a first run in this process,
+    the load its threads added is not counted as busy), never more than the process had before
+    its first run (``OMP_NUM_THREADS``, a launcher's share). On a shared machine a small model on
+    more threads than free cores runs several times slower."""
+    own = torch.get_num_threads() if _THREAD_CEILING else 0
+    if not _THREAD_CEILING:
+        _THREAD_CEILING.append(torch.get_num_threads())
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = max(0, round(os.getloadavg()[0] - own))
+    return max(1, min(_THREAD_CEILING[0], cores - busy))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -100,6 +119,8 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         return out
     seed_everything(cfg["seed"])
     device = pick_device(cfg["device"])
+    threads = pick_threads(cfg["threads"])
+    torch.set_num_threads(threads)
     if distributed.init_from_env(device) and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -123,7 +144,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
             "dataset_info": dataset.info, "code_version": code_version(),
-            "parameters": parameters(cfg, dataset, algo)}
+            "parameters": parameters(cfg, dataset, algo), "threads": threads}
     if rank == 0:
         files.write_json(out / "info.json", info)
     distributed.barrier()
