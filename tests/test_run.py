@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,4 +121,43 @@ def test_threads_are_recorded_not_hashed_and_checked(tiny_cfg, capsys):
         torch.set_num_threads(previous)
     for bad in ("threads=0", "threads=many", "threads=true"):
         with pytest.raises(HarnessError, match="threads must be auto \\(the free cores\\) or a positive integer"):
+            tiny_cfg(bad)
+
+
+def test_a_run_evaluates_a_seeded_train_subset_and_the_splits_it_names(tiny_cfg, tmp_path):
+    from harness.runs.run import build_dataset
+
+    cfg = tiny_cfg("algorithm.name=group_dro", "groups=classes", "eval_train_size=100")
+    run = train(cfg)
+    dataset = build_dataset(cfg)
+    full = dataset.splits["train"]
+    info = json.loads((run / "info.json").read_text())
+    assert info["evaluated"] == {"train": 100, "val": len(dataset.splits["val"]), "test": len(dataset.splits["test"])}
+    arrays = load_arrays(run / "predictions" / "step_0000060.npz")
+    ids = arrays["train.ids"]
+    assert len(ids) == len(set(ids)) == 100 and set(ids) <= set(full.ids.tolist())
+    positions = [full.ids.tolist().index(i) for i in ids]
+    assert arrays["train.y"].tolist() == full.y[positions].tolist()
+    assert arrays["train.attr"].tolist() == dataset.annotated_groups("train")[positions].tolist()
+    assert arrays["train.group"].tolist() == full.y[positions].tolist()  # groups=classes: the class
+    # the logged metrics are those of the stored arrays; the subset is the same at every evaluation
+    protocol = ALGORITHMS.get("group_dro").obj.protocol
+    from harness.protocols.base import protocol as get_protocol
+    assert read_jsonl(run / "results.jsonl")[-1]["metrics"] == get_protocol(protocol).scores(arrays, info)
+    assert np.array_equal(load_arrays(run / "predictions" / "step_0000020.npz")["train.ids"], ids)
+    # a run that names its splits evaluates those only, and is another run (another hash)
+    only_val = train(tiny_cfg("eval_splits=[val]"))
+    assert sorted(load_arrays(only_val / "predictions" / "step_0000060.npz")) == [
+        "val.attr", "val.group", "val.ids", "val.probs", "val.y"]
+    assert only_val.name != config.config_hash(tiny_cfg())
+
+
+def test_eval_settings_are_checked_before_anything_is_written(tiny_cfg, tmp_path):
+    with pytest.raises(HarnessError, match="unknown split of protocol worst_group \\(eval_splits\\) 'vall'; "
+                                           "accepted: train, val, test"):
+        train(tiny_cfg("eval_splits=[vall]"))
+    assert not (tmp_path / "runs").exists()
+    for bad, message in (("eval_splits=val", "eval_splits must be auto or a list of split names"),
+                         ("eval_train_size=-1", "eval_train_size must be auto .* or an integer >= 0")):
+        with pytest.raises(HarnessError, match=message):
             tiny_cfg(bad)

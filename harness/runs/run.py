@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError, RunDiverged
+from harness.core.errors import HarnessError, RunDiverged, unknown
 from harness.core.registry import ALGORITHMS, DATASETS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
@@ -106,6 +106,27 @@ def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> d
     return {"backbone": backbone, "algorithm": sum(p.numel() for p in algo.parameters())}
 
 
+def evaluation_plan(cfg: dict[str, Any], protocol: Protocol, algo: Algorithm,
+                    dataset: ShiftDataset) -> dict[str, torch.Tensor | None]:
+    """The splits a run evaluates (``eval_splits``; auto: the algorithm's, else the protocol's),
+    each with the positions it evaluates: None for all, or for the train split a subset of
+    ``eval_train_size`` examples (auto: the protocol's), drawn once from the run's seed."""
+    names = cfg["eval_splits"]
+    if names == "auto":
+        names = protocol.splits if algo.evaluates is None else algo.evaluates
+    for name in names:
+        if name not in protocol.splits:
+            raise unknown(f"split of protocol {protocol.name} (eval_splits)", name, list(protocol.splits))
+    size = protocol.train_eval_size if cfg["eval_train_size"] == "auto" else cfg["eval_train_size"]
+    plan: dict[str, torch.Tensor | None] = {}
+    for name in dict.fromkeys(names):
+        n = len(dataset.splits[name])
+        subset = name == "train" and 0 < size < n
+        plan[name] = (torch.from_numpy(np.sort(np.random.RandomState(cfg["seed"]).choice(n, size, replace=False)))
+                      if subset else None)
+    return plan
+
+
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
     """The protocol the run's algorithm is written for."""
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
@@ -139,16 +160,18 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         _check_data_parallel(cfg, algo, world)
         algo.grad_sync = distributed.average_gradients
         seed_everything(cfg["seed"] * 1000 + rank)  # same initial weights (built above), own draws per rank
+    plan = evaluation_plan(cfg, protocol, algo, dataset)
     if rank == 0:
         _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
             "dataset_info": dataset.info, "code_version": code_version(),
-            "parameters": parameters(cfg, dataset, algo), "threads": threads}
+            "parameters": parameters(cfg, dataset, algo), "threads": threads,
+            "evaluated": {s: len(dataset.splits[s]) if p is None else len(p) for s, p in plan.items()}}
     if rank == 0:
         files.write_json(out / "info.json", info)
     distributed.barrier()
-    Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
+    Run(cfg, out, dataset, protocol, state, info, algo, device, plan).fit(progress)
     return out
 
 
@@ -177,10 +200,14 @@ class Run:
     """The training loop over one run folder; what it trains on, stores and logs is the protocol's."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, dataset: ShiftDataset, protocol: Protocol, state: Any,
-                 info: dict[str, Any], algo: Algorithm, device: torch.device):
+                 info: dict[str, Any], algo: Algorithm, device: torch.device,
+                 plan: dict[str, torch.Tensor | None]):
         self.cfg, self.out, self.protocol, self.state, self.info = cfg, out, protocol, state, info
         self.algo, self.device = algo, device
         self.splits = {s: dataset.splits[s].to(device) for s in protocol.splits}
+        # what each evaluation records: (split, state) per evaluated split, cut to its positions
+        self.evaluated = {s: (self.splits[s], state) if p is None else protocol.restrict(s, self.splits[s], state, p)
+                          for s, p in plan.items()}
         positions, weights = protocol.sampling(algo, dataset, state)
         self.positions = (torch.arange(len(dataset.splits["train"])) if positions is None else positions).to(device)
         self.weights = weights
@@ -259,11 +286,11 @@ class Run:
 
     @torch.no_grad()
     def _evaluate(self, step: int, train_logs: dict[str, float], train_seconds: float) -> dict:
-        """Store the protocol's arrays of every split, then log the metrics the protocol computes
-        from exactly those arrays (the same function collect and verify call)."""
+        """Store the protocol's arrays of every evaluated split, then log the metrics the protocol
+        computes from exactly those arrays (the same function collect and verify call)."""
         self.algo.eval()
-        arrays = {f"{name}.{key}": value for name, split in self.splits.items()
-                  for key, value in self.protocol.record(self.algo, name, split, self.state,
+        arrays = {f"{name}.{key}": value for name, (split, state) in self.evaluated.items()
+                  for key, value in self.protocol.record(self.algo, name, split, state,
                                                          self.cfg["eval_batch_size"]).items()}
         _check_finite(step, train_logs, arrays)
         path = self.out / "predictions" / f"step_{step:07d}.npz"
