@@ -127,6 +127,7 @@ def test_training_on_full_real_colored_fashion_mnist(tmp_path, monkeypatch):
         cfg = config.load(None, ["dataset.name=colored_fashion_mnist", f"algorithm.name={algorithm}",
                                  "steps=300", "eval_every=300", f"output_dir={tmp_path}"])
         rows = read_jsonl(train(cfg) / "results.jsonl")
-        assert rows[-1]["metrics"]["train"]["n"] == 20000 and rows[-1]["metrics"]["test"]["n"] == 10000
+        assert rows[-1]["metrics"]["train"]["n"] == 5000  # worst-group evaluates a seeded train subset
+        assert rows[-1]["metrics"]["test"]["n"] == 10000
         wga[algorithm] = rows[-1]["metrics"]["test"]["worst_group_acc"]
     assert wga["erm"] < 0.25 < wga["group_dro"]

@@ -140,9 +140,10 @@ def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 3
 
 @BACKBONES.register("domainbed_mnist_cnn")
 def domainbed_mnist_cnn(input_shape: tuple[int, ...]) -> Backbone:
-    """DomainBed's MNIST_CNN (Gulrajani & Lopez-Paz, 2021), for comparisons on its model: 3x3
-    convs of 64, 128 (stride 2), 128, 128 channels, each followed by ReLU then GroupNorm with 8
-    groups; global average pool to 128 features. Layers: conv1 .. conv4 (pooled), output."""
+    """DomainBed's MNIST_CNN (Gulrajani & Lopez-Paz, 2021), for comparisons on its model.
+
+    3x3 convs of 64, 128 (stride 2), 128, 128 channels, each followed by ReLU then GroupNorm with
+    8 groups; global average pool to 128 features. Layers: conv1 .. conv4 (pooled), output."""
     channels, blocks, fan_in = (64, 128, 128, 128), [], input_shape[0]
     for i, out in enumerate(channels):
         blocks.append(nn.Sequential(nn.Conv2d(fan_in, out, 3, stride=2 if i == 1 else 1, padding=1), nn.ReLU(),
