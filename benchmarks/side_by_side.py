@@ -18,7 +18,8 @@ def harness_rate(folder: str, steps: int, batch_size: int, *overrides: str) -> f
     """Examples per second of one run through the harness, from its own ``train_seconds``
     (evaluation excluded, as a hand-written loop does none)."""
     cfg = config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}",
-                             f"algorithm.hparams.batch_size={batch_size}", "device=cpu", *overrides])
+                             f"algorithm.hparams.batch_size={batch_size}", "device=cpu",
+                             f"threads={torch.get_num_threads()}", *overrides])
     run = train(cfg, progress=False)
     return steps * batch_size / sum(r["train_seconds"] for r in read_jsonl(run / "results.jsonl"))
 

@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     common = [f"dataset.name={args.dataset}", f"steps={args.steps}", f"eval_every={args.eval_every}",
-              f"algorithm.hparams.batch_size={args.batch_size}", "device=cpu", "groups=none"]
+              f"algorithm.hparams.batch_size={args.batch_size}", "device=cpu", "groups=none",
+              f"threads={args.threads}"]
     walls: dict[str, list[float]] = {"xrm": [], "erm": []}
     loops: dict[str, list[float]] = {"xrm": [], "erm": []}
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from harness.datasets.colored import CLASSES, FASHION_CLASSES, FASHION_SIZES, fashion_mnist_subsets, source_class
-from matplotlib.colors import hsv_to_rgb
 
 from harness.core.errors import HarnessError
 from harness.core.options import Option
@@ -49,6 +48,8 @@ TEXTURE_CELLS = 4
 
 def backgrounds(place: np.ndarray, size: int, rng: np.random.RandomState) -> np.ndarray:
     """Textured colour backgrounds (n, 3, size, size) in [0, 1] for places 0 (land) / 1 (water)."""
+    from matplotlib.colors import hsv_to_rgb  # matplotlib is imported when images are made, not by `harness list`
+
     n = len(place)
     low, high = np.array(HUES).T
     hsv = np.stack([rng.uniform(low[place], high[place]), rng.uniform(*SATURATION, n), rng.uniform(*VALUE, n)], 1)

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from harness.core.errors import HarnessError
-from harness.core.files import atomic_path
 from harness.core.options import Option
 from harness.core.registry import DATASETS
 from harness.data.dataset import Column, Schema, ShiftDataset, Split
@@ -158,38 +157,55 @@ def fashion_mnist_roots(root: str) -> list[Path]:
 
 def load_fashion_mnist(root: str = "", download: bool = False) -> tuple[np.ndarray, ...]:
     """Train images, train classes, test images, test classes (uint8 / int64 numpy arrays),
-    read with torchvision's FashionMNIST reader."""
-    from torchvision.datasets import FashionMNIST
-
+    read from the first root that holds the four IDX files (see :func:`fashion_files`)."""
     candidates = fashion_mnist_roots(root)
-    for candidate in candidates:
-        tv_root = _torchvision_root(candidate)
-        if tv_root is not None:
-            break
-    else:
+    found = next((files for files in map(fashion_files, candidates) if files is not None), None)
+    if found is None:
         if not download:
             looked = ", ".join(str(c) for c in candidates)
             raise HarnessError(
                 f"Fashion-MNIST not found (looked in: {looked}). Get it offline with "
                 "`apt-get install dataset-fashion-mnist` (Debian), or pass dataset.options.download=true "
                 f"to let torchvision download it into {candidates[0]}, or set dataset.options.root.")
-        tv_root = candidates[0]
-    sets = [FashionMNIST(str(tv_root), train=train, download=download) for train in (True, False)]
-    return (sets[0].data.numpy(), sets[0].targets.numpy(), sets[1].data.numpy(), sets[1].targets.numpy())
+        from torchvision.datasets import FashionMNIST  # only to download
+
+        FashionMNIST(str(candidates[0]), train=True, download=True)
+        found = fashion_files(candidates[0])
+    images, labels, test_images, test_labels = (read_idx(path) for path in found)
+    return images, labels.astype(np.int64), test_images, test_labels.astype(np.int64)
 
 
-def _torchvision_root(folder: Path) -> Path | None:
-    """A folder torchvision's reader accepts for ``folder``: itself when it has the
-    ``FashionMNIST/raw`` layout; for gzipped IDX files (Debian's layout), a cache of them
-    decompressed into that layout; None when neither is there."""
-    if all((folder / "FashionMNIST" / "raw" / f).exists() for f in FASHION_FILES):
-        return folder
-    if not all((folder / f"{f}.gz").exists() for f in FASHION_FILES):
-        return None
-    cache = Path(os.environ.get("HARNESS_CACHE", Path.home() / ".cache" / "shift-harness"))
-    raw = cache / "FashionMNIST" / "raw"
+def fashion_files(folder: Path) -> list[Path] | None:
+    """The four IDX files in ``folder``, gzipped or not, in Debian's layout (the files
+    themselves) or torchvision's (``FashionMNIST/raw/``); None unless all four are there."""
+    found = []
     for name in FASHION_FILES:
-        if not (raw / name).exists():
-            with gzip.open(folder / f"{name}.gz", "rb") as src, atomic_path(raw / name) as tmp:
-                tmp.write_bytes(src.read())
-    return cache
+        options = [base / f"{name}{suffix}" for base in (folder, folder / "FashionMNIST" / "raw")
+                   for suffix in (".gz", "")]
+        path = next((p for p in options if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found
+
+
+IDX_TYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (gzipped if its name ends in ``.gz``): two zero bytes, the element type, the
+    number of dimensions, each dimension as a big-endian uint32, then the elements, big-endian."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+        data = fh.read()
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_TYPES:
+        raise HarnessError(f"{path} is not an IDX file: its first bytes are {data[:4]!r}, expected 00 00, "
+                           f"a type byte ({', '.join(hex(k) for k in IDX_TYPES)}) and the number of dimensions")
+    ndim, dtype = data[3], np.dtype(IDX_TYPES[data[2]])
+    if len(data) < 4 + 4 * ndim:
+        raise HarnessError(f"{path} is truncated: its header names {ndim} dimensions")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
+    size = int(np.prod(shape)) * dtype.itemsize
+    if len(data) != 4 + 4 * ndim + size:
+        raise HarnessError(f"{path} holds {len(data) - 4 - 4 * ndim} bytes of data, its header {shape} "
+                           f"says {size}")
+    return np.frombuffer(data, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from harness.core.errors import HarnessError, unknown
@@ -54,6 +53,8 @@ def _pandas_for_wilds() -> Iterator[None]:
     """wilds 2.0 writes integers into CivilComments' string ``split`` column, which pandas >= 3
     refuses for its default ``str`` dtype; read strings as objects while WILDS loads, and silence
     the warnings wilds triggers on pandas 3 (non-writable arrays, the option's deprecation)."""
+    import pandas as pd
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         warnings.filterwarnings("ignore", message=".*infer_string.*")
@@ -64,6 +65,8 @@ def _pandas_for_wilds() -> Iterator[None]:
 
 
 def _has_option(name: str) -> bool:
+    import pandas as pd
+
     try:
         pd.get_option(name)
     except KeyError:  # pandas' OptionError

@@ -1,5 +1,7 @@
 """The ``harness`` command. Each subcommand is a module in ``harness.commands`` with
-``add_parser(subparsers)`` and ``run(args) -> int``."""
+``add_parser(subparsers)`` and ``run(args) -> int``. Only the module of the command being run
+is imported (commands import torch, pandas, scipy): ``harness --help`` lists the commands from
+the one-line summaries here, without importing any of them."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +10,17 @@ import sys
 
 from harness.core.errors import HarnessError, RunDiverged
 
-COMMANDS = ("quickstart", "train", "discover", "probe", "features", "sweep", "collect", "leaderboard", "list")
+COMMANDS = {
+    "quickstart": "sweep + worst-group leaderboard on colored_digits, in one command",
+    "train": "train one run",
+    "discover": "discover environments (XRM, JTT error sets)",
+    "probe": "probe a network at every layer on downstream tasks (transfer)",
+    "features": "encode a dataset once with a frozen backbone and cache the features",
+    "sweep": "run a sweep of trials, or count their states (sweep status DIR)",
+    "collect": "tables from a sweep, recomputed from stored predictions",
+    "leaderboard": "submit sweep results to a board, verify entries, render the table",
+    "list": "list registered algorithms, datasets, backbones, protocols, launchers, trial kinds, downstream tasks",
+}
 
 DESCRIPTION = """\
 shift-harness: train and compare methods under distribution shift.
@@ -28,17 +40,24 @@ shift-harness: train and compare methods under distribution shift.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with the full subparser of the command ``argv`` names (its module imported)
+    and a summary-only entry for every other command."""
     parser = argparse.ArgumentParser(prog="harness", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"harness.commands.{name}").add_parser(sub)
+    words = sys.argv[1:] if argv is None else argv
+    chosen = next((w for w in words if not w.startswith("-")), None)
+    for name, summary in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(f"harness.commands.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides written after an option: `harness train --no-progress seed=2`
         if not hasattr(args, "args") or any(e.startswith("-") for e in extra):

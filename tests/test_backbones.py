@@ -216,3 +216,18 @@ def test_family_backbones_resolve_in_configs(tiny_bert):
     with pytest.raises(HarnessError, match="unknown backbone 'bert'"):
         configs.resolve({"backbone": {"name": "bert"}})
     configs.resolve({"backbone": {"name": f"hf:{tiny_bert}"}})
+
+
+def test_domainbed_mnist_cnn_dims_layers_and_parameter_count():
+    from harness.models.backbones import parameter_count
+
+    net = backbone_factory("domainbed_mnist_cnn", (2, 28, 28), {})().eval()
+    x = torch.randn(3, 2, 28, 28)
+    assert net(x).shape == (3, 128) and net.n_outputs == 128
+    assert net.layer_dims == {"conv1": 64, "conv2": 128, "conv3": 128, "conv4": 128, "output": 128}
+    assert net.intermediates(x, ["conv2"])["conv2"].shape == (3, 128)
+    assert net[1][0].stride == (2, 2) and net[2][0].stride == (1, 1)  # only the second conv halves the map
+    assert isinstance(net[0][1], torch.nn.ReLU) and net[0][2].num_groups == 8  # ReLU, then GroupNorm(8)
+    convs = 2 * 64 * 9 + 64 + 64 * 128 * 9 + 128 + 2 * (128 * 128 * 9 + 128)
+    norms = 2 * (64 + 3 * 128)
+    assert parameter_count("domainbed_mnist_cnn", (2, 28, 28), {}) == convs + norms == 371136

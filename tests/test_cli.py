@@ -57,3 +57,22 @@ def test_console_entry_point_end_to_end(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness", "train", "algorithm.name=xyz"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown algorithm 'xyz'" in proc.stderr
+
+
+def test_help_lists_every_command_without_importing_torch_or_the_commands():
+    """`harness --help` builds its parser from the summaries in cli.py alone: importing torch,
+    pandas or scipy there costs seconds on every call."""
+    code = ("import sys; from harness.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'pandas', 'scipy', 'sklearn', 'matplotlib', 'harness.commands.train')"
+            " if m in sys.modules]\nprint('heavy:', heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "heavy: []" in out
+    for name in ("quickstart", "train", "discover", "probe", "features", "sweep", "collect", "leaderboard", "list"):
+        assert f"\n    {name}" in out
+
+
+def test_a_command_gets_its_own_options_when_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--print-config" in capsys.readouterr().out

@@ -377,6 +377,7 @@ BACKBONE_CASES = {
     "identity": lambda request: ("identity", (5,), {}),
     "mlp": lambda request: ("mlp", (2, 4, 4), {"width": 8, "depth": 3}),
     "cnn": lambda request: ("cnn", (3, 8, 8), {"channels": (4, 6, 8)}),
+    "domainbed_mnist_cnn": lambda request: ("domainbed_mnist_cnn", (2, 14, 14), {}),
     "timm": lambda request: ("timm:resnet18", (3, 32, 32), {}),
     "text": lambda request: ("text:50", (2, 7), {"embed_dim": 6, "width": 5, "depth": 2}),
     "hf": lambda request: (f"hf:{request.getfixturevalue('tiny_bert')}", (2, 7), {}),

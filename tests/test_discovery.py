@@ -58,13 +58,22 @@ def test_discover_again_leaves_a_finished_discovery_alone(xrm_run):
 
 
 def test_error_set_environments_are_the_identification_models_training_errors(discovery_cfg):
-    out = discover(discovery_cfg("algorithm.name=jtt_errors"), progress=False)
+    out = discover(discovery_cfg("algorithm.name=jtt_errors", "eval_splits=[train]"), progress=False)
     ids, env = load_environments(out)["train"]
     final = load_arrays(out / "predictions" / "step_0000060.npz")
     assert np.array_equal(final["train.ids"], ids)
     assert np.array_equal(env, (final["train.probs"].argmax(1) != final["train.y"]).astype(np.int64))
     assert json.loads((out / "discovery.json").read_text())["flip_rate"] is None
     assert not (out / "flip_rate.png").exists()
+
+
+def test_a_discovery_evaluates_no_split_by_default(xrm_run):
+    """XRM is judged by its flip rate, a training log: its run stores no split's predictions."""
+    rows = read_jsonl(xrm_run / "results.jsonl")
+    assert [r["metrics"] for r in rows] == [{}] * len(rows)
+    assert all("flip_rate" in r["train_logs"] for r in rows)
+    assert json.loads((xrm_run / "info.json").read_text())["evaluated"] == {}
+    assert all(len(load_arrays(p)) == 0 for p in (xrm_run / "predictions").glob("*.npz"))
 
 
 def test_group_dro_trains_on_inferred_groups_and_reports_source_metrics(xrm_run, tiny_cfg):

@@ -31,8 +31,7 @@ oracle, val-wga, val-wga-inferred, val-worst-class, val-avg) and metrics: `harne
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("collect", help="tables from a sweep, recomputed from stored predictions",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("collect", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder or any folder of run folders")
     p.add_argument("--rule", action="append", metavar="RULE", help="selection rule (repeatable; default: all of "
                    "the protocol's)")

@@ -27,7 +27,7 @@ Running the same command again resumes an unfinished discovery and skips a finis
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("discover", help="discover environments (XRM, JTT error sets)", description=HELP,
+    p = sub.add_parser("discover", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.set_defaults(func=run)

@@ -27,8 +27,7 @@ backbone, layer, weights, transform and dataset version; a cache that matches is
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("features", help="encode a dataset once with a frozen backbone and cache the features",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("features", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.set_defaults(func=run)
 

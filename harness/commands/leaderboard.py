@@ -32,8 +32,7 @@ predictions give."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("leaderboard", help="submit sweep results to a board, verify entries, render the table",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("leaderboard", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
                        ("verify", "recompute entries from their runs' stored predictions"),

@@ -21,10 +21,9 @@ COLUMNS = {"datasets": "options (default)", "launchers": "options (default): acc
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered algorithms, datasets, backbones, protocols, launchers, "
-                                    "trial kinds, downstream tasks",
-                       description="Names, one-line descriptions and settings (hyperparameters or options with "
-                                   "their defaults) of everything registered, built-in or through entry points.")
+    p = sub.add_parser("list", description="Names, one-line descriptions and settings (hyperparameters or options "
+                                           "with their defaults) of everything registered, built-in or through "
+                                           "entry points.")
     p.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), help="only this kind")
     p.add_argument("--input-shape", default="3,32,32", metavar="C,H,W",
                    help="input shape at which backbones' parameters are counted (default: 3,32,32)")

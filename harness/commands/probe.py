@@ -25,8 +25,7 @@ output_dir/feature_cache by network weights, layer and dataset."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="probe a network at every layer on downstream tasks (transfer)",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("probe", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.set_defaults(func=run)
 

@@ -28,8 +28,7 @@ config, results, predictions, checkpoint), and the board's entries and markdown 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="sweep + worst-group leaderboard on colored_digits, in one command",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("quickstart", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="runs/quickstart", help="sweep folder (default runs/quickstart)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--launcher", help="instead of processes:<workers>: local, processes:N, slurm, or a YAML "

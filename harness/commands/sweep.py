@@ -54,8 +54,7 @@ Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit BOARD 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep", help="run a sweep of trials, or count their states (sweep status DIR)",
-                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser("sweep", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", nargs="+", metavar="SPEC.yaml | status SWEEP_DIR",
                    help="a sweep spec to run, or `status` and a sweep folder")
     p.add_argument("--dir", help="sweep folder (default: sweeps/<spec name>)")

@@ -19,7 +19,9 @@ Train one run described by a YAML file and/or dotted overrides, for example
 Config keys: dataset.{name,options.*}, algorithm.{name,hparams.*,hparams_seed},
 backbone.{name,options.*} (auto = the dataset's default; mlp, cnn, timm:<model>),
 groups (annotated | classes | none | inferred:<discovery run folder>), features, seed, steps, eval_every, device (auto | cpu | cuda),
-amp, output_dir, run_dir. `harness list` shows names and hyperparameters.
+amp, threads (auto: the free cores, or a number), eval_splits (auto: all, none for a discovery; or
+e.g. [val, test]), eval_train_size (auto: 5,000 train examples, a seeded subset; 0: all), output_dir,
+run_dir. `harness list` shows names and hyperparameters.
 
 The run folder (output_dir/<config hash> unless run_dir is set) gets config.yaml, results.jsonl,
 predictions/, checkpoint.pt, summary.json and a `done` marker. Running the same command again
@@ -27,7 +29,7 @@ resumes an unfinished run and skips a finished one."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one run", description=HELP,
+    p = sub.add_parser("train", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_args(p)
     p.set_defaults(func=run)

@@ -35,13 +35,19 @@ DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 2048,
     "device": "auto",
     "amp": False,
+    "threads": "auto",  # torch's intra-op threads: auto (the free cores) or a number
+    "eval_splits": "auto",      # the splits evaluated: auto (the algorithm's or the protocol's) or a list
+    "eval_train_size": "auto",  # train examples evaluated (a seeded subset): auto (the protocol's), 0 = all
     "output_dir": "runs",
     "run_dir": None,
 }
 # Free-form mappings, checked against the registered object they configure.
 FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "options")}
 # Keys that say where or how fast a run happens, or how a sweep names it, not what it computes: not hashed.
-NOT_HASHED = ("device", "output_dir", "run_dir", "eval_batch_size", "arm")
+NOT_HASHED = ("device", "threads", "output_dir", "run_dir", "eval_batch_size", "arm")
+# Keys hashed only when set: at auto, the runs written before they existed keep their hashes.
+HASHED_UNLESS_AUTO = ("eval_splits", "eval_train_size")
+SPECIAL = {"threads", *HASHED_UNLESS_AUTO}  # checked by their own functions, not by the type of the default
 INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
@@ -88,7 +94,10 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if key not in DEFAULTS and key not in sections:
             raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
+    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS and k not in SPECIAL}, DEFAULTS, prefix="")
+    cfg["threads"] = _threads(raw.get("threads", DEFAULTS["threads"]))
+    cfg["eval_splits"] = _eval_splits(raw.get("eval_splits", DEFAULTS["eval_splits"]))
+    cfg["eval_train_size"] = _eval_train_size(raw.get("eval_train_size", DEFAULTS["eval_train_size"]))
     _check_names(cfg)
     dataset = DATASETS.get(cfg["dataset"]["name"])
     cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,
@@ -144,6 +153,26 @@ def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
             cfg[key] = _typed(path, value, default)
 
 
+def _threads(value: Any) -> str | int:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise HarnessError(f"threads must be auto (the free cores) or a positive integer, got {shown(value)}")
+
+
+def _eval_splits(value: Any) -> str | list[str]:
+    """auto or a list of split names (which names a run accepts is its protocol's to say)."""
+    if value == "auto" or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        return value if value == "auto" else list(value)
+    raise HarnessError(f"eval_splits must be auto or a list of split names such as [val, test], got {shown(value)}")
+
+
+def _eval_train_size(value: Any) -> str | int:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise HarnessError(f"eval_train_size must be auto (the protocol's) or an integer >= 0 (0: the whole train "
+                       f"split), got {shown(value)}")
+
+
 def _typed(path: str, value: Any, default: Any) -> Any:
     """``value`` checked against the type of ``default`` (ints pass for floats; None accepts any)."""
     if default is None:
@@ -197,7 +226,7 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the run computes: the config without where and how fast it runs. Inferred groups
     are identified by the discovery run's folder name (its own config hash), not its path, so
     that a sweep moved or rerun elsewhere keeps its trial hashes."""
-    ident = {k: v for k, v in cfg.items() if k not in NOT_HASHED}
+    ident = {k: v for k, v in cfg.items() if k not in NOT_HASHED and not (k in HASHED_UNLESS_AUTO and v == "auto")}
     groups = ident.get("groups")
     if isinstance(groups, str) and groups.startswith(INFERRED):
         ident["groups"] = INFERRED + Path(groups[len(INFERRED):]).name

@@ -199,6 +199,12 @@ class Split:
             return self.x.__getitems__(positions)
         return torch.stack([self.x[i] for i in positions])
 
+    def subset(self, positions: torch.Tensor) -> "Split":
+        """The examples at these positions, in this order."""
+        positions = positions.to(self.ids.device)
+        x = self.x[positions] if self.in_memory else torch.utils.data.Subset(self.x, positions.tolist())
+        return Split(x, self.ids[positions], self.schema, self.metadata[positions])
+
     def to(self, device: torch.device | str) -> "Split":
         x = self.x.to(device) if self.in_memory else self.x
         return Split(x, self.ids.to(device), self.schema, self.metadata.to(device))

@@ -41,6 +41,8 @@ class Algorithm(nn.Module):
     # can average gradients there) and whose loss is a mean over the batch's examples (or gathers
     # across ranks what is not): only those run on several ranks (harness.runs.distributed)
     data_parallel = False
+    # The splits a run evaluates when eval_splits is auto: None for the protocol's (all of them)
+    evaluates: tuple[str, ...] | None = None
     hparams: dict[str, Hparam] = {
         "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate", low=0, low_open=True),
         "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)", low=0),
@@ -130,6 +132,10 @@ class Discoverer(Algorithm):
     Subclasses implement ``environments``; ``discovery_stats`` reports annotation-free numbers
     about the discovery (XRM's final flip rate, by which the best of several is chosen).
     """
+
+    # What a discovery is judged by (a training log such as the flip rate, the final model's
+    # environments) reads no evaluated split: by default its run evaluates none
+    evaluates: tuple[str, ...] | None = ()
 
     def environments(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """0/1 per example (1: the minority, "mistake" environment), from inputs and their

@@ -1,6 +1,6 @@
 """Backbones: feature extractors with ``n_outputs`` and named layers.
 
-Small ones for small images (``mlp``, ``cnn``), for token ids (``text:<vocab size>``), any timm
+Small ones for small images (``mlp``, ``cnn``, DomainBed's ``domainbed_mnist_cnn``), for token ids (``text:<vocab size>``), any timm
 model by name (``timm:resnet18``) and any Hugging Face encoder (``hf:<name or local folder>``).
 Nothing is downloaded behind the user's back: timm's pretrained weights (``pretrained=True``) and
 Hugging Face models must be in their local caches.
@@ -136,6 +136,21 @@ def cnn(input_shape: tuple[int, ...], channels: tuple[int, ...] = (16, 32, 32, 3
     blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
     hidden = [(f"block{i + 1}", c) for i, c in enumerate(channels)]
     return Backbone(*blocks, n_outputs=fan_in, hidden=hidden)
+
+
+@BACKBONES.register("domainbed_mnist_cnn")
+def domainbed_mnist_cnn(input_shape: tuple[int, ...]) -> Backbone:
+    """DomainBed's MNIST_CNN (Gulrajani & Lopez-Paz, 2021), for comparisons on its model.
+
+    3x3 convs of 64, 128 (stride 2), 128, 128 channels, each followed by ReLU then GroupNorm with
+    8 groups; global average pool to 128 features. Layers: conv1 .. conv4 (pooled), output."""
+    channels, blocks, fan_in = (64, 128, 128, 128), [], input_shape[0]
+    for i, out in enumerate(channels):
+        blocks.append(nn.Sequential(nn.Conv2d(fan_in, out, 3, stride=2 if i == 1 else 1, padding=1), nn.ReLU(),
+                                    nn.GroupNorm(8, out)))
+        fan_in = out
+    blocks.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    return Backbone(*blocks, n_outputs=fan_in, hidden=[(f"conv{i + 1}", c) for i, c in enumerate(channels)])
 
 
 def _check_tokens(name: str, input_shape: tuple[int, ...]) -> None:

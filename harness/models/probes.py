@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
+
+if TYPE_CHECKING:  # scikit-learn is imported where a probe is fitted, not by `harness list`
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
 from harness.models.representation import spectrum
 
@@ -49,6 +49,10 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
     """Fit a logistic regression on standardised train features for every C and keep the one
     with the best validation accuracy."""
     cs = np.sort(np.asarray(cs, dtype=np.float64))
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     scaler = StandardScaler().fit(train_x)
     xt, xv = scaler.transform(train_x), scaler.transform(val_x)
     models, predictions = [], []
@@ -65,6 +69,8 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     """Majority vote of the k nearest train examples by cosine similarity."""
+    from sklearn.neighbors import KNeighborsClassifier
+
     knn = KNeighborsClassifier(n_neighbors=min(k, len(train_x)), metric="cosine", algorithm="brute")
     return knn.fit(train_x, train_y).predict(x).astype(np.int64)
 

@@ -73,6 +73,9 @@ class Protocol:
     splits: tuple[str, ...] = ("train", "val", "test")
     # whether runs of this protocol accept unlabelled examples (pretraining data)
     unlabelled_ok: bool = False
+    # Examples of the train split a run evaluates when eval_train_size is auto (0: all): a fixed,
+    # seeded subset (harness.runs.run.evaluation_plan)
+    train_eval_size: int = 0
     metrics: dict[str, Display] = {}
     rules: tuple[Rule, ...] = ()
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables
@@ -119,6 +122,11 @@ class Protocol:
     def record(self, algo: nn.Module, name: str, split: Split, state: Any, batch_size: int) -> dict[str, np.ndarray]:
         """The arrays stored for split ``name`` at an evaluation (keys without the split prefix)."""
         raise NotImplementedError
+
+    def restrict(self, name: str, split: Split, state: Any, positions: torch.Tensor) -> tuple[Split, Any]:
+        """Split ``name`` and the run's state cut to the examples at ``positions``, for ``record``
+        on a subset; a protocol whose state holds per-example arrays of the split cuts them too."""
+        return split.subset(positions), state
 
     def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         """Metrics per split from the stored arrays (keys ``<split>.<array>``) and the run's info."""

@@ -16,11 +16,12 @@ and integer factor classes (n, K).
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import mutual_info_score
+
+if TYPE_CHECKING:  # scikit-learn is imported where a score is computed, not by `harness list`
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
 MIG_BINS = 20
 DCI_TRAIN_FRACTION = 2 / 3
@@ -48,6 +49,8 @@ def _entropy(p: np.ndarray, base: int) -> np.ndarray:
 def dci(codes: np.ndarray, factors: np.ndarray, max_iter: int = 100, seed: int = 0) -> dict[str, float]:
     """DCI disentanglement, completeness and informativeness. Factors with a single value among
     the training points are left out (nothing to predict)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     n_train = int(len(codes) * DCI_TRAIN_FRACTION)
     num_codes = codes.shape[1]
     columns, accuracies = [], []
@@ -88,6 +91,8 @@ def discretize(codes: np.ndarray, bins: int = MIG_BINS) -> np.ndarray:
 
 def mig(codes: np.ndarray, factors: np.ndarray, bins: int = MIG_BINS) -> tuple[float, list[float]]:
     """Mean MIG and the gap of each factor (NaN for a factor with one value: no entropy)."""
+    from sklearn.metrics import mutual_info_score
+
     binned = discretize(codes, bins)
     gaps = []
     for k in range(factors.shape[1]):
@@ -105,6 +110,8 @@ def probe_accuracy(train_codes: np.ndarray, train_factors: np.ndarray, codes: np
                    factors: np.ndarray) -> float:
     """Mean over factors of the accuracy of a logistic regression (on standardised codes) trained
     on the first set and scored on the second; a factor constant in training predicts its value."""
+    from sklearn.linear_model import LogisticRegression
+
     mean, std = train_codes.mean(0), train_codes.std(0)
     std = np.where(std > 0, std, 1.0)
     x_train, x = (train_codes - mean) / std, (codes - mean) / std

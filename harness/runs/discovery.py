@@ -18,7 +18,6 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score
 
 from harness.core import config as configs
 from harness.core import files
@@ -131,12 +130,14 @@ def minority(dataset: ShiftDataset, split: str) -> np.ndarray:
 def agreement(dataset: ShiftDataset, envs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per split: accuracy of environment 1 as a predictor of the annotated minority, adjusted
     Rand index between the two binary partitions, and minority precision / recall."""
+    from sklearn import metrics
+
     out: dict[str, Any] = {"note": AGREEMENT_NOTE}
     for split, env in envs.items():
         truth = minority(dataset, split)
         out[split] = {
             "accuracy": float(np.mean(env == truth)) if len(env) else None,
-            "ari": float(adjusted_rand_score(truth, env)) if len(env) else None,
+            "ari": float(metrics.adjusted_rand_score(truth, env)) if len(env) else None,
             "minority_precision": float(truth[env == 1].mean()) if (env == 1).any() else None,
             "minority_recall": float(env[truth == 1].mean()) if (truth == 1).any() else None,
         }

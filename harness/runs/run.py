@@ -14,6 +14,7 @@ The run folder holds:
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
 import shutil
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError, RunDiverged
+from harness.core.errors import HarnessError, RunDiverged, unknown
 from harness.core.registry import ALGORITHMS, DATASETS, PROTOCOLS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
@@ -51,6 +52,25 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise HarnessError(f"device {name!r}: this machine has no usable CUDA GPU; accepted here: auto, cpu")
     return device
+
+
+_THREAD_CEILING: list[int] = []  # torch's thread count before this process's first run
+
+
+def pick_threads(setting: str | int) -> int:
+    """Torch's intra-op threads for a run: a number as given; ``auto``: the cores not busy
+    (usable cores minus the rounded 1-minute load, at least 1; after a first run in this process,
+    the load its threads added is not counted as busy), never more than the process had before
+    its first run (``OMP_NUM_THREADS``, a launcher's share). On a shared machine a small model on
+    more threads than free cores runs several times slower."""
+    own = torch.get_num_threads() if _THREAD_CEILING else 0
+    if not _THREAD_CEILING:
+        _THREAD_CEILING.append(torch.get_num_threads())
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    busy = max(0, round(os.getloadavg()[0] - own))
+    return max(1, min(_THREAD_CEILING[0], cores - busy))
 
 
 def seed_everything(seed: int) -> None:
@@ -87,6 +107,27 @@ def parameters(cfg: dict[str, Any], dataset: ShiftDataset, algo: Algorithm) -> d
             "trainable": sum(p.numel() for p in algo.parameters() if p.requires_grad)}
 
 
+def evaluation_plan(cfg: dict[str, Any], protocol: Protocol, algo: Algorithm,
+                    dataset: ShiftDataset) -> dict[str, torch.Tensor | None]:
+    """The splits a run evaluates (``eval_splits``; auto: the algorithm's, else the protocol's),
+    each with the positions it evaluates: None for all, or for the train split a subset of
+    ``eval_train_size`` examples (auto: the protocol's), drawn once from the run's seed."""
+    names = cfg["eval_splits"]
+    if names == "auto":
+        names = protocol.splits if algo.evaluates is None else algo.evaluates
+    for name in names:
+        if name not in protocol.splits:
+            raise unknown(f"split of protocol {protocol.name} (eval_splits)", name, list(protocol.splits))
+    size = protocol.train_eval_size if cfg["eval_train_size"] == "auto" else cfg["eval_train_size"]
+    plan: dict[str, torch.Tensor | None] = {}
+    for name in dict.fromkeys(names):
+        n = len(dataset.splits[name])
+        subset = name == "train" and 0 < size < n
+        plan[name] = (torch.from_numpy(np.sort(np.random.RandomState(cfg["seed"]).choice(n, size, replace=False)))
+                      if subset else None)
+    return plan
+
+
 def protocol_of(cfg: dict[str, Any]) -> Protocol:
     """The protocol the run's algorithm is written for."""
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
@@ -100,6 +141,8 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         return out
     seed_everything(cfg["seed"])
     device = distributed.join(pick_device(cfg["device"]))
+    threads = pick_threads(cfg["threads"])
+    torch.set_num_threads(threads)
     rank, world = distributed.rank_and_world()
     if device.type == "cpu":
         # Adam's moments of parameters whose gradients vanish (dead ReLUs) decay geometrically
@@ -120,16 +163,18 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         _check_data_parallel(cfg, algo, world)
         algo.grad_sync = distributed.average_gradients
         seed_everything(cfg["seed"] * 1000 + rank)  # same initial weights (built above), own draws per rank
+    plan = evaluation_plan(cfg, protocol, algo, dataset)
     if rank == 0:
         _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
             "dataset_info": dataset.info, "code_version": code_version(),
-            "parameters": parameters(cfg, dataset, algo)}
+            "parameters": parameters(cfg, dataset, algo), "threads": threads,
+            "evaluated": {s: len(dataset.splits[s]) if p is None else len(p) for s, p in plan.items()}}
     if rank == 0:
         files.write_json(out / "info.json", info)
     distributed.barrier()
-    Run(cfg, out, dataset, protocol, state, info, algo, device).fit(progress)
+    Run(cfg, out, dataset, protocol, state, info, algo, device, plan).fit(progress)
     return out
 
 
@@ -158,10 +203,14 @@ class Run:
     """The training loop over one run folder; what it trains on, stores and logs is the protocol's."""
 
     def __init__(self, cfg: dict[str, Any], out: Path, dataset: ShiftDataset, protocol: Protocol, state: Any,
-                 info: dict[str, Any], algo: Algorithm, device: torch.device):
+                 info: dict[str, Any], algo: Algorithm, device: torch.device,
+                 plan: dict[str, torch.Tensor | None]):
         self.cfg, self.out, self.protocol, self.state, self.info = cfg, out, protocol, state, info
         self.algo, self.device = algo, device
         self.splits = {s: dataset.splits[s].to(device) for s in protocol.splits}
+        # what each evaluation records: (split, state) per evaluated split, cut to its positions
+        self.evaluated = {s: (self.splits[s], state) if p is None else protocol.restrict(s, self.splits[s], state, p)
+                          for s, p in plan.items()}
         positions, weights = protocol.sampling(algo, dataset, state)
         self.positions = (torch.arange(len(dataset.splits["train"])) if positions is None else positions).to(device)
         self.weights = weights
@@ -240,11 +289,11 @@ class Run:
 
     @torch.no_grad()
     def _evaluate(self, step: int, train_logs: dict[str, float], train_seconds: float) -> dict:
-        """Store the protocol's arrays of every split, then log the metrics the protocol computes
-        from exactly those arrays (the same function collect and verify call)."""
+        """Store the protocol's arrays of every evaluated split, then log the metrics the protocol
+        computes from exactly those arrays (the same function collect and verify call)."""
         self.algo.eval()
-        arrays = {f"{name}.{key}": value for name, split in self.splits.items()
-                  for key, value in self.protocol.record(self.algo, name, split, self.state,
+        arrays = {f"{name}.{key}": value for name, (split, state) in self.evaluated.items()
+                  for key, value in self.protocol.record(self.algo, name, split, state,
                                                          self.cfg["eval_batch_size"]).items()}
         _check_finite(step, train_logs, arrays)
         path = self.out / "predictions" / f"step_{step:07d}.npz"

@@ -1,0 +1,215 @@
+"""The harness against its peers' official code, same data, same model, side by side.
+
+Given checkouts of the peers' public repositories (run unmodified, never copied here; this script
+fetches nothing), it writes Fashion-MNIST in the layout torchvision's MNIST reader expects into a
+scratch folder, so that both peers' ColoredMNIST recipes and the harness's colored_fashion_mnist
+read the same images; then runs each side as subprocesses, alternating, and prints wall times,
+accuracies and one ``ratio: <peer wall / ours>`` line per comparison.
+
+- XRM end to end (facebookresearch/XRM, main.py): phase 1, XRM's twins on ColorMNIST for
+  --hparam-sets hyperparameter draws; phase 2, GroupDRO on the groups of the draw with the largest
+  flip rate, --hparam-sets draws. Ours: `harness discover` per draw, the largest final flip rate,
+  `harness train algorithm.name=group_dro groups=inferred:<it>` per draw; each draw with the
+  peer's values (lr, batch size, weight decay, eta: its registry's formula) and 50k/10k/10k.
+- DomainBed's ERM trial (facebookresearch/DomainBed, domainbed.scripts.train): ColoredMNIST, test
+  environment 2, --domainbed-steps steps of batch 64 per training environment, its MNIST_CNN.
+  Ours: `harness train` on colored_fashion_mnist with backbone domainbed_mnist_cnn, batch 128,
+  the same training and validation sizes (37,333 / 9,333), evaluated at the same two steps.
+
+The last line is the XRM end-to-end ratio when XRM ran, else DomainBed's. Accuracies: test
+average accuracy on both sides, and the peer's test "wga" (its ColorMNIST test split has one
+attribute value, so that is the worst class) against our test worst-class accuracy, at the
+checkpoint and draw with the best validation worst-group accuracy on the inferred groups.
+
+    OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --xrm-repo /work/peers/XRM \\
+        --domainbed-repo /work/peers/DomainBed --peer-python /work/peers/venv/bin/python
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, fashion_files
+
+XRM_DATASET = "ColorMNIST"
+
+
+def xrm_draw(comb: int) -> dict[str, float]:
+    """The peer's ColorMNIST hyperparameters of draw ``comb`` (its registry's formula: one
+    RandomState(comb), lr, batch size, weight decay, then GroupDRO's eta)."""
+    rs = np.random.RandomState(comb)
+    lr, batch = 10 ** rs.uniform(-5, -3), int(2 ** rs.uniform(3, 6))
+    return {"lr": lr, "batch_size": batch, "weight_decay": 10 ** rs.uniform(-6, -3), "eta": 10 ** rs.uniform(-3, -1)}
+
+
+def prepare_data(fashion_root: Path, work: Path) -> Path:
+    """``work/data/MNIST/raw/``: Fashion-MNIST's four IDX files, uncompressed: what torchvision's
+    MNIST reader finds without downloading, and colored_fashion_mnist reads with root= that folder."""
+    found = fashion_files(fashion_root)
+    if found is None:
+        raise SystemExit(f"Fashion-MNIST not found in {fashion_root} (apt-get install dataset-fashion-mnist)")
+    raw = work / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, path in zip(FASHION_FILES, found):
+        data = path.read_bytes()
+        data = gzip.decompress(data) if path.suffix == ".gz" else data
+        (raw / name).write_bytes(data)
+    return work / "data"
+
+
+def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
+    """Wall seconds of one subprocess; its output goes to ``log``; a failure stops the benchmark."""
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        result = subprocess.run(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if result.returncode:
+        raise SystemExit(f"failed ({result.returncode}): {' '.join(command)}; see {log}")
+    return wall
+
+
+def harness(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness", *args]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- XRM end to end -----------------------------------------------------------------------------
+def xrm_peer(repo: Path, python: str, data: Path, folder: Path, args: argparse.Namespace,
+             env: dict[str, str]) -> tuple[float, dict]:
+    folder.mkdir(parents=True)
+    (folder / "mnist").symlink_to(data)  # the peer reads ./mnist/MNIST/raw
+    # its phase 2 picks the phase-1 draw by flip rate only in a folder whose path holds "phase_1"
+    log = folder / "log.txt"
+    common = [python, str(repo / "main.py"), "--datasets", XRM_DATASET, "--seed", "0",
+              "--num_hparams_combs", str(args.hparam_sets)]
+    wall = timed([*common, "--phase", "1", "--algorithms", "XRM", "--group_labels", "no",
+                  "--out_dir", str(folder / "phase_1")], folder, env, log)
+    wall += timed([*common, "--phase", "2", "--algorithms", "GroupDRO",
+                   "--group_labels", str(folder / "phase_1" / "XRM"), "--out_dir", str(folder / "phase_2")],
+                  folder, env, log)
+    rows = [r for f in (folder / "phase_2" / "GroupDRO" / XRM_DATASET / "group_labels_inferred").glob("results_*.json")
+            for r in read_rows(f) if "step" in r]  # the first line is the hparams
+    # its val groups are the inferred ones, so its va_wga is our val.source_worst_group_acc
+    best = max(rows, key=lambda r: (r["va_wga"], -r["step"]))
+    return wall, {"test_avg_acc": best["te_avg_acc"], "test_worst_class_acc": best["te_wga"], "step": best["step"]}
+
+
+def xrm_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, dict]:
+    folder.mkdir(parents=True)
+    log = folder / "log.txt"
+    common = ["dataset.name=colored_fashion_mnist", f"dataset.options.root={data / 'MNIST' / 'raw'}",
+              "dataset.options.n_train=50000", "dataset.options.n_val=10000", "dataset.options.n_test=10000",
+              "backbone.name=mlp", f"steps={args.steps}", "eval_every=50", f"output_dir={folder}", "device=cpu"]
+    wall, discoveries = 0.0, []
+    for comb in range(args.hparam_sets):
+        draw = xrm_draw(comb)
+        hparams = [f"algorithm.hparams.{k}={draw[k]}" for k in ("lr", "batch_size", "weight_decay")]
+        run = folder / f"xrm{comb}"
+        wall += timed(harness("discover", *common, "algorithm.name=xrm", *hparams, f"run_dir={run}"), folder, env, log)
+        discoveries.append(run)
+    best_discovery = max(discoveries, key=lambda run: json.loads((run / "discovery.json").read_text())["flip_rate"])
+    rows = []
+    for comb in range(args.hparam_sets):
+        draw = xrm_draw(comb)
+        hparams = [f"algorithm.hparams.{k}={draw[k]}" for k in ("lr", "batch_size", "weight_decay", "eta")]
+        run = folder / f"group_dro{comb}"
+        wall += timed(harness("train", *common, "algorithm.name=group_dro", f"groups=inferred:{best_discovery}",
+                              *hparams, f"run_dir={run}"), folder, env, log)
+        rows += read_rows(run / "results.jsonl")
+    best = max(rows, key=lambda r: (r["metrics"]["val"]["source_worst_group_acc"], -r["step"]))
+    test = best["metrics"]["test"]
+    return wall, {"test_avg_acc": test["avg_acc"], "test_worst_class_acc": test["worst_class_acc"],
+                  "step": best["step"]}
+
+
+# --- DomainBed's ERM trial ----------------------------------------------------------------------
+def domainbed_peer(repo: Path, python: str, data: Path, folder: Path, args: argparse.Namespace,
+                   env: dict[str, str]) -> tuple[float, dict]:
+    folder.mkdir(parents=True)
+    command = [python, "-m", "domainbed.scripts.train", "--data_dir", str(data), "--dataset", "ColoredMNIST",
+               "--algorithm", "ERM", "--test_envs", "2", "--steps", str(args.domainbed_steps),
+               "--output_dir", str(folder / "out")]
+    wall = timed(command, repo, env, folder / "log.txt")
+    last = read_rows(folder / "out" / "results.jsonl")[-1]
+    return wall, {"test_avg_acc": (last["env2_in_acc"] + last["env2_out_acc"]) / 2,
+                  "val_avg_acc": (last["env0_out_acc"] + last["env1_out_acc"]) / 2, "step": last["step"]}
+
+
+def domainbed_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, dict]:
+    folder.mkdir(parents=True)
+    steps = args.domainbed_steps
+    run = folder / "erm"
+    command = harness("train", "dataset.name=colored_fashion_mnist", f"dataset.options.root={data / 'MNIST' / 'raw'}",
+                      "dataset.options.n_train=37333", "dataset.options.n_val=9333", "dataset.options.n_test=10000",
+                      "backbone.name=domainbed_mnist_cnn", "algorithm.name=erm", "algorithm.hparams.batch_size=128",
+                      f"steps={steps}", f"eval_every={max(1, steps - 1)}", "device=cpu", f"run_dir={run}")
+    wall = timed(command, folder, env, folder / "log.txt")
+    last = read_rows(run / "results.jsonl")[-1]
+    return wall, {"test_avg_acc": last["metrics"]["test"]["avg_acc"], "val_avg_acc": last["metrics"]["val"]["avg_acc"],
+                  "step": last["step"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--xrm-repo", type=Path, help="a checkout of facebookresearch/XRM (skipped if not given)")
+    parser.add_argument("--domainbed-repo", type=Path, help="a checkout of facebookresearch/DomainBed (skipped if not "
+                                                             "given)")
+    parser.add_argument("--peer-python", default=sys.executable,
+                        help="the Python that runs the peers (a venv with their packages; default: this one)")
+    parser.add_argument("--fashion-root", type=Path, default=Path(DEBIAN_ROOT), help="Fashion-MNIST's IDX files")
+    parser.add_argument("--work-dir", type=Path, help="scratch folder (default: a temporary one, removed)")
+    parser.add_argument("--steps", type=int, default=1001, help="XRM recipe: steps of every run (default 1001)")
+    parser.add_argument("--hparam-sets", type=int, default=3, help="XRM recipe: draws per phase (default 3)")
+    parser.add_argument("--domainbed-steps", type=int, default=101, help="DomainBed trial steps (default 101)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds; each runs both sides, the peer first in "
+                                                              "even rounds, ours first in odd ones")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1)")
+    args = parser.parse_args()
+    if args.xrm_repo is None and args.domainbed_repo is None:
+        parser.error("give --xrm-repo and/or --domainbed-repo")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="vs_peers_"))
+    data = prepare_data(args.fashion_root, work)
+    comparisons = []
+    if args.xrm_repo:
+        comparisons.append(("xrm_end_to_end", lambda f: xrm_peer(args.xrm_repo, args.peer_python, data, f, args, env),
+                            lambda f: xrm_ours(data, f, args, env)))
+    if args.domainbed_repo:
+        comparisons.append(("domainbed_erm_trial",
+                            lambda f: domainbed_peer(args.domainbed_repo, args.peer_python, data, f, args, env),
+                            lambda f: domainbed_ours(data, f, args, env)))
+    ratios = {}
+    try:
+        for name, peer, ours in comparisons:
+            walls: dict[str, list[float]] = {"peer": [], "ours": []}
+            for r in range(args.rounds):
+                sides = [("peer", peer), ("ours", ours)]
+                for side, run in sides if r % 2 == 0 else sides[::-1]:
+                    wall, acc = run(work / f"{name}-{side}{r}")
+                    walls[side].append(wall)
+                    print(f"{name} round {r} {side}: {wall:.1f} s, " + ", ".join(
+                        f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()), flush=True)
+            ratios[name] = float(np.median(walls["peer"]) / np.median(walls["ours"]))
+            print(f"{name}: median peer {np.median(walls['peer']):.1f} s, ours {np.median(walls['ours']):.1f} s")
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    for name, ratio in ratios.items():
+        print(f"ratio ({name}): {ratio:.2f}")
+    print(f"ratio: {ratios.get('xrm_end_to_end', ratios.get('domainbed_erm_trial')):.2f}")
+
+
+if __name__ == "__main__":
+    main()
