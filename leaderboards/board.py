@@ -10,8 +10,9 @@ entrant's runs, and the entry records the chosen runs, every candidate run (conf
 seeds, the code version and the numbers. ``verify`` recomputes those numbers from the stored
 predictions of the listed runs and reports every difference.
 
-Definitions ship with the package (beside this file) or are given as a YAML path. Entries and
-the table live in a board folder::
+A definition may name the sweep specs its entries come from (``sweeps``), which ``harness
+leaderboard reproduce`` runs. Definitions ship with the package (beside this file) or are given
+as a YAML path. Entries and the table live in a board folder::
 
     <board folder>/entries/<name>/*.json     the entries
     <board folder>/<name>.md                 the rendered table
@@ -25,7 +26,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from harness.reports.tables import render as render_table
 
 BOARD_DIR = Path(__file__).parent
 BOARD_KEYS = ("name", "title", "protocol", "entrant", "datasets", "selection", "metrics", "required_seeds",
-              "description")
+              "description", "sweeps")
 NUMBER = (int, float, type(None))
 STAT = {"mean": NUMBER, "stderr": NUMBER, "ci95": [NUMBER]}
 # The shape of an entry: a type (or types), [shape] for a list of such, {"*": shape} for a
@@ -68,6 +69,9 @@ class Board:
     required_seeds: int
     description: str
     dir: Path
+    # the sweep specs whose runs the board's entries come from (`harness leaderboard reproduce`);
+    # paths relative to the definition's folder
+    sweeps: list[Path] = field(default_factory=list)
 
     @property
     def entries_dir(self) -> Path:
@@ -125,13 +129,18 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
     for metric in raw["metrics"]:
         if metric not in scorer.metric_columns():
             raise unknown(f"metric in board {path}", metric, scorer.metric_columns())
+    sweeps = raw.get("sweeps", [])
+    if not isinstance(sweeps, list) or not all(isinstance(v, str) and v for v in sweeps):
+        raise HarnessError(f"board {path}: sweeps must be a list of sweep spec paths (relative to the definition's "
+                           f"folder), got {sweeps!r}")
     board_name = raw.get("name", path.stem)
     if not re.fullmatch(r"[A-Za-z0-9_]+", board_name):
         raise HarnessError(f"board {path}: name must be letters, digits and underscores, got {board_name!r}")
     return Board(name=board_name, title=raw.get("title", board_name), scorer=scorer, entrant=list(raw["entrant"]),
                  datasets=list(raw["datasets"]), selection=selection, metrics=list(raw["metrics"]),
                  required_seeds=raw["required_seeds"], description=raw.get("description", ""),
-                 dir=Path(board_dir) if board_dir is not None else BOARD_DIR)
+                 dir=Path(board_dir) if board_dir is not None else BOARD_DIR,
+                 sweeps=[path.parent / v for v in sweeps])
 
 
 def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:

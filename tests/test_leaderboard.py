@@ -12,9 +12,9 @@ from harness.core.files import load_arrays, save_arrays, sha256
 
 @pytest.fixture
 def board_dir(tmp_path):
-    """The shipped worst-group board, asking for the 2 seeds of the small sweep."""
-    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group.yaml").read_text())
-    definition["required_seeds"] = 2
+    """The quickstart's colored_digits board (named worst_group here), asking for the 2 seeds of the small sweep."""
+    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
+    definition["required_seeds"], definition["name"] = 2, "worst_group"
     folder = tmp_path / "boards"
     folder.mkdir()
     (folder / "worst_group.yaml").write_text(yaml.safe_dump(definition))
@@ -86,7 +86,7 @@ def test_verify_without_the_runs_says_where_to_find_them(small_sweep, board_dir,
 def test_a_board_needs_its_seeds(small_sweep, tmp_path, capsys):
     folder = tmp_path / "boards"
     folder.mkdir()
-    shutil.copy(boards.BOARD_DIR / "worst_group.yaml", folder)  # 3 seeds required; the sweep has 2
+    shutil.copy(boards.BOARD_DIR / "worst_group_smoke.yaml", folder / "worst_group.yaml")  # 3 seeds; the sweep has 2
     assert submit(small_sweep, folder) == 2
     captured = capsys.readouterr()
     assert "1 seed(s) answer" not in captured.out and "2 seed(s) answer rule val-wga, the board requires 3" in captured.out
@@ -108,12 +108,16 @@ def test_render_is_rebuilt_from_entries(small_sweep, board_dir):
 
 
 def test_shipped_entries_verify_when_their_runs_exist():
-    """The committed entries carry the hashes of the quickstart's runs; CI has no such runs
-    unless the quickstart ran, so this checks their shape, and verify where the runs exist."""
+    """The committed entries carry the hashes of the board sweep's runs (`harness leaderboard
+    reproduce worst_group`); CI has no such runs unless that sweep ran, so this checks their shape,
+    and verify where the runs exist."""
     board = boards.load_board("worst_group")
     entries = boards.load_entries(board)
+    assert board.datasets == ["colored_fashion_mnist", "background_fashion_mnist"]
+    assert len({e["entrant"]["algorithm"] for e in entries}) >= 15
     assert {(e["entrant"]["algorithm"], e["entrant"]["groups"]) for e in entries} >= {
-        ("erm", "annotated"), ("group_dro", "annotated")}
+        ("erm", "none"), ("group_dro", "annotated"), ("group_dro", "inferred:xrm"), ("group_dro", "inferred:jtt_errors"),
+        ("dfr", "annotated"), ("dfr", "inferred:xrm"), ("dfr", "inferred:jtt_errors")}
     for entry in entries:
         assert entry["protocol"] == "worst_group" and set(entry["entrant"]) == {"algorithm", "groups", "arm"}
         assert entry["provenance"]["seeds"] == [0, 1, 2]

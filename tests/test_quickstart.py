@@ -22,10 +22,10 @@ def test_quickstart_sweeps_enters_its_own_board_and_prints_it(tmp_path, capsys):
     for row in ("| erm ", "| group_dro   | annotated", "| group_dro   | inferred:xrm", "| jtt "):
         assert row in table
     assert f"harness collect {tmp_path / 'qs'}" in out and "wall time:" in out
-    entries = sorted(p.name for p in (board_dir / "entries" / "worst_group").glob("*.json"))
+    entries = sorted(p.name for p in (board_dir / "entries" / "worst_group_smoke").glob("*.json"))
     assert entries == ["erm--annotated.json", "group_dro--annotated.json", "group_dro--inferred-xrm.json",
                        "jtt--none--algorithm.hparams.id_steps-3.json"]  # its arm: its own override
-    assert main(["leaderboard", "verify", "worst_group", "--board-dir", str(board_dir)]) == 0
+    assert main(["leaderboard", "verify", "worst_group_smoke", "--board-dir", str(board_dir)]) == 0
     # a relaunch reuses every trial
     assert main(args) == 0
     assert "sweep: 0 trial(s) ran, 18 already done" in capsys.readouterr().out

@@ -87,7 +87,7 @@ def test_runs_record_the_code_version_they_were_trained_with(small_sweep):
 
 @pytest.fixture
 def entry(small_sweep, tmp_path):
-    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group.yaml").read_text())
+    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
     definition["required_seeds"] = 2
     (tmp_path / "boards").mkdir()
     (tmp_path / "boards" / "worst_group.yaml").write_text(yaml.safe_dump(definition))

@@ -1,10 +1,13 @@
-"""``harness leaderboard submit|verify|render``: entries from sweeps, checked against their
-stored predictions, rendered to markdown."""
+"""``harness leaderboard submit|verify|render|pictures|reproduce``: entries from sweeps, checked
+against their stored predictions, rendered to markdown; ``reproduce`` runs a board's own sweep
+specs first."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
@@ -24,6 +27,10 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
                                                   # its protocol, into myboard/pictures/<board>/
+  harness leaderboard reproduce worst_group        # run the board's sweep specs into sweeps/<spec name>,
+                                                  # enter, verify and render into sweeps/<spec name>/board
+  harness leaderboard reproduce worst_group --launcher processes:4 --sweep-dir /scratch/wg
+  harness leaderboard reproduce worst_group --board-dir leaderboards   # rewrite the shipped entries (maintainers)
 
 Nothing is written into the shipped board unless its folder is named with --board-dir (the
 project's maintainers do so, from a checkout: --board-dir leaderboards). verify exits 2 and lists
@@ -37,20 +44,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
                        ("verify", "recompute entries from their runs' stored predictions"),
                        ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
-                       ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG")):
+                       ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
+                       ("reproduce", "run the board's sweep specs, then submit, verify and render, with the wall time")):
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
+        default = {"submit": "", "reproduce": " (default: <sweep folder>/board; the shipped one only if named)"}
         a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
-                            + ("" if name == "submit" else " (default: the shipped one)"))
+                            + default.get(name, " (default: the shipped one)"))
         if name in ("verify", "pictures"):
             a.add_argument("--runs", metavar="DIR", help="folder holding the listed runs (default: each entry's sweep)")
+        if name == "reproduce":
+            a.add_argument("--sweep-dir", metavar="DIR",
+                           help="one sweep folder for all the board's specs (default: sweeps/<first spec's name>); rerunning "
+                                "resumes: finished trials are skipped")
+            a.add_argument("--launcher", help="overrides every spec's launcher: local, processes:N, slurm, or a YAML "
+                                              "mapping {name: slurm, partition: ..., time_min: ...}")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "reproduce":
+        return reproduce(args)
     board = boards.load_board(args.board, args.board_dir)
     if args.action == "submit":
         return submit(board, args.sweep_dir, f"harness leaderboard submit {args.board} {args.sweep_dir}")
@@ -92,6 +109,48 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
         print(f"entry: {path}")
     print(f"table: {write_table(board)}")
     return 0
+
+
+def reproduce(args: argparse.Namespace) -> int:
+    """Run every sweep spec of the board into one sweep folder, then write its entries and table
+    into the board folder, verify each entry against its runs and print the wall time."""
+    from harness.sweeps import sweep
+    from harness.sweeps.launchers import make_launcher, override_launcher
+
+    start = time.perf_counter()
+    board = boards.load_board(args.board)
+    if not board.sweeps:
+        raise HarnessError(f"board {board.name!r} names no sweep specs to reproduce it from (key `sweeps` of its "
+                           "definition: a list of spec paths relative to the definition's folder)")
+    missing = [str(p) for p in board.sweeps if not p.is_file()]
+    if missing:
+        raise HarnessError(f"board {board.name!r}: sweep spec(s) not found: {', '.join(missing)}; reproduce from a "
+                           "checkout of the project, where they are")
+    specs = [sweep.load_spec(p) for p in board.sweeps]  # every spec checked before anything runs
+    folder = Path(args.sweep_dir or Path("sweeps") / specs[0].name)
+    board = boards.load_board(args.board, args.board_dir or folder / "board")
+    if args.launcher:
+        choice = configs.parse_value(args.launcher)
+        for spec in specs:
+            spec.launcher = override_launcher(spec.launcher, choice)
+    ok = True
+    for path, spec in zip(board.sweeps, specs):
+        print(f"sweep {path} -> {folder} (launcher {spec.launcher})", flush=True)
+        launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
+        launcher.ready()
+        report = sweep.run_sweep(spec, folder, launcher)
+        print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
+        ok = ok and report.ok
+    if not ok:
+        print(f"some trials did not finish: `harness sweep status {folder}`; rerun the same command to resume")
+    submit(board, str(folder), f"harness leaderboard reproduce {args.board}")
+    failures = [f"{e['_path']}: {d}" for e in boards.load_entries(board) for d in boards.verify(board, e)]
+    if failures:
+        raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
+                           + "\n  ".join(failures))
+    print(f"verified: every entry recomputed from its runs' stored predictions\n\n{board.table_path.read_text()}")
+    print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
+    return 0 if ok else 1
 
 
 def write_table(board: boards.Board) -> Path:

@@ -16,7 +16,7 @@ from harness.sweeps.launchers import make_launcher
 HELP = f"""\
 Sweep ERM and GroupDRO with annotated groups, and JTT and GroupDRO on XRM's discovered groups
 without any annotation, on {quickstart.DATASET}, {quickstart.SEEDS} seeds, on worker processes; then
-write the worst-group board's entries from the sweep and print the board.
+write the entries of the worst-group smoke board (worst_group_smoke) from the sweep and print it.
 
   harness quickstart                       # about a minute on 2 cores
   harness quickstart --workers 4
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise HarnessError(f"--workers must be >= 1, got {args.workers}")
     folder = Path(args.dir)
-    board = boards.load_board("worst_group", args.board_dir or folder / "board")
+    board = boards.load_board("worst_group_smoke", args.board_dir or folder / "board")
     launcher = configs.parse_value(args.launcher) if args.launcher else f"processes:{args.workers}"
     spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher))
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
@@ -65,6 +65,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"  all rules, as tables:          harness collect {folder}")
     print(f"  board entries:                 {board.entries_dir}")
     print(f"  board table:                   {board.table_path}")
-    print(f"  check the entries:             harness leaderboard verify worst_group --board-dir {board.dir}")
+    print(f"  check the entries:             harness leaderboard verify {board.name} --board-dir {board.dir}")
     print(f"wall time: {time.perf_counter() - start:.0f} s")
     return 0 if report.ok else 1

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.registry import Hparam, choice, log_uniform
+from harness.data.dataset import Split
 
 
 @dataclass
@@ -27,6 +28,16 @@ class Batch:
     y: torch.Tensor
     g: torch.Tensor
     index: torch.Tensor
+
+
+@dataclass
+class HeldOut:
+    """Validation examples handed to an algorithm that fits part of itself on them (DFR): the
+    examples (``split``), their training-source groups and the run's seed (for its own draws)."""
+
+    split: Split
+    g: torch.Tensor
+    seed: int
 
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -43,6 +54,11 @@ class Algorithm(nn.Module):
     data_parallel = False
     # The splits a run evaluates when eval_splits is auto: None for the protocol's (all of them)
     evaluates: tuple[str, ...] | None = None
+    # True for methods that fit part of themselves on validation examples (DFR's last layer): the
+    # run then sets ``held_out`` to a seeded half of validation, each training group halved, and
+    # stores, scores and selects on the other half only (the protocol's ``hold_out``)
+    holds_out_validation = False
+    held_out: HeldOut | None = None
     hparams: dict[str, Hparam] = {
         "lr": Hparam(1e-3, log_uniform(1e-4, 1e-2), "learning rate", low=0, low_open=True),
         "weight_decay": Hparam(0.0, log_uniform(1e-6, 1e-2), "L2 penalty (decoupled in adamw)", low=0),
@@ -103,6 +119,10 @@ class Algorithm(nn.Module):
         """The network transfer probes read at every named layer (``layer_names``,
         ``intermediates``): the featurizer; methods with a projector return backbone and projector."""
         return self.featurizer
+
+    def before_evaluation(self) -> None:
+        """Called by the loop in eval mode, under ``torch.no_grad``, before each evaluation's
+        predictions; nothing by default (DFR re-fits its last layer on ``held_out`` here)."""
 
     def step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

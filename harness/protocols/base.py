@@ -34,6 +34,7 @@ from torch import nn
 from harness.core.errors import HarnessError, unknown
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split
+from harness.models.algorithm import HeldOut
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,11 @@ class Protocol:
     def info(self, cfg: dict[str, Any], dataset: ShiftDataset, state: Any) -> dict[str, Any]:
         """What ``scores`` needs besides the stored arrays (written to ``info.json``)."""
         return {}
+
+    def hold_out(self, dataset: ShiftDataset, state: Any, seed: int) -> HeldOut:
+        """For an algorithm that fits on validation examples (``holds_out_validation``): a seeded
+        part of the validation split for it; the dataset's and state's validation keep the rest."""
+        raise HarnessError(f"protocol {self.name} holds out no validation examples for an algorithm")
 
     def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: Any) -> tuple[torch.Tensor | None,
                                                                                     torch.Tensor | None]:

@@ -23,7 +23,7 @@ from harness.core.errors import HarnessError
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.data.groups import GroupAssignment, resolve_groups
-from harness.models.algorithm import Batch
+from harness.models.algorithm import Batch, HeldOut
 from harness.protocols.base import Display, Protocol, Rule
 from harness.protocols.classification import classification_metrics
 
@@ -95,6 +95,23 @@ class WorstGroup(Protocol):
             "source_info": source.info,
         }
 
+    def hold_out(self, dataset: ShiftDataset, state: RunGroups, seed: int) -> HeldOut:
+        """Half of each training-source group of validation (the larger half of an odd one),
+        drawn by ``seed``, for the algorithm (DFR); validation, its groups and so every
+        stored val prediction and selection rule keep the other half."""
+        val, groups = dataset.splits["val"], state.source.by_split["val"]
+        rng = np.random.default_rng(seed)
+        held = np.zeros(len(val), dtype=bool)
+        for g in np.unique(groups.numpy()):
+            members = np.flatnonzero(groups.numpy() == g)
+            held[rng.permutation(members)[:(len(members) + 1) // 2]] = True
+        taken, kept = (torch.from_numpy(np.flatnonzero(m)) for m in (held, ~held))
+        dataset.splits["val"] = subset(val, kept)
+        state.source.by_split["val"] = groups[kept]
+        state.on_device["val"] = state.on_device["val"][kept.to(state.on_device["val"].device)]
+        state.annotated["val"] = state.annotated["val"][kept.numpy()]
+        return HeldOut(subset(val, taken), groups[taken], seed)
+
     def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: RunGroups):
         return algo.sampling(dataset.splits["train"].y, state.source.by_split["train"])
 
@@ -139,6 +156,12 @@ class WorstGroup(Protocol):
     def selection_kind(self, entrant: dict[str, Any]) -> str:
         groups = entrant["groups"]
         return "inferred" if groups.startswith(INFERRED) else groups
+
+
+def subset(split: Split, positions: torch.Tensor) -> Split:
+    """The examples of ``split`` at ``positions`` (a lazy split stays lazy)."""
+    x = split.x[positions] if split.in_memory else torch.utils.data.Subset(split.x, positions.tolist())
+    return Split(x, split.ids[positions], split.schema, split.metadata[positions])
 
 
 def group_label(groups: str, parent: Path) -> str:

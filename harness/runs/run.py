@@ -34,7 +34,7 @@ from harness.core.errors import HarnessError, RunDiverged, unknown
 from harness.core.registry import ALGORITHMS, DATASETS, PROTOCOLS, trial_kind
 from harness.core.version import code_version
 from harness.data.dataset import ShiftDataset, batch_indices
-from harness.models.algorithm import Algorithm
+from harness.models.algorithm import Algorithm, HeldOut
 from harness.models.backbones import backbone_factory, parameter_count
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
@@ -157,7 +157,12 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
                            f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
                            f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
     state = protocol.prepare(cfg, dataset, device)
+    held_out = None
+    if ALGORITHMS.get(cfg["algorithm"]["name"]).obj.holds_out_validation:
+        held_out = protocol.hold_out(dataset, state, cfg["seed"])  # validation keeps the other half
     algo = build_algorithm(cfg, dataset, protocol, state).to(device)
+    if held_out is not None:
+        algo.held_out = HeldOut(held_out.split.to(device), held_out.g.to(device), held_out.seed)
     algo.amp = bool(cfg["amp"])
     if world > 1:
         _check_data_parallel(cfg, algo, world)
@@ -171,6 +176,8 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
             "dataset_info": dataset.info, "code_version": code_version(),
             "parameters": parameters(cfg, dataset, algo), "threads": threads,
             "evaluated": {s: len(dataset.splits[s]) if p is None else len(p) for s, p in plan.items()}}
+    if held_out is not None:  # which validation examples the algorithm fitted on; selection never reads them
+        info["held_out"] = {"split": "val", "ids": held_out.split.ids.tolist()}
     if rank == 0:
         files.write_json(out / "info.json", info)
     distributed.barrier()
@@ -292,6 +299,7 @@ class Run:
         """Store the protocol's arrays of every evaluated split, then log the metrics the protocol
         computes from exactly those arrays (the same function collect and verify call)."""
         self.algo.eval()
+        self.algo.before_evaluation()
         arrays = {f"{name}.{key}": value for name, (split, state) in self.evaluated.items()
                   for key, value in self.protocol.record(self.algo, name, split, state,
                                                          self.cfg["eval_batch_size"]).items()}
