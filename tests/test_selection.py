@@ -7,7 +7,7 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.protocols.base import Rule, protocol
-from harness.protocols.selection import choose
+from harness.protocols.selection import choose, select
 from harness.reports.collect import aggregate, bootstrap_interval
 
 NAN = float("nan")
@@ -101,6 +101,20 @@ def test_a_rule_that_minimises_picks_the_lowest_value():
     # val avg over draws: draw 0 means (0.1, 0.1) at step 10 -> 0.1, draw 1 (0.2, 0.2) -> 0.2: draw 0, step 10
     assert [(int(d), int(s), int(t)) for d, s, t in zip(c["hparams_seed"], c["seed"], c["step"])] == [
         (0, 0, 10), (0, 1, 10)]
+
+
+def test_a_last_checkpoint_rule_keeps_each_runs_last_checkpoint_and_picks_the_draw_by_its_metric():
+    final = Rule("final", "val", "avg_acc", higher_is_better=False, last_checkpoint=True)
+    c = choose(frame(), final, KEYS)
+    c = c[c["groups"] == "annotated"]
+    # val avg at step 20: draw 0 (0.9, 0.8) -> 0.85, draw 1 (0.3, 0.3) -> 0.3: the lowest is draw 1,
+    # although draw 0 has the lowest value at step 10 (the best-checkpoint rule's pick)
+    assert [(int(d), int(s), int(t)) for d, s, t in zip(c["hparams_seed"], c["seed"], c["step"])] == [
+        (1, 0, 20), (1, 1, 20)]
+    rows = [{"step": 10, "metrics": {"val": {"loss": 1.0}}}, {"step": 20, "metrics": {"val": {"loss": 5.0}}},
+            {"step": 30, "metrics": {"test": {"dci_d": 0.5}}}]
+    assert select(rows, protocol("disentanglement").rule("final"))["step"] == 20
+    assert select(rows, protocol("disentanglement").rule("val-loss"))["step"] == 10
 
 
 def test_aggregate_reports_mean_stderr_and_bootstrap_interval_over_seeds():

@@ -96,7 +96,8 @@ def settings(entry: Entry) -> str:
     if isinstance(entry.obj, TrialKind):
         return ", ".join(entry.obj.done_files)
     if isinstance(entry.obj, type) and issubclass(entry.obj, Protocol):
-        rules = [f"{r.name}: {'max' if r.higher_is_better else 'min'} {r.column}" for r in entry.obj.rules]
+        rules = [f"{r.name}: {'last checkpoint, draw by ' if r.last_checkpoint else ''}"
+                 f"{'max' if r.higher_is_better else 'min'} {r.column}" for r in entry.obj.rules]
         return "\n".join(rules) + "\nmetrics: " + ", ".join(entry.obj.metrics)
     if callable(entry.obj) and not isinstance(entry.obj, type):
         return ", ".join(f"{n}={p.default!r}" for n, p in builder_options(entry.obj).items()

@@ -39,13 +39,16 @@ from harness.models.algorithm import HeldOut
 
 @dataclass(frozen=True)
 class Rule:
-    """A selection rule: maximise (or minimise) ``split.metric`` over checkpoints."""
+    """A selection rule: maximise (or minimise) ``split.metric`` over checkpoints. With
+    ``last_checkpoint`` every run keeps its last evaluated checkpoint and the metric only picks
+    the hparam draw."""
 
     name: str
     split: str
     metric: str
     higher_is_better: bool = True
     needs: str = ""
+    last_checkpoint: bool = False
 
     @property
     def column(self) -> str:

@@ -17,8 +17,9 @@ arrays:
 - ``test`` and ``shift``: ``factor_acc``, a logistic probe per factor trained on the training
   split's (correlated) codes; on ``shift`` (another pairing) it is accuracy under correlation shift.
 
-Selection: ``val-loss`` (lowest validation negative ELBO: no factor labels) or ``oracle``
-(highest test DCI-D: an upper bound).
+Selection: ``val-loss`` (lowest validation negative ELBO: no factor labels), ``final`` (each
+run's last checkpoint, the hparam draw by validation negative ELBO: no factor labels either) or
+``oracle`` (highest test DCI-D: an upper bound).
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ class Disentanglement(Protocol):
     }
     rules = (
         Rule("val-loss", "val", "loss", higher_is_better=False, needs="validation images only (no factor labels)"),
+        Rule("final", "val", "loss", higher_is_better=False, last_checkpoint=True,
+             needs="validation images only (no factor labels): the last checkpoint, the draw by validation loss"),
         Rule("oracle", "test", "dci_d", needs="test factor labels (an upper bound, not a result)"),
     )
     reported = ("test.dci_d", "test.mig", "shift.factor_acc")
