@@ -93,19 +93,22 @@ def submit_one_trial(folder, algorithm: str, steps: int):
     return trial, thread, reports
 
 
-def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(tmp_path):
-    folder = tmp_path / "sweep"
-    trial, thread, reports = submit_one_trial(folder, "group_dro", steps=1500)
-    job = read_lock(trial.dir)["slurm_job"]
-    # what SLURM does to a preempted job: SIGTERM (submitit ignores it), then the USR2 signal
+def preempt(job: str, folder) -> None:
+    """What SLURM does to a preempted job: SIGTERM (submitit ignores it), then the USR2 signal,
+    only once the TERM has landed: a late TERM would also hit the `scontrol requeue` that
+    submitit's USR2 handler starts (every process of the job gets the signal)."""
     subprocess.run(["scancel", "--signal=TERM", job], check=True)
-    # the USR2 only once the TERM has landed: a late TERM would also hit the `scontrol requeue`
-    # that submitit's USR2 handler starts (every process of the job gets the signal)
     deadline = time.time() + 60
     while "Bypassing signal SIGTERM" not in job_logs(folder, "err"):
         assert time.time() < deadline, "the job never received the SIGTERM"
         time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
+
+
+def test_a_preempted_job_is_requeued_and_its_trial_resumes_from_the_checkpoint(tmp_path):
+    folder = tmp_path / "sweep"
+    trial, thread, reports = submit_one_trial(folder, "group_dro", steps=1500)
+    preempt(read_lock(trial.dir)["slurm_job"], folder)
     thread.join(timeout=300)
     assert not thread.is_alive() and reports and reports[0].ok, reports
     logs = job_logs(folder)
@@ -177,13 +180,7 @@ def test_a_preempted_two_task_job_is_requeued_and_resumes_on_both_ranks(tmp_path
     while not (trial.dir / "checkpoint.pt").exists():
         assert thread.is_alive() and time.time() < deadline, "the job did not start or ended early"
         time.sleep(0.1)
-    job = read_lock(trial.dir)["slurm_job"]
-    subprocess.run(["scancel", "--signal=TERM", job], check=True)  # as in the one-task test above
-    deadline = time.time() + 60
-    while "Bypassing signal SIGTERM" not in job_logs(tmp_path, "err"):
-        assert time.time() < deadline, "the job never received the SIGTERM"
-        time.sleep(0.1)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    preempt(read_lock(trial.dir)["slurm_job"], tmp_path)
     thread.join(timeout=300)
     assert not thread.is_alive() and outcomes and outcomes[0].status == "done", outcomes
     logs = job_logs(tmp_path)
