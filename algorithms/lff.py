@@ -13,9 +13,11 @@ from harness.models.algorithm import Algorithm, Batch
 
 def generalized_cross_entropy(logits: torch.Tensor, y: torch.Tensor, q: float) -> torch.Tensor:
     """GCE (Zhang & Sabuncu, 2018), (1 - p_y^q) / q per example: its gradient is p_y^q times
-    cross-entropy's, so examples that are already easy dominate, which makes a model biased."""
-    p_y = logits.softmax(1).gather(1, y.unsqueeze(1)).squeeze(1)
-    return (1 - p_y ** q) / q
+    cross-entropy's, so examples that are already easy dominate, which makes a model biased.
+    p_y^q is computed as exp(q log p_y): ``softmax ** q`` has an infinite gradient (NaN weights)
+    once a confidently wrong example's p_y underflows to 0, as on noisy labels."""
+    log_p_y = logits.log_softmax(1).gather(1, y.unsqueeze(1)).squeeze(1)
+    return (1 - torch.exp(q * log_p_y)) / q
 
 
 @ALGORITHMS.register("lff")

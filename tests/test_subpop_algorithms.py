@@ -126,6 +126,15 @@ def test_generalized_cross_entropy_has_p_to_the_q_times_the_gradient_of_cross_en
     assert torch.allclose(gce_grad, p.unsqueeze(1) ** 0.7 * ce_grad)
 
 
+def test_generalized_cross_entropy_keeps_a_finite_gradient_when_the_label_is_confidently_wrong():
+    # p_y = softmax(...)[0] underflows to 0 in float32: p_y ** q would give an infinite gradient (NaN)
+    logits = torch.tensor([[0.0, 200.0], [3.0, 0.0]], requires_grad=True)
+    gce = generalized_cross_entropy(logits, torch.tensor([0, 0]), 0.7)
+    gce.sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad[0].abs().max() < 1e-3 < logits.grad[1].abs().max()
+    assert gce[0].item() == pytest.approx(1 / 0.7)
+
+
 def test_lff_weighs_examples_by_relative_difficulty_of_class_normalised_loss_averages():
     algo = make("lff", train_size=4)
     algo.sampling(torch.tensor([0, 0, 1, 1]), torch.full((4,), -1))
