@@ -3,9 +3,12 @@ workshops, "Deep CORAL") and MMD (Li et al., CVPR 2018, "Domain generalization w
 feature learning"), in DomainBed's form.
 
 Environments are the run's training groups (``batch.g``, from the group source), not DomainBed's
-domains. The loss is the batch's cross-entropy plus ``penalty_weight`` times the discrepancy
-between the featurizer's outputs of every pair of environments, averaged over pairs. Only
-environments with at least two examples in the batch take part (a covariance needs two).
+domains. A group here is a label crossed with an attribute or a discovered environment, so only
+groups of the same label are matched: matching groups of different labels would ask the features to
+forget the label (the features collapse and every prediction is one class). The loss is the
+batch's cross-entropy plus ``penalty_weight`` times the discrepancy between the featurizer's
+outputs of every pair of same-label groups, averaged over pairs. Only groups with at least two
+examples in the batch take part (a covariance needs two); a group's label is its examples' label.
 """
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ class FeatureMatching(Algorithm):
     def discrepancy(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def penalty(self, features: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Mean discrepancy over pairs of environments with at least two examples (0 if < 2 such)."""
-        envs = [features[g == e] for e in torch.unique(g[g >= 0]) if int((g == e).sum()) >= 2]
-        pairs = [self.discrepancy(a, b) for a, b in itertools.combinations(envs, 2)]
+    def penalty(self, features: torch.Tensor, g: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean discrepancy over pairs of same-label groups with at least two examples each
+        (0 without such a pair)."""
+        envs = [(int(y[g == e][0]), features[g == e]) for e in torch.unique(g[g >= 0]) if int((g == e).sum()) >= 2]
+        pairs = [self.discrepancy(a, b) for (ya, a), (yb, b) in itertools.combinations(envs, 2) if ya == yb]
         return torch.stack(pairs).mean() if pairs else features.new_zeros(())
 
     def update(self, batch: Batch, step: int) -> dict[str, torch.Tensor]:
@@ -39,7 +43,7 @@ class FeatureMatching(Algorithm):
             features = self.featurizer(batch.x)
             logits = self.classifier(features)
         ce = F.cross_entropy(logits.float(), batch.y)
-        penalty = self.penalty(features.float(), batch.g)
+        penalty = self.penalty(features.float(), batch.g, batch.y)
         loss = ce + self.hp["penalty_weight"] * penalty
         self.step(loss)
         return {"loss": loss.detach(), "ce": ce.detach(), "penalty": penalty.detach()}

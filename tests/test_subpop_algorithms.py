@@ -216,7 +216,7 @@ def test_coral_matches_means_and_covariances():
     assert float(algo.discrepancy(a, b)) == pytest.approx(0.5 + 3.0)
     features = torch.cat([a, b, torch.tensor([[9.0, 9.0]])])
     g = torch.tensor([0, 0, 3, 3, 1])  # group 1 has one example: left out
-    assert float(algo.penalty(features, g)) == pytest.approx(3.5)
+    assert float(algo.penalty(features, g, torch.zeros(5, dtype=torch.long))) == pytest.approx(3.5)
 
 
 def test_mmd_is_the_gaussian_kernel_discrepancy_summed_over_bandwidths():
@@ -231,7 +231,17 @@ def test_feature_matching_penalty_averages_over_environment_pairs():
     algo = make("coral")
     f = torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
     g = torch.tensor([0, 0, 1, 1, 2, 2])  # envs 0 and 2 are identical: pairs give 3.5, 0, 3.5
-    assert float(algo.penalty(f, g)) == pytest.approx(7.0 / 3)
+    assert float(algo.penalty(f, g, torch.zeros(6, dtype=torch.long))) == pytest.approx(7.0 / 3)
+
+
+def test_feature_matching_matches_only_groups_of_the_same_label():
+    algo = make("coral")
+    f = torch.tensor([[0.0, 0.0], [2.0, 2.0], [0.0, 0.0], [0.0, 2.0], [0.0, 0.0], [2.0, 2.0]])
+    g = torch.tensor([0, 0, 1, 1, 2, 2])
+    # groups 0 and 1 hold label 0, group 2 label 1: the only pair is (0, 1), discrepancy 3.5
+    assert float(algo.penalty(f, g, torch.tensor([0, 0, 0, 0, 1, 1]))) == pytest.approx(3.5)
+    # every group its own label (the `classes` group source): nothing to match
+    assert float(algo.penalty(f, g, torch.tensor([0, 0, 1, 1, 2, 2]))) == 0.0
 
 
 # Mixup and LISA ------------------------------------------------------------------------------------
