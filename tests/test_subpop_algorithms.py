@@ -225,6 +225,10 @@ def test_mmd_is_the_gaussian_kernel_discrepancy_summed_over_bandwidths():
     cross = sum(math.exp(-gamma) for gamma in algo.bandwidths)
     assert float(algo.discrepancy(a, b)) == pytest.approx(2 * 7 - 2 * cross, rel=1e-5)
     assert float(algo.discrepancy(a, a)) == pytest.approx(0.0, abs=1e-5)
+    # unbiased: groups whose points are all far apart score 0, where the biased estimate (with each
+    # point's kernel to itself) scores 7/2 + 7/2 and so pays the features to collapse
+    spread, other = torch.tensor([[0.0], [1000.0]]), torch.tensor([[2000.0], [3000.0]])
+    assert float(algo.discrepancy(spread, other)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_feature_matching_penalty_averages_over_environment_pairs():
