@@ -106,11 +106,9 @@ class WorstGroup(Protocol):
             members = np.flatnonzero(groups.numpy() == g)
             held[rng.permutation(members)[:(len(members) + 1) // 2]] = True
         taken, kept = (torch.from_numpy(np.flatnonzero(m)) for m in (held, ~held))
-        dataset.splits["val"] = subset(val, kept)
-        state.source.by_split["val"] = groups[kept]
-        state.on_device["val"] = state.on_device["val"][kept.to(state.on_device["val"].device)]
-        state.annotated["val"] = state.annotated["val"][kept.numpy()]
-        return HeldOut(subset(val, taken), groups[taken], seed)
+        dataset.splits["val"], rest = self.restrict("val", val, state, kept)
+        state.source, state.on_device, state.annotated = rest.source, rest.on_device, rest.annotated
+        return HeldOut(val.subset(taken), groups[taken], seed)
 
     def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: RunGroups):
         return algo.sampling(dataset.splits["train"].y, state.source.by_split["train"])
@@ -131,9 +129,12 @@ class WorstGroup(Protocol):
                 "probs": probs.astype(np.float32)}
 
     def restrict(self, name: str, split: Split, state: RunGroups, positions: torch.Tensor) -> tuple[Split, RunGroups]:
-        by_split = {s: g[positions.to(g.device)] if s == name else g for s, g in state.source.by_split.items()}
+        def cut(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {s: g[positions.to(g.device)] if s == name else g for s, g in arrays.items()}
+
         annotated = {**state.annotated, name: state.annotated[name][positions.cpu().numpy()]}
-        return split.subset(positions), RunGroups(replace(state.source, by_split=by_split), state.on_device, annotated)
+        return split.subset(positions), RunGroups(replace(state.source, by_split=cut(state.source.by_split)),
+                                                  cut(state.on_device), annotated)
 
     def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out = {}
@@ -156,12 +157,6 @@ class WorstGroup(Protocol):
     def selection_kind(self, entrant: dict[str, Any]) -> str:
         groups = entrant["groups"]
         return "inferred" if groups.startswith(INFERRED) else groups
-
-
-def subset(split: Split, positions: torch.Tensor) -> Split:
-    """The examples of ``split`` at ``positions`` (a lazy split stays lazy)."""
-    x = split.x[positions] if split.in_memory else torch.utils.data.Subset(split.x, positions.tolist())
-    return Split(x, split.ids[positions], split.schema, split.metadata[positions])
 
 
 def group_label(groups: str, parent: Path) -> str:
