@@ -75,14 +75,7 @@ def run(args: argparse.Namespace) -> int:
         entries = boards.load_entries(board)
         if not entries:
             raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
-        failures = []
-        for entry in entries:
-            diffs = boards.verify(board, entry, args.runs)
-            print(f"{'ok  ' if not diffs else 'FAIL'} {boards.describe(entry['entrant'])}  {entry['_path']}")
-            failures += [f"{entry['_path']}: {d}" for d in diffs]
-        if failures:
-            raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
-                               + "\n  ".join(failures))
+        verify_entries(board, entries, args.runs, show=True)
         print(f"{len(entries)} entries verified: every number recomputed from stored predictions")
         return 0
     if args.action == "pictures":
@@ -97,6 +90,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {write_table(board)}")
     return 0
+
+
+def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = None, show: bool = False) -> None:
+    """Recompute every entry from its runs' stored predictions (a line per entry with ``show``);
+    a ``HarnessError`` listing every difference."""
+    failures = []
+    for entry in entries:
+        diffs = boards.verify(board, entry, runs)
+        if show:
+            print(f"{'ok  ' if not diffs else 'FAIL'} {boards.describe(entry['entrant'])}  {entry['_path']}")
+        failures += [f"{entry['_path']}: {d}" for d in diffs]
+    if failures:
+        raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
+                           + "\n  ".join(failures))
 
 
 def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
@@ -144,10 +151,7 @@ def reproduce(args: argparse.Namespace) -> int:
     if not ok:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun the same command to resume")
     submit(board, str(folder), f"harness leaderboard reproduce {args.board}")
-    failures = [f"{e['_path']}: {d}" for e in boards.load_entries(board) for d in boards.verify(board, e)]
-    if failures:
-        raise HarnessError(f"{len(failures)} difference(s) between entries and their runs' predictions:\n  "
-                           + "\n  ".join(failures))
+    verify_entries(board, boards.load_entries(board))
     print(f"verified: every entry recomputed from its runs' stored predictions\n\n{board.table_path.read_text()}")
     print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
     return 0 if ok else 1
