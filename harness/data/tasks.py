@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from harness.core.errors import HarnessError
 from harness.core.registry import DATASETS, TASKS
-from harness.data.dataset import ShiftDataset, Split
+from harness.data.dataset import ShiftDataset, Split, chunks
 
 
 @dataclass(frozen=True)
@@ -116,4 +116,4 @@ def fit_inputs(dataset: ShiftDataset, shape: tuple[int, ...]) -> ShiftDataset:
 def _read_all(split: Split, chunk: int = 1000) -> torch.Tensor:
     if split.in_memory:
         return split.x
-    return torch.cat([split.inputs(torch.arange(i, min(i + chunk, len(split)))) for i in range(0, len(split), chunk)])
+    return torch.cat([split.inputs(idx) for idx in chunks(len(split), chunk)])
