@@ -112,13 +112,14 @@ class Option:
             if not isinstance(value, dict):
                 raise self.refused(where, value)
             return value if self.fields is None else check_options("key", value, self.fields, prefix=f"{where}.")
+        given = value
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             try:
                 value = float(value)
             except OverflowError:
-                raise self.refused(where, value) from None
+                raise self.refused(where, given) from None
         if not self._fits(value):
-            raise self.refused(where, value)
+            raise self.refused(where, given)
         return value
 
     def _fits(self, value: Any) -> bool:
