@@ -48,7 +48,7 @@ FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "opt
 NOT_HASHED = ("device", "threads", "output_dir", "run_dir", "eval_batch_size", "arm")
 # Keys hashed only when set: at auto, the runs written before they existed keep their hashes.
 HASHED_UNLESS_AUTO = ("eval_splits", "eval_train_size")
-# What the basic keys accept (their defaults are DEFAULTS'); the keys not here are checked by the type of their default.
+# What the basic keys accept (their defaults are DEFAULTS'); a key not here is checked by the type of its default.
 OPTIONS: dict[str, Option] = {
     "algorithm.hparams_seed": Option(type=int, low=0, help="0 means the defaults"),
     "seed": Option(type=int, low=0),
