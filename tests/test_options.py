@@ -146,3 +146,13 @@ def test_a_union_accepts_what_its_first_accepting_member_accepts_and_refuses_the
         assert str(exc).startswith(f"key must be {union.accepts()}, got ") and "\n" not in str(exc)
     else:
         assert accepted and result == accepted[0]
+
+
+def test_every_declared_basic_config_key_accepts_its_default():
+    from harness.core import config
+
+    for path, option in config.OPTIONS.items():
+        node = config.DEFAULTS
+        for part in path.split("."):
+            node = node[part]
+        assert option.check(path, node) == node, path
