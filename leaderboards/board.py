@@ -34,6 +34,7 @@ import pandas as pd
 
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
+from harness.core.options import Option, check_options
 from harness.protocols.base import Protocol, Rule, protocol
 from harness.protocols.selection import choose
 from harness.reports import collect
@@ -41,8 +42,23 @@ from harness.reports.tables import cell, metric_label
 from harness.reports.tables import render as render_table
 
 BOARD_DIR = Path(__file__).parent
-BOARD_KEYS = ("name", "title", "protocol", "entrant", "datasets", "selection", "metrics", "required_seeds",
-              "description", "sweeps")
+NAMES = Option(type=list, items=Option(type=str, noun="name"), non_empty=True, required=True)
+# A board definition's keys; the protocol's own names (rules, kinds, metrics) are checked against it.
+BOARD_OPTIONS: dict[str, Option] = {
+    "name": Option(None, str, "letters, digits and underscores (default: the file's stem)", nullable=True),
+    "title": Option(None, str, "(default: the name)", nullable=True),
+    "protocol": Option(type=str, help="the protocol that scores the board (`harness list protocols`)", required=True),
+    "entrant": NAMES,  # config paths or protocol columns
+    "datasets": NAMES,
+    "selection": Option(type=(Option(type=str, noun="rule"),
+                              Option(type=dict, noun="mapping of entrant kinds to rules")),
+                        help="a selection rule of the protocol, or one per kind of entrant", required=True),
+    "metrics": NAMES,
+    "required_seeds": Option(type=int, low=1, help="distinct seeds an entry needs", required=True),
+    "description": Option("", str, nullable=True),
+    "sweeps": Option([], list, "sweep specs the entries come from (relative to the definition's folder)",
+                     items=Option(type=Path, noun="sweep spec path")),
+}
 NUMBER = (int, float, type(None))
 STAT = {"mean": NUMBER, "stderr": NUMBER, "ci95": [NUMBER]}
 # The shape of an entry: a type (or types), [shape] for a list of such, {"*": shape} for a
@@ -102,45 +118,25 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
     path = Path(name) if name.endswith((".yaml", ".yml")) else BOARD_DIR / f"{name}.yaml"
     if not path.is_file():
         raise unknown(f"board (no {path})", name, sorted(p.stem for p in BOARD_DIR.glob("*.yaml")))
-    raw = files.read_yaml_mapping(path, "board definition", f"; keys: {', '.join(BOARD_KEYS)}")
-    for key in raw:
-        if key not in BOARD_KEYS:
-            raise unknown(f"key of board {path}", key, BOARD_KEYS)
-    missing = [k for k in ("protocol", "entrant", "datasets", "selection", "metrics", "required_seeds") if k not in raw]
-    if missing:
-        raise HarnessError(f"board {path} lacks {', '.join(missing)}; keys: {', '.join(BOARD_KEYS)}")
+    raw = files.read_yaml_mapping(path, "board definition", f"; keys: {', '.join(BOARD_OPTIONS)}")
+    raw = check_options(f"key of board {path}", raw, BOARD_OPTIONS, prefix="", suffix=f" of board {path}")
     scorer = protocol(raw["protocol"])
-    for key in ("entrant", "datasets", "metrics"):
-        if not isinstance(raw[key], list) or not raw[key] or not all(isinstance(v, str) for v in raw[key]):
-            raise HarnessError(f"board {path}: {key} must be a non-empty list of names, got {raw[key]!r}")
-    if not isinstance(raw["required_seeds"], int) or raw["required_seeds"] < 1:
-        raise HarnessError(f"board {path}: required_seeds must be a positive integer, got {raw['required_seeds']!r}")
     selection = raw["selection"]
-    if isinstance(selection, dict):
-        for kind, rule in selection.items():
-            if kind not in scorer.selection_kinds:
-                raise unknown(f"kind of entrant in board {path} (protocol {scorer.name})", kind, scorer.selection_kinds)
-            scorer.rule(rule)
-    elif isinstance(selection, str):
-        scorer.rule(selection)
-    else:
-        raise HarnessError(f"board {path}: selection must be a rule or a mapping kind → rule "
-                           f"(kinds of protocol {scorer.name}: {', '.join(scorer.selection_kinds) or 'none'})")
+    for kind, rule in selection.items() if isinstance(selection, dict) else [(None, selection)]:
+        if kind is not None and kind not in scorer.selection_kinds:
+            raise unknown(f"kind of entrant in board {path} (protocol {scorer.name})", kind, scorer.selection_kinds)
+        scorer.rule(rule)
     for metric in raw["metrics"]:
         if metric not in scorer.metric_columns():
             raise unknown(f"metric in board {path}", metric, scorer.metric_columns())
-    sweeps = raw.get("sweeps", [])
-    if not isinstance(sweeps, list) or not all(isinstance(v, str) and v for v in sweeps):
-        raise HarnessError(f"board {path}: sweeps must be a list of sweep spec paths (relative to the definition's "
-                           f"folder), got {sweeps!r}")
-    board_name = raw.get("name", path.stem)
+    board_name = raw["name"] or path.stem
     if not re.fullmatch(r"[A-Za-z0-9_]+", board_name):
-        raise HarnessError(f"board {path}: name must be letters, digits and underscores, got {board_name!r}")
-    return Board(name=board_name, title=raw.get("title", board_name), scorer=scorer, entrant=list(raw["entrant"]),
+        raise HarnessError(f"name of board {path} must be letters, digits and underscores, got {board_name!r}")
+    return Board(name=board_name, title=raw["title"] or board_name, scorer=scorer, entrant=list(raw["entrant"]),
                  datasets=list(raw["datasets"]), selection=selection, metrics=list(raw["metrics"]),
-                 required_seeds=raw["required_seeds"], description=raw.get("description", ""),
+                 required_seeds=raw["required_seeds"], description=raw["description"] or "",
                  dir=Path(board_dir) if board_dir is not None else BOARD_DIR,
-                 sweeps=[path.parent / v for v in sweeps])
+                 sweeps=[path.parent / v for v in raw["sweeps"]])
 
 
 def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:

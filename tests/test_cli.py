@@ -10,7 +10,11 @@ from harness.cli import main
 @pytest.mark.parametrize("overrides, message", [
     (["algorithm.hparms.lr=1"], "unknown config key 'algorithm.hparms'; accepted: algorithm.name, algorithm.hparams"),
     (["stepz=10"], "unknown config key 'stepz'; accepted: dataset, algorithm"),
-    (["steps=ten"], "config key 'steps' must be of type int"),
+    (["steps=ten"], "steps must be an integer >= 1, got 'ten'"),
+    (["steps=0"], "steps must be an integer >= 1, got 0"),
+    (["seed=-1"], "seed must be an integer >= 0, got -1"),
+    (["algorithm.hparams_seed=-2"], "algorithm.hparams_seed must be an integer >= 0, got -2"),
+    (["run_dir=3"], "run_dir must be a path or null, got 3"),
     (["algorithm.name=nope"], "unknown algorithm 'nope'; accepted: balanced_softmax, beta_tcvae"),
     (["algorithm.hparams.etaa=1"], "unknown hyperparameter of erm (algorithm.hparams.etaa) 'etaa'; accepted: batch_size"),
     (["algorithm.name=group_dro", "algorithm.hparams.eta=high"], "'algorithm.hparams.eta' must be of type float"),

@@ -134,8 +134,10 @@ def test_bad_specs_and_unfingerprinted_disk_data_are_clear_errors(tmp_path):
         features.apply({"backbone": "cnn", "batchsize": 3}, data, tmp_path)
     with pytest.raises(HarnessError, match="features.backbone is required"):
         features.apply({}, data, tmp_path)
-    with pytest.raises(HarnessError, match="features.batch_size must be of type int"):
+    with pytest.raises(HarnessError, match="features.batch_size must be an integer >= 1, got '64'"):
         features.apply({"backbone": "cnn", "batch_size": "64"}, data, tmp_path)
+    with pytest.raises(HarnessError, match="features.num_workers must be an integer >= 0, got -1"):
+        features.apply({"backbone": "cnn", "num_workers": -1}, data, tmp_path)
     with pytest.raises(HarnessError, match="features.options do not fit backbone 'cnn'.*'width'"):
         features.apply({"backbone": "cnn", "options": {"width": 3}}, data, tmp_path)
     with pytest.raises(HarnessError, match="'cnn' is not a timm:<model> backbone"):

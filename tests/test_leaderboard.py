@@ -191,3 +191,37 @@ def test_an_entry_file_stays_in_its_board_folder_whatever_the_entrant_says(board
     path = boards.entry_path(board, {"entrant": {"algorithm": algorithm, "groups": "annotated", "arm": ""}})
     assert path.parent == board.entries_dir and path.name.endswith(".json") and "/" not in path.name
     assert not path.name.startswith(".") and len(path.name) < 80
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "unknown key of board {path} 'colour'; accepted: name, title, protocol, entrant"),
+    ({"protocol": None}, "protocol of board {path} must be a non-empty string, got None"),
+    ({"required_seeds": 0}, "required_seeds of board {path} must be an integer >= 1, got 0"),
+    ({"required_seeds": True}, "required_seeds of board {path} must be an integer >= 1, got True"),
+    ({"entrant": []}, "entrant of board {path} must be a non-empty list of names, got []"),
+    ({"metrics": ["test.avg_acc", 3]}, "each item of metrics of board {path} must be a name, got 3"),
+    ({"selection": 3}, "selection of board {path} must be a rule or a mapping of entrant kinds to rules, got 3"),
+    ({"selection": {"annotated": "val-best"}},
+     "unknown selection rule of protocol worst_group 'val-best'; accepted: oracle"),
+    ({"selection": {"sometimes": "val-wga"}}, "unknown kind of entrant in board {path} (protocol worst_group) "
+                                              "'sometimes'; accepted: annotated"),
+    ({"sweeps": [""]}, "each item of sweeps of board {path} must be a sweep spec path, got ''"),
+    ({"name": "a b"}, "name of board {path} must be letters, digits and underscores, got 'a b'"),
+])
+def test_a_bad_board_definition_names_the_key_and_what_it_accepts(board_dir, change, message):
+    path = board_dir / "worst_group.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **change}))
+    with pytest.raises(boards.HarnessError) as raised:
+        boards.load_board(str(path), board_dir)
+    assert message.format(path=path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_board_definition_without_a_required_key_says_what_it_needs(board_dir):
+    path = board_dir / "worst_group.yaml"
+    definition = yaml.safe_load(path.read_text())
+    del definition["required_seeds"]
+    path.write_text(yaml.safe_dump(definition))
+    with pytest.raises(boards.HarnessError, match="required_seeds of board .* is required: distinct seeds an entry"):
+        boards.load_board(str(path), board_dir)
+    board = boards.load_board("worst_group_smoke")  # defaults filled: title given, description given, no sweeps
+    assert (board.name, board.required_seeds, board.sweeps) == ("worst_group_smoke", 3, [])

@@ -113,7 +113,12 @@ def test_the_default_config_hash_is_unchanged_by_the_probe_section():
     ("probe.tasks=[nope]", "unknown downstream task 'nope'"),
     ("probe.layers=[block9]", "unknown probe.layers entry 'block9'; accepted: block1, block2, block3, output"),
     ("probe.init=pretrained", "probe.init must be one of trained, random"),
-    ("probe.cs=[0]", "probe.cs must be a non-empty list of positive"),
+    ("probe.cs=[0]", "each item of probe.cs must be a finite number > 0, got 0"),
+    ("probe.cs=[]", "probe.cs must be a non-empty list of finite numbers > 0, got \\[\\]"),
+    ("probe.tasks=[3]", "each item of probe.tasks must be a downstream task or a mapping with keys name, options, "
+                        "got 3"),
+    ("probe.tasks=[{name: digits, colour: 1}]", "each item of probe.tasks must be a downstream task or a mapping"),
+    ("probe.knn_k=0", "probe.knn_k must be an integer >= 1, got 0"),
     ("probe.colour=1", "unknown probe key 'probe.colour'; accepted: probe.tasks"),
 ])
 def test_bad_probe_input_names_what_is_accepted_and_writes_nothing(tmp_path, override, message):

@@ -51,7 +51,8 @@ def test_reproduce_refuses_a_board_without_specs_or_with_a_missing_one(tmp_path,
     monkeypatch.chdir(tmp_path)
     for changes, message in (({"sweeps": []}, "names no sweep specs"),
                              ({"sweeps": ["specs/gone.yaml"]}, "sweep spec(s) not found"),
-                             ({"sweeps": "specs/tiny.yaml"}, "sweeps must be a list")):
+                             ({"sweeps": "specs/tiny.yaml"},
+                              "must be a list of sweep spec paths, got 'specs/tiny.yaml'")):
         folder = tmp_path / str(len(message))
         definition = tiny_board(folder, **changes)
         assert main(["leaderboard", "reproduce", str(definition)]) == 2

@@ -59,7 +59,12 @@ def write_spec(tmp_path, **changes):
     ({"launcher": {"name": "local", "workers": 2}}, "unknown local launcher option 'workers'; accepted: (none"),
     ({"overrides": {"seed": 3}}, "overrides sets 'seed', which the sweep sets itself"),
     ({"overrides": {"stepz": 3}}, "unknown config key 'stepz'"),
-    ({"seeds": 0}, "'seeds' must be a positive count or a list"),
+    ({"seeds": 0}, "sweep spec key 'seeds' must be an integer >= 1 or a non-empty list of integers >= 0, got 0"),
+    ({"seeds": [0, -1]}, "sweep spec key 'seeds' must be an integer >= 1 or a non-empty list of integers >= 0"),
+    ({"hparam_draws": 0}, "sweep spec key 'hparam_draws' must be an integer >= 1, got 0"),
+    ({"groups": []}, "sweep spec key 'groups' must be a non-empty list, got []"),
+    ({"groups": [3]}, "each item of sweep spec key 'groups' must be a name, got 3"),
+    ({"kind": "probes"}, "sweep spec key 'kind' must be one of "),
     ({"launcher": {"name": "slurm", "partitoin": "x"}},
      "unknown slurm launcher option 'partitoin'; accepted: partition, time_min, cpus_per_task"),
     ({"launcher": {"name": "slurm", "time_min": 0}}, "slurm launcher option 'time_min' must be an integer >= 1, got 0"),
@@ -69,7 +74,7 @@ def write_spec(tmp_path, **changes):
     ({"slurm": {"partition": "debug"}}, "sweep spec key 'slurm' has moved: SLURM options are options of the slurm "
                                         "launcher, e.g. launcher: {name: slurm, partition: debug"),
     ({"algorithms": [{"name": "erm", "overrides": {"arm": "mine"}}]}, "sets 'arm', which the sweep sets itself"),
-    ({"discovery": {"algorithms": ["erm"], "seeds": "some"}}, "unknown value of discovery.seeds 'some'; accepted: paired, shared"),
+    ({"discovery": {"algorithms": ["erm"], "seeds": "some"}}, "sweep spec key 'discovery.seeds' must be one of paired, shared, got 'some'"),
 ])
 def test_bad_spec_exits_2_naming_the_key_and_writes_nothing(tmp_path, capsys, change, message):
     spec = write_spec(tmp_path, **change)

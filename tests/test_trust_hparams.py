@@ -68,7 +68,8 @@ def test_discover_refuses_bad_hyperparameters_before_writing(tmp_path, capsys):
 def test_every_hyperparameter_declares_what_it_accepts_and_every_draw_satisfies_it():
     for entry in [*ALGORITHMS.entries(), *BACKBONES.entries()]:
         for name, hp in entry.hparams.items():
-            assert isinstance(hp.default, bool) or (hp.low, hp.high, hp.choices) != (None, None, None), \
+            declared = hp.items or hp  # a sequence's constraints are its items'
+            assert isinstance(hp.default, bool) or (declared.low, declared.high, declared.choices) != (None, None, None), \
                 f"{entry.name}.{name} declares no constraint"
         for draw in range(40):
             for name, value in draw_hparams(entry.hparams, draw).items():

@@ -17,7 +17,8 @@ CONFIG_PATHS = ["seed", "steps", "eval_every", "eval_batch_size", "amp", "device
                 "algorithm.hparams.batch_size", "algorithm.hparams.optimizer", "algorithm.hparams.eta",
                 "algorithm.hparams.alpha", "algorithm.hparams.q", "backbone.name", "backbone.options.width",
                 "backbone.options.depth", "backbone.options.dropout", "backbone.options.channels", "dataset.name",
-                "dataset.options.val_fraction", "dataset.options.test_fraction", "dataset.options.seed", "dataset"]
+                "dataset.options.val_fraction", "dataset.options.test_fraction", "dataset.options.seed", "dataset",
+                "threads", "eval_splits", "eval_train_size", "probe", "probe.cs", "probe.tasks"]
 NAMES = ["erm", "group_dro", "cvar_dro", "lff", "jtt", "mixup", "mlp", "cnn", "auto", "adam", "sgd", "adagrad",
          "colored_digits", "annotated", "none", "classes", "cpu", "../x", "inferred:nowhere"]
 # Floats from a list: this Hypothesis release trips over its own floats() strategy in large one_of()s.
@@ -99,7 +100,8 @@ def test_any_small_config_trains_or_is_refused_writing_nothing(flat, capsys):
             assert len(list(folder.rglob("done"))) == 1
 
 
-SPEC_KEYS = ["name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides", "discovery", "launcher"]
+SPEC_KEYS = ["name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides", "discovery", "launcher",
+             "kind"]
 SPEC_VALUES = st.one_of(VALUES, st.lists(st.sampled_from(NAMES), min_size=1, max_size=2),
                         st.dictionaries(st.sampled_from(CONFIG_PATHS), SCALARS, max_size=2),
                         st.sampled_from(["local", "processes:2", "slurm", "threads:2"]))

@@ -90,7 +90,8 @@ def settings(entry: Entry) -> str:
     if entry.hparams:
         return ", ".join(f"{k}={v.default}" for k, v in entry.hparams.items())
     if entry.options:
-        return "\n".join(f"{k}={o.default!r}: {o.accepts()}; {o.help}" for k, o in entry.options.items())
+        return "\n".join(f"{k}={o.default!r}: {o.accepts()}" + (f"; {o.help}" if o.help else "")
+                         for k, o in entry.options.items())
     if isinstance(entry.obj, Task):
         return f"{entry.obj.dataset}.{entry.obj.label}" + (f" {entry.obj.options}" if entry.obj.options else "")
     if isinstance(entry.obj, TrialKind):

@@ -21,6 +21,7 @@ import yaml
 
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
+from harness.core.options import Option
 from harness.core.registry import ALGORITHMS, BACKBONES, DATASETS, SECTIONS, Section, builder_options, draw_hparams
 
 DEFAULTS: dict[str, Any] = {
@@ -47,7 +48,22 @@ FREE_FORM = {("dataset", "options"), ("algorithm", "hparams"), ("backbone", "opt
 NOT_HASHED = ("device", "threads", "output_dir", "run_dir", "eval_batch_size", "arm")
 # Keys hashed only when set: at auto, the runs written before they existed keep their hashes.
 HASHED_UNLESS_AUTO = ("eval_splits", "eval_train_size")
-SPECIAL = {"threads", *HASHED_UNLESS_AUTO}  # checked by their own functions, not by the type of the default
+# What the basic keys accept (their defaults are DEFAULTS'); a key not here is checked by the type of its default.
+OPTIONS: dict[str, Option] = {
+    "algorithm.hparams_seed": Option(type=int, low=0, help="0 means the defaults"),
+    "seed": Option(type=int, low=0),
+    "steps": Option(type=int, low=1),
+    "eval_every": Option(type=int, low=1),
+    "eval_batch_size": Option(type=int, low=1),
+    "device": Option(type=str, help="auto, cpu, cuda, cuda:N or mps"),
+    "amp": Option(type=bool),
+    "threads": Option(type=("auto", Option(type=int, low=1)), help="auto: the free cores"),
+    "eval_splits": Option(type=("auto", Option(type=list, items=Option(type=str, noun="split name"))),
+                          help="auto: the algorithm's or the protocol's"),
+    "eval_train_size": Option(type=("auto", Option(type=int, low=0)), help="auto: the protocol's; 0: all"),
+    "output_dir": Option(type=Path),
+    "run_dir": Option(type=Path, nullable=True),
+}
 INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
@@ -94,10 +110,7 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
         if key not in DEFAULTS and key not in sections:
             raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS and k not in SPECIAL}, DEFAULTS, prefix="")
-    cfg["threads"] = _threads(raw.get("threads", DEFAULTS["threads"]))
-    cfg["eval_splits"] = _eval_splits(raw.get("eval_splits", DEFAULTS["eval_splits"]))
-    cfg["eval_train_size"] = _eval_train_size(raw.get("eval_train_size", DEFAULTS["eval_train_size"]))
+    _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
     _check_names(cfg)
     dataset = DATASETS.get(cfg["dataset"]["name"])
     cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,
@@ -123,11 +136,6 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
                                                     skip=("input_shape", *from_name))
     for name, section in sections.items():
         cfg[name] = section.check(copy.deepcopy(raw[name] if name in raw else section.default))
-    for key in ("steps", "eval_every", "eval_batch_size"):
-        if cfg[key] < 1:
-            raise HarnessError(f"{key} must be a positive integer, got {cfg[key]}")
-    if cfg["seed"] < 0:
-        raise HarnessError(f"seed must be >= 0, got {cfg['seed']}")
     return cfg
 
 
@@ -149,28 +157,10 @@ def _merge(cfg: dict, raw: dict, schema: dict, prefix: str) -> None:
                 cfg[key] = {**cfg[key], **value}
             else:
                 _merge(cfg[key], value, default, prefix=f"{path}.")
+        elif path in OPTIONS:
+            cfg[key] = OPTIONS[path].check(path, value)
         else:
             cfg[key] = _typed(path, value, default)
-
-
-def _threads(value: Any) -> str | int:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return value
-    raise HarnessError(f"threads must be auto (the free cores) or a positive integer, got {shown(value)}")
-
-
-def _eval_splits(value: Any) -> str | list[str]:
-    """auto or a list of split names (which names a run accepts is its protocol's to say)."""
-    if value == "auto" or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
-        return value if value == "auto" else list(value)
-    raise HarnessError(f"eval_splits must be auto or a list of split names such as [val, test], got {shown(value)}")
-
-
-def _eval_train_size(value: Any) -> str | int:
-    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
-        return value
-    raise HarnessError(f"eval_train_size must be auto (the protocol's) or an integer >= 0 (0: the whole train "
-                       f"split), got {shown(value)}")
 
 
 def _typed(path: str, value: Any, default: Any) -> Any:
@@ -198,8 +188,6 @@ def _typed(path: str, value: Any, default: Any) -> Any:
 def _check_names(cfg: dict) -> None:
     DATASETS.get(cfg["dataset"]["name"])
     ALGORITHMS.get(cfg["algorithm"]["name"])
-    if cfg["algorithm"]["hparams_seed"] < 0:
-        raise HarnessError("algorithm.hparams_seed must be >= 0 (0 means the defaults)")
 
 
 def _check_options(path: str, options: dict, obj: Any, constraints: dict[str, Callable[[str, Any], Any]],

@@ -22,44 +22,39 @@ from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
-from harness.core.errors import HarnessError, shown, unknown
+from harness.core.errors import HarnessError, unknown
 from harness.core.options import Option
 from harness.core.plugins import import_submodules
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True)
-class Hparam:
-    """One hyperparameter: its default, how to draw it at random, and what values it accepts
-    (checked when a config is resolved, as an :class:`Option` of the default's type: a range,
-    open or closed at either end, or choices; numbers must be finite). For a sequence default
-    the constraints apply to each item."""
+@dataclass(frozen=True, init=False)
+class Hparam(Option):
+    """One hyperparameter: an :class:`Option` of its default's type (a range, open or closed at
+    either end, or choices; numbers must be finite), checked when a config is resolved, with a
+    ``draw``: how to draw it at random. For a sequence default the constraints apply to each
+    item."""
 
-    default: Any
-    draw: Callable[[np.random.RandomState], Any]
-    help: str = ""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple[Any, ...] | None = None
+    draw: Callable[[np.random.RandomState], Any] | None = None
 
-    def check(self, where: str, value: Any) -> Any:
-        """``value`` if accepted, else a HarnessError naming ``where`` and what is accepted."""
-        if isinstance(self.default, (tuple, list)):
-            item = self._option(self.default[0] if self.default else 0)
-            if not isinstance(value, (tuple, list)):
-                raise HarnessError(f"{where} must be a list of {item.accepts()}, got {shown(value)}")
-            return type(value)(item.check(f"each item of {where}", v) for v in value)
-        return self._option(self.default).check(where, value)
+    def __init__(self, default: Any, draw: Callable[[np.random.RandomState], Any], help: str = "",
+                 low: float | None = None, high: float | None = None, low_open: bool = False,
+                 high_open: bool = False, choices: tuple[Any, ...] | None = None):
+        constraints = dict(low=low, high=high, low_open=low_open, high_open=high_open, choices=choices)
+        if isinstance(default, (tuple, list)):
+            item = Option(None, _kind(default[0] if default else 0), **constraints)
+            super().__init__(default, list, help, items=item)
+        else:
+            super().__init__(default, _kind(default), help, **constraints)
+        object.__setattr__(self, "draw", draw)
 
-    def _option(self, default: Any) -> Option:
-        kind = next(t for t in (bool, int, float, str, object) if isinstance(default, t))
-        if kind is object:
-            raise TypeError(f"hyperparameter default {default!r} is not a bool, int, float or str")
-        return Option(default, kind, low=self.low, high=self.high, low_open=self.low_open,
-                      high_open=self.high_open, choices=self.choices)
+
+def _kind(default: Any) -> type:
+    kind = next(t for t in (bool, int, float, str, object) if isinstance(default, t))
+    if kind is object:
+        raise TypeError(f"hyperparameter default {default!r} is not a bool, int, float or str")
+    return kind
 
 
 def log_uniform(low: float, high: float) -> Callable[[np.random.RandomState], float]:

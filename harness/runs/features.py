@@ -32,14 +32,23 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.core import files
-from harness.core.errors import HarnessError, unknown
+from harness.core.errors import HarnessError
+from harness.core.options import Option, check_options
 from harness.core.registry import config_section
 from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
 from harness.models.backbones import OUTPUT, TIMM_PREFIX, backbone_factory, check_layer
 
 CACHE_FORMAT = 1
-SPEC_DEFAULTS: dict[str, Any] = {"backbone": "", "pretrained": False, "options": {}, "layer": OUTPUT,
-                                 "batch_size": 64, "seed": 0, "device": "auto", "num_workers": 0}
+SPEC_OPTIONS: dict[str, Option] = {
+    "backbone": Option(None, str, "the frozen encoder, e.g. timm:resnet50", required=True),
+    "pretrained": Option(False, bool, "timm's pretrained weights (timm:<model> backbones only)"),
+    "options": Option({}, dict, "the backbone's options"),
+    "layer": Option(OUTPUT, str, "the layer cached, pooled to a vector"),
+    "batch_size": Option(64, int, low=1),
+    "seed": Option(0, int, help="seeds the backbone's initialisation"),
+    "device": Option("auto", str),
+    "num_workers": Option(0, int, low=0),
+}
 NOT_HASHED = ("batch_size", "device", "num_workers")  # how fast features are computed, not what they are
 
 
@@ -47,20 +56,7 @@ def check_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The spec with defaults filled in; unknown keys and wrong types are a HarnessError."""
     if not isinstance(spec, dict):
         raise HarnessError(f"features must be a mapping like {{backbone: timm:resnet18}}, got {spec!r}")
-    out = {**SPEC_DEFAULTS, **spec}
-    for key, value in out.items():
-        if key not in SPEC_DEFAULTS:
-            raise unknown("features key", f"features.{key}", [f"features.{k}" for k in SPEC_DEFAULTS])
-        default = SPEC_DEFAULTS[key]
-        ok = isinstance(value, bool) if isinstance(default, bool) else (
-            isinstance(value, type(default)) and not isinstance(value, bool))
-        if not ok:
-            raise HarnessError(f"features.{key} must be of type {type(default).__name__} (like {default!r}), "
-                               f"got {value!r}")
-    if not out["backbone"]:
-        raise HarnessError("features.backbone is required: the frozen encoder, e.g. timm:resnet50")
-    if out["batch_size"] < 1 or out["num_workers"] < 0:
-        raise HarnessError("features.batch_size must be >= 1 and features.num_workers >= 0")
+    out = check_options("features key", spec, SPEC_OPTIONS, prefix="features.")
     if out["pretrained"] and not out["backbone"].startswith(TIMM_PREFIX):
         raise HarnessError(f"features.pretrained: pretrained weights come from timm; "
                            f"{out['backbone']!r} is not a timm:<model> backbone")

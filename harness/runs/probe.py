@@ -32,6 +32,7 @@ import numpy as np
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
+from harness.core.options import Option, check_options
 from harness.core.registry import TASKS, config_section, trial_kind
 from harness.core.version import code_version
 from harness.data.tasks import fit_inputs, labels, task_dataset
@@ -43,19 +44,26 @@ from harness.runs import features, manifest
 from harness.runs.run import _claim, build_algorithm, build_dataset, pick_device, protocol_of, train
 
 INITS = ("trained", "random")
-DEFAULTS: dict[str, Any] = {"tasks": [], "init": "trained", "layers": [], "cs": list(DEFAULT_CS), "knn_k": 20,
-                            "max_iter": 1000, "batch_size": 256}
+TASK = Option(type=(Option(type=str, noun="downstream task"),
+                    Option(type=dict, fields={"name": Option(type=str, required=True), "options": Option({}, dict)})))
+OPTIONS: dict[str, Option] = {
+    "tasks": Option([], list, "downstream tasks (`harness list tasks`)", items=TASK, non_empty=True, required=True),
+    "init": Option("trained", str, choices=INITS),
+    "layers": Option([], list, "([] for all)", items=Option(type=str, noun="layer name")),
+    "cs": Option(list(DEFAULT_CS), list, "inverse regularisations of the logistic-regression probe",
+                 items=Option(type=float, low=0, low_open=True), non_empty=True),
+    "knn_k": Option(20, int, low=1),
+    "max_iter": Option(1000, int, low=1),
+    "batch_size": Option(256, int, low=1),
+}
 NOT_HASHED = ("batch_size",)
 
 
-def _task_item(item: Any) -> dict[str, Any]:
-    if isinstance(item, str):
-        item = {"name": item}
-    if not (isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "options"}
-            and isinstance(item.get("options", {}), dict)):
-        raise HarnessError(f"probe.tasks: a task is a name or {{name: ..., options: {{...}}}}, got {item!r}")
-    TASKS.get(item["name"])  # an unknown task names the accepted ones
-    return {"name": item["name"], "options": dict(item.get("options", {}))}
+def _task_item(item: str | dict[str, Any]) -> dict[str, Any]:
+    """A checked task item as a mapping; an unknown task names the accepted ones."""
+    item = {"name": item, "options": {}} if isinstance(item, str) else item
+    TASKS.get(item["name"])
+    return {"name": item["name"], "options": dict(item["options"])}
 
 
 def hashed_part(spec: Any) -> Any:
@@ -70,26 +78,9 @@ def check_section(value: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise HarnessError(f"probe must be a mapping like {{tasks: [digits]}}, got {value!r}")
-    for key in value:
-        if key not in DEFAULTS:
-            raise HarnessError(f"unknown probe key 'probe.{key}'; accepted: "
-                               + ", ".join(f"probe.{k}" for k in DEFAULTS))
-    spec = {**copy.deepcopy(DEFAULTS), **value}
-    if not isinstance(spec["tasks"], list) or not spec["tasks"]:
-        raise HarnessError("probe.tasks must be a non-empty list of downstream tasks (`harness list tasks`)")
+    spec = check_options("probe key", value, OPTIONS, prefix="probe.")
     spec["tasks"] = [_task_item(t) for t in spec["tasks"]]
-    if spec["init"] not in INITS:
-        raise HarnessError(f"probe.init must be one of {', '.join(INITS)}, got {spec['init']!r}")
-    if not isinstance(spec["layers"], list) or not all(isinstance(x, str) for x in spec["layers"]):
-        raise HarnessError(f"probe.layers must be a list of layer names ([] for all), got {spec['layers']!r}")
-    cs = spec["cs"]
-    if not isinstance(cs, list) or not cs or not all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                                                     and c > 0 for c in cs):
-        raise HarnessError(f"probe.cs must be a non-empty list of positive inverse regularisations, got {cs!r}")
-    spec["cs"] = sorted(float(c) for c in cs)
-    for key in ("knn_k", "max_iter", "batch_size"):
-        if not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < 1:
-            raise HarnessError(f"probe.{key} must be a positive integer, got {spec[key]!r}")
+    spec["cs"] = sorted(spec["cs"])
     return spec
 
 

@@ -47,6 +47,7 @@ import yaml
 from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
+from harness.core.options import Option
 from harness.core.registry import TRIAL_KINDS
 from harness.runs import discovery as discoveries
 from harness.sweeps.launchers import LauncherChoice, parse_launcher
@@ -56,6 +57,14 @@ SPEC_KEYS = ("name", "datasets", "algorithms", "groups", "hparam_draws", "seeds"
              "discovery", "launcher", "kind")
 DISCOVERY_KEYS = ("algorithms", "hparam_draws", "seeds", "overrides")
 DISCOVERY_SEEDS = ("paired", "shared")
+# What the spec's values accept (its mappings' keys are checked where they are read).
+SEEDS = Option(1, (Option(type=int, low=1), Option(type=list, items=Option(type=int, low=0), non_empty=True)),
+               "a count n (seeds 0..n-1) or a list of seeds")
+DISCOVERY_SEEDS_OPTION = Option("paired", str, "paired: one discovery per seed; shared: seed 0 for all",
+                                choices=DISCOVERY_SEEDS)
+COUNT = Option(1, int, low=1)
+NAME = Option(type=str, noun="name")
+NON_EMPTY_LIST = Option(type=list, non_empty=True)
 PLAIN_GROUPS = ("annotated", "classes", "none")
 INFERRED = configs.INFERRED
 # Set by the sweep's own axes; an override may not change them.
@@ -138,18 +147,13 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
                                f"discovery.algorithms; accepted: {', '.join(accepted)}")
         if method is None and arm.groups not in PLAIN_GROUPS:
             raise unknown("group source", arm.groups, [*PLAIN_GROUPS, "inferred:<discovery method>"])
-    seeds = raw.get("seeds", 1)
-    seed_list = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) else seeds
-    if not isinstance(seed_list, list) or not seed_list or not all(isinstance(s, int) and s >= 0 for s in seed_list):
-        raise HarnessError(f"sweep spec key 'seeds' must be a positive count or a list of seeds >= 0, got {seeds!r}")
-    discovery_seeds = disc.get("seeds", "paired")
-    if discovery_seeds not in DISCOVERY_SEEDS:
-        raise unknown("value of discovery.seeds", discovery_seeds, DISCOVERY_SEEDS)
+    seeds = SEEDS.check("sweep spec key 'seeds'", raw.get("seeds", SEEDS.default))
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    discovery_seeds = DISCOVERY_SEEDS_OPTION.check("sweep spec key 'discovery.seeds'",
+                                                   disc.get("seeds", DISCOVERY_SEEDS_OPTION.default))
     launcher = parse_launcher(raw.get("launcher", "local"), "sweep spec key 'launcher'")
     kinds = [k for k in TRIAL_KINDS.names() if k != "discovery"]
-    kind = raw.get("kind", "train")
-    if kind not in kinds:
-        raise unknown("sweep spec kind", kind, kinds)
+    kind = Option("train", str, choices=tuple(kinds)).check("sweep spec key 'kind'", raw.get("kind", "train"))
     overrides = _overrides(raw.get("overrides"), "overrides")
     if kind == "probe":
         _check_probe_tasks(overrides, arms)
@@ -180,22 +184,15 @@ def _list(raw: dict, key: str, default: list | None) -> list:
         raise HarnessError(f"sweep spec needs {key!r}: a list (see `harness sweep --help`)")
     if isinstance(value, (str, dict)):
         value = [value]
-    if not isinstance(value, list) or not value:
-        raise HarnessError(f"sweep spec key {key!r} must be a non-empty list, got {shown(value)}")
-    return value
+    return NON_EMPTY_LIST.check(f"sweep spec key {key!r}", value)
 
 
 def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise HarnessError(f"sweep spec: {key} must be a name, got {shown(value)}")
-    return value
+    return NAME.check(f"each item of sweep spec key {key!r}", value)
 
 
 def _count(raw: dict, key: str, prefix: str = "") -> int:
-    value = raw.get(key, 1)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise HarnessError(f"sweep spec key '{prefix}{key}' must be a positive integer, got {shown(value)}")
-    return value
+    return COUNT.check(f"sweep spec key '{prefix}{key}'", raw.get(key, COUNT.default))
 
 
 def _dataset_item(item: Any) -> dict[str, Any]:
