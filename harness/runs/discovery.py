@@ -33,7 +33,8 @@ from harness.data.environments import (
     save_environments,
 )
 from harness.models.algorithm import Algorithm, Discoverer
-from harness.runs.run import build_algorithm, build_dataset, pick_device, protocol_of, train
+from harness.runs.hardware import pick_device
+from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
                   "discovery, by best_discovery or by model selection")

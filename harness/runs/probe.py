@@ -40,7 +40,7 @@ from harness.models.probes import DEFAULT_CS, probe_layer
 from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
 from harness.runs import features, manifest
-from harness.runs.run import _claim, build_algorithm, build_dataset, pick_device, protocol_of, train
+from harness.runs.run import build_algorithm, build_dataset, claim, pick_device, protocol_of, train
 
 INITS = ("trained", "random")
 DEFAULTS: dict[str, Any] = {"tasks": [], "init": "trained", "layers": [], "cs": list(DEFAULT_CS), "knn_k": 20,
@@ -126,7 +126,7 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     net = net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    _claim(out, cfg)
+    claim(out, cfg)
     network = {"algorithm": pre["algorithm"]["name"], "backbone": pre["backbone"], "init": spec["init"],
                "layer_dims": net.layer_dims}
     info: dict[str, Any] = {"hash": configs.config_hash(cfg), "protocol": "transfer", "code_version": code_version(),
