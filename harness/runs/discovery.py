@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from harness.core import config as configs
-from harness.core import files
+from harness.core import figures, files
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, trial_kind
 from harness.data.dataset import ShiftDataset, Split, chunks
@@ -146,19 +146,13 @@ def agreement(dataset: ShiftDataset, envs: dict[str, np.ndarray]) -> dict[str, A
 
 
 def plot_flip_rate(curve: dict[str, list], path: Path, title: str) -> None:
-    """The flip-rate curve as a PNG (matplotlib's Agg canvas; no global backend is changed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3.2))
-    FigureCanvasAgg(fig)
+    """The flip-rate curve as a PNG."""
+    fig = figures.figure(5, 3.2)
     ax = fig.add_subplot()
     ax.plot(curve["step"], curve["flip_rate"], marker=".")
     ax.set(xlabel="step", ylabel="flip rate", title=title, ylim=(0, None))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    figures.save(fig, path)
 
 
 def best_discovery(run_dirs: Iterable[str | Path]) -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from harness.core import config as configs
-from harness.core import files
+from harness.core import figures, files
 from harness.core.errors import HarnessError
 from harness.core.registry import TASKS, config_section, trial_kind
 from harness.core.version import code_version
@@ -169,23 +169,13 @@ def _plain(matrix: np.ndarray) -> list[list[float | None]]:
 
 
 def _figure(panels: int, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2 * panels, height))
-    FigureCanvasAgg(fig)
+    fig = figures.figure(4.2 * panels, height)
     return fig, fig.subplots(1, panels, squeeze=False)[0]
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
 
 
 def plot_spectra(spectra: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
     """Per task, the normalised singular values of each layer's train features (log scale),
-    labelled with their RankMe (matplotlib's Agg canvas; no global backend is changed)."""
+    labelled with their RankMe."""
     fig, axes = _figure(len(spectra), 3.4)
     for ax, (task, layers) in zip(axes, spectra.items()):
         for layer, s in layers.items():
@@ -194,7 +184,7 @@ def plot_spectra(spectra: dict[str, dict[str, np.ndarray]], path: Path, title: s
         ax.set(title=f"{task}", xlabel="index", ylabel="σ / σ₁")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_cka(similarity: dict[str, dict[str, Any]], path: Path, title: str) -> None:
@@ -209,4 +199,4 @@ def plot_cka(similarity: dict[str, dict[str, Any]], path: Path, title: str) -> N
         ax.set_title(task)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    figures.save(fig, path)
