@@ -34,7 +34,8 @@ from harness.data.environments import (
 )
 from harness.models.algorithm import Algorithm, Discoverer
 from harness.runs.hardware import pick_device
-from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
+from harness.runs.run import train
+from harness.runs.trained import load_trained
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
                   "discovery, by best_discovery or by model selection")
@@ -63,13 +64,9 @@ def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     out = train(cfg, progress)
     if (out / REPORT_FILE).exists():
         return out
-    dataset = build_dataset(cfg)
     device = pick_device(cfg["device"])
-    protocol = protocol_of(cfg)
-    algo = build_algorithm(cfg, dataset, protocol, protocol.prepare(cfg, dataset, device)).to(device)
-    algo.amp = bool(cfg["amp"])
-    algo.load_checkpoint_state(files.load_torch(out / "checkpoint.pt")["algorithm"])
-    algo.eval()
+    trained = load_trained(cfg, device)
+    algo, dataset = trained.algorithm, trained.dataset
     envs = {s: infer(algo, dataset.splits[s], device, cfg["eval_batch_size"]) for s in DISCOVERY_SPLITS}
     report = make_report(cfg, dataset, envs, algo.discovery_stats(), files.read_jsonl(out / "results.jsonl"))
     save_environments(out, {s: (dataset.splits[s].ids.numpy(), dataset.splits[s].y.numpy(), envs[s])

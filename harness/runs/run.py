@@ -41,6 +41,8 @@ from harness.protocols.selection import select
 from harness.runs import distributed, features, manifest
 from harness.runs.hardware import pick_device, pick_threads
 
+CHECKPOINT = "checkpoint.pt"
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -189,7 +191,7 @@ class Run:
         positions, weights = protocol.sampling(algo, dataset, state)
         self.positions = (torch.arange(len(dataset.splits["train"])) if positions is None else positions).to(device)
         self.weights = weights
-        self.checkpoint_path = out / "checkpoint.pt"
+        self.checkpoint_path = out / CHECKPOINT
         self.results_path = out / "results.jsonl"
         self.manifest: dict[str, str] = {}
         self.rank, self.world = distributed.rank_and_world()
