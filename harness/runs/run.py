@@ -119,8 +119,13 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         # into subnormal floats, which x86 CPUs handle slowly: an XRM run measured 4.6x slower
         # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
         torch.set_flush_denormal(True)
-    dataset = build_dataset(cfg)
     protocol = protocol_of(cfg)
+    if not protocol.trains:
+        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
+        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
+                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
+                           f"the {training} protocols")
+    dataset = build_dataset(cfg)
     if dataset.unlabelled and not protocol.unlabelled_ok:
         accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
         raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
