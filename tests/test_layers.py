@@ -117,3 +117,11 @@ def test_no_import_cycle_between_engine_modules():
     graph = {module: module_imports(module, path) for module, path in modules()}
     cycles = import_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_module_imports_another_modules_private_names():
+    private = [f"{module} imports {node.module}.{alias.name}" for module, path in modules()
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness")
+               for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert private == []
