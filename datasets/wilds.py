@@ -279,36 +279,29 @@ def civilcomments(root: str = "", download: bool = False, limit: int = 0, attrib
     its 16 overlapping evaluation groups. The metadata has each identity as a 0/1 column and
     ``identity``, 1 when any of the eight scores >= 0.5. ``attribute="any"`` (default) makes
     ``identity`` the annotated attribute, the partition BalancingGroups/XRM train on; naming one
-    identity (``black``) makes that identity's column the attribute. WILDS' official worst-group
-    accuracy is ``harness.protocols.classification.overlapping_worst_group_acc`` over
-    :func:`civilcomments_identities`.
+    identity (``black``) makes that identity's column the attribute. The eight identities are the
+    schema's overlapping groups, so the worst-group protocol also scores WILDS' official worst-group
+    accuracy over them (``overlapping_worst_group_acc``), its headline metric.
     """
     accepted = ("any", *CIVIL_IDENTITIES)
     if attribute not in accepted:
         raise unknown("civilcomments attribute (dataset.options.attribute)", attribute, accepted)
     ds = load_wilds("civilcomments", root, download, CIVIL_FILES)
     tokenize = load_tokenizer(tokenizer, max_length)
-    schema = Schema(CIVIL_COLUMNS, attribute="identity" if attribute == "any" else attribute)
+    schema = Schema(CIVIL_COLUMNS, attribute="identity" if attribute == "any" else attribute,
+                    overlapping=CIVIL_IDENTITIES)
     identities = identity_matrix(ds)
     columns = {"y": ds.y_array, "identity": identities.any(1), **dict(zip(CIVIL_IDENTITIES, identities.T))}
     options = {"limit": limit, "attribute": attribute, "tokenizer": tokenizer, "max_length": max_length}
     return ShiftDataset(
         splits=wilds_splits(ds, schema, columns, tokenize, limit), input_shape=(2, max_length),
         default_backbone=f"text:{tokenize.vocab_size}",
-        info=_info("civilcomments", ds, CIVIL_FILES, options, tokenize, "worst_group_acc", modality="text",
-                   official_metric="overlapping_worst_group_acc over WILDS' 8 overlapping identities"))
+        info=_info("civilcomments", ds, CIVIL_FILES, options, tokenize, "overlapping_worst_group_acc", modality="text"))
 
 
 def identity_matrix(ds: Any) -> torch.Tensor:
     """(examples × 8) 0/1 tensor: which of WILDS' eight identities each comment mentions."""
     return torch.stack([_column(ds, name) for name in CIVIL_IDENTITIES], 1).long()
-
-
-def civilcomments_identities(root: str = "") -> np.ndarray:
-    """The identity matrix of the whole CivilComments table, indexed by example id: with stored
-    predictions (ids, labels, probabilities) and ``harness.protocols.classification.overlapping_worst_group_acc``
-    it gives WILDS' official worst-group accuracy."""
-    return identity_matrix(load_wilds("civilcomments", root, False, CIVIL_FILES)).numpy()
 
 
 CAMELYON_FILES = ("metadata.csv",)

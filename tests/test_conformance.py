@@ -438,6 +438,15 @@ def test_protocol_rules_reported_columns_and_labels_are_its_own(name):
         assert display.format(0.5)
 
 
+@pytest.mark.parametrize("name", entries(PROTOCOLS))
+def test_protocol_implements_the_contract_its_trains_flag_asks(name):
+    cls = PROTOCOLS.get(name).obj
+    assert cls.missing() == [], f"protocol {name} leaves required methods to the base class: {cls.missing()}"
+    written_for = [a.name for a in ALGORITHMS.entries() if getattr(a.obj, "protocol", None) == name]
+    if not cls.trains:  # its runs are written by another trial kind: no algorithm trains through the loop for it
+        assert written_for == [], f"algorithms {written_for} are written for {name}, which the loop does not train"
+
+
 # --- launchers ----------------------------------------------------------------------------------------
 
 # launcher -> options for a 1-trial sweep run here

@@ -154,3 +154,16 @@ def test_bad_schemas_and_tables_are_refused():
     assert hand_made(rows=[(-1, 0, 0)]).y.tolist() == [-1]  # an unlabelled example
     with pytest.raises(ValueError, match="every split of a dataset must share one metadata schema"):
         ShiftDataset({"train": hand_made(), "test": hand_made(Schema((LABEL, PLACE, HOSPITAL)))}, input_shape=(1,))
+
+
+def test_overlapping_group_columns_are_0_1_columns_named_in_the_schema_info():
+    black, white = Column("black", "attribute", 2), Column("white", "attribute", 2)
+    schema = Schema((LABEL, black, white), attribute="black", overlapping=("black", "white"))
+    assert schema.info()["overlapping"] == ["black", "white"]
+    assert "overlapping" not in SCHEMA.info()  # a schema without them keeps its info as before
+    with pytest.raises(HarnessError, match="overlapping group column 'place' must be a 0/1 column"):
+        Schema((LABEL, PLACE), overlapping=("place",))
+    with pytest.raises(HarnessError, match="overlapping group column 'y' must be a 0/1 column, not the label"):
+        Schema((LABEL, black), overlapping=("y",))
+    with pytest.raises(HarnessError, match="unknown metadata column 'jewish'"):
+        Schema((LABEL, black), overlapping=("jewish",))

@@ -68,3 +68,58 @@ def test_a_plugin_protocol_runs_from_sweep_to_its_own_board(plugin, tmp_path, ca
     assert main(["leaderboard", "render", *args, "--board-dir", str(board_dir)]) == 0
     rendered = (board_dir / "ae_board.md").read_text()
     assert "Protocol: reconstruction" in rendered and "backbone.options.width" in rendered.splitlines()[4]
+
+
+def test_the_plugin_implements_only_the_required_methods_and_the_rest_are_defaults():
+    from harness.protocols.base import Protocol
+
+    import reconstruction_plugin
+
+    try:
+        hooks = {name for name, value in vars(Protocol).items() if callable(value) and not name.startswith("_")}
+        own = hooks & set(vars(reconstruction_plugin.Reconstruction))
+        assert own == set(Protocol.REQUIRED + Protocol.REQUIRED_TO_TRAIN) == {"scores", "build", "batch", "record"}
+        assert reconstruction_plugin.Reconstruction.missing() == []
+    finally:  # importing the module registered it: leave the registries as they were
+        PROTOCOLS._entries.pop("reconstruction", None)
+        ALGORITHMS._entries.pop("autoencoder", None)
+        sys.modules.pop("reconstruction_plugin", None)
+
+
+def test_a_protocol_missing_a_required_method_is_refused_naming_it():
+    from harness.protocols.base import Protocol
+
+    class Scoreless(Protocol):
+        trains = False
+
+    class Unrecorded(Protocol):
+        def scores(self, arrays, info):
+            return {}
+
+        def build(self, algorithm, backbone, cfg, dataset, state):
+            return algorithm(backbone)
+
+        def batch(self, split, positions, state):
+            return split.inputs(positions)
+
+    with pytest.raises(TypeError, match="protocol 'scoreless' \\(Scoreless\\) does not implement scores$"):
+        Scoreless("scoreless")
+    with pytest.raises(TypeError, match="does not implement record; a protocol whose runs do not train through "
+                                        "the loop sets trains = False"):
+        Unrecorded("unrecorded")
+    Unrecorded.trains = False  # not trained by the loop: scores alone is enough
+    assert Unrecorded("unrecorded").missing() == []
+
+
+def test_the_loop_refuses_an_algorithm_of_a_protocol_it_does_not_train(tiny_cfg, monkeypatch):
+    from harness.core.config import run_dir
+    from harness.core.errors import HarnessError
+    from harness.runs.run import train
+
+    cfg = tiny_cfg()
+    monkeypatch.setattr(ALGORITHMS.get("erm").obj, "protocol", "transfer")
+    with pytest.raises(HarnessError, match="'erm' is written for the transfer protocol, whose runs another trial kind "
+                                           "writes, not the training loop; the loop trains algorithms of the "
+                                           ".*worst_group protocols"):
+        train(cfg)
+    assert not run_dir(cfg).exists()

@@ -96,7 +96,7 @@ def test_class_groups_give_source_metrics_on_validation(tiny_cfg):
 
 
 def test_threads_auto_counts_free_cores_under_the_process_ceiling(monkeypatch):
-    from harness.runs import run as runs
+    from harness.runs import hardware as runs
 
     monkeypatch.setattr(runs, "_THREAD_CEILING", [4])  # the process had 4 threads before its first run
     monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: set(range(8)))

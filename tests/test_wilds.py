@@ -15,7 +15,7 @@ from harness.datasets import wilds as W
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.core.registry import DATASETS
-from harness.protocols.classification import classification_metrics, overlapping_worst_group_acc
+from harness.protocols.classification import classification_metrics
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
@@ -159,7 +159,8 @@ def test_civilcomments_text_path_with_a_local_tokenizer(root, monkeypatch):
     assert black.attr_name == "black"
 
 
-def test_civilcomments_trains_offline_with_its_default_backbone(root, monkeypatch, tmp_path):
+def test_civilcomments_trains_offline_with_its_default_backbone(root, monkeypatch, tmp_path, capsys):
+    from harness.cli import main
     from harness.core.files import read_jsonl
     from harness.runs.run import train
 
@@ -169,11 +170,18 @@ def test_civilcomments_trains_offline_with_its_default_backbone(root, monkeypatc
                            "algorithm": {"name": "erm", "hparams": {"batch_size": 8, "lr": 0.01}},
                            "steps": 30, "eval_every": 15, "output_dir": str(tmp_path)})
     assert cfg["backbone"]["name"] == "auto"
-    rows = read_jsonl(train(cfg, progress=False) / "results.jsonl")
+    out = train(cfg, progress=False)
+    rows = read_jsonl(out / "results.jsonl")
     assert [r["step"] for r in rows] == [15, 30]
     assert rows[-1]["metrics"]["test"]["n"] == (tables["civilcomments"].split == "test").sum()
     # "awful" marks every toxic comment: a backbone that reads the tokens learns it
     assert rows[-1]["metrics"]["train"]["avg_acc"] == 1.0 and rows[-1]["metrics"]["test"]["avg_acc"] == 1.0
+    # WILDS' official metric, scored from the stored identity memberships, in every results row
+    assert rows[-1]["metrics"]["test"]["overlapping_worst_group_acc"] == 1.0
+    # and collect's default table shows it, the headline metric the dataset names
+    capsys.readouterr()
+    assert main(["collect", str(out), "--rule", "val-avg"]) == 0
+    assert "test worst-group acc (overlapping groups)" in capsys.readouterr().out
 
 
 def test_civilcomments_without_a_tokenizer_is_a_clear_error(root, monkeypatch):
@@ -288,17 +296,38 @@ def test_parity_with_wilds_eval(root, wilds_eval, seed):
             assert ours["avg_acc"] == pytest.approx(theirs["acc_avg"], abs=1e-6)
 
 
+class StoredPredictions(torch.nn.Module):
+    """An algorithm stand-in whose ``predict`` returns given logits, chunk after chunk in the
+    order the protocol's ``record`` asks for them."""
+
+    def __init__(self, logits: np.ndarray):
+        super().__init__()
+        self.logits, self.at = torch.from_numpy(logits), 0
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        self.at += len(x)
+        return self.logits[self.at - len(x):self.at]
+
+
 @pytest.mark.parametrize("seed", [0, 2])
-def test_civilcomments_parity_with_wilds_eval(root, wilds_eval, monkeypatch, seed):
+def test_civilcomments_worst_group_protocol_scores_wilds_official_metric(root, wilds_eval, monkeypatch, seed):
+    """The worst-group protocol stores each comment's identity memberships and scores WILDS'
+    overlapping worst group from the stored arrays: the number WILDS' own eval gives."""
+    from harness.protocols.base import protocol
+
     path, _ = root
     monkeypatch.setitem(sys.modules, "transformers", fake_transformers([]))
     ds = build("civilcomments", path, max_length=4)
     reference = W.load_wilds("civilcomments", str(path), False, W.CIVIL_FILES)  # wilds' class, pandas 3 patched
     test = ds.splits["test"]
-    y_pred = noisy_probs(test.y, seed).argmax(1)
-    theirs, _ = reference.eval(torch.from_numpy(y_pred), test.y, reference.metadata_array[test.ids])
-    identities = W.civilcomments_identities(str(path))[test.ids.numpy()]
-    ours = overlapping_worst_group_acc(test.y.numpy(), y_pred, identities)
-    assert ours == pytest.approx(theirs["acc_wg"], abs=1e-6)
-    assert 0 < ours < theirs["acc_avg"]
-    assert np.mean(y_pred == test.y.numpy()) == pytest.approx(theirs["acc_avg"], abs=1e-6)
+    probs = noisy_probs(test.y, seed)
+    theirs, _ = reference.eval(torch.from_numpy(probs.argmax(1)), test.y, reference.metadata_array[test.ids])
+    worst_group, cfg = protocol("worst_group"), {"groups": "annotated"}
+    state = worst_group.prepare(cfg, ds, torch.device("cpu"))
+    arrays = worst_group.record(StoredPredictions(np.log(probs)), "test", test, state, batch_size=7)
+    assert arrays["memberships"].shape == (len(test), len(F.CIVIL_IDENTITIES))
+    scores = worst_group.scores({f"test.{k}": v for k, v in arrays.items()}, worst_group.info(cfg, ds, state))["test"]
+    assert scores["overlapping_worst_group_acc"] == pytest.approx(theirs["acc_wg"], abs=1e-6)
+    assert 0 < scores["overlapping_worst_group_acc"] < theirs["acc_avg"]
+    assert scores["avg_acc"] == pytest.approx(theirs["acc_avg"], abs=1e-6)
+    assert ds.info["headline_metric"] == "overlapping_worst_group_acc"

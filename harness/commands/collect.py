@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rule", action="append", metavar="RULE", help="selection rule (repeatable; default: all of "
                    "the protocol's)")
     p.add_argument("--metric", action="append", metavar="SPLIT.METRIC",
-                   help="reported metric (repeatable; default: the protocol's, e.g. test.worst_group_acc)")
+                   help="reported metric (repeatable; default: the protocol's, e.g. test.worst_group_acc, and the "
+                        "headline metric a dataset names, e.g. CivilComments' overlapping worst group)")
     p.add_argument("--format", default="markdown", choices=FORMATS, help="table format (default markdown)")
     p.add_argument("--output", metavar="FILE", help="write the tables to FILE instead of printing them")
     p.add_argument("--frame", metavar="FILE.csv", help="also write the run × checkpoint frame as CSV")
@@ -63,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         files.write_text(args.frame, frame.to_csv(index=False))
     parts = []
     for scorer in scorers:
-        rules, metrics = args.rule or [r.name for r in scorer.rules], args.metric or list(scorer.reported)
+        headlines = collect.headline_metrics(done, scorer)  # a dataset's official metric, where it names one
+        rules = args.rule or [r.name for r in scorer.rules]
+        metrics = args.metric or list(dict.fromkeys([*scorer.reported, *headlines]))
         summary = collect.summarize(frame, scorer, rules, metrics)
         text = summary_tables(summary, scorer, metrics, args.format) if len(summary) else "no run answers these rules\n"
         parts.append(text if len(scorers) == 1 else f"## protocol {scorer.name}\n\n{text}")

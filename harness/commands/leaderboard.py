@@ -122,7 +122,8 @@ def reproduce(args: argparse.Namespace) -> int:
     """Run every sweep spec of the board into one sweep folder, then write its entries and table
     into the board folder, verify each entry against its runs and print the wall time."""
     from harness.sweeps import sweep
-    from harness.sweeps.launchers import make_launcher, override_launcher
+    from harness.sweeps.launch import details, launch, summary
+    from harness.sweeps.launchers import override_launcher
 
     start = time.perf_counter()
     board = boards.load_board(args.board)
@@ -143,10 +144,10 @@ def reproduce(args: argparse.Namespace) -> int:
     ok = True
     for path, spec in zip(board.sweeps, specs):
         print(f"sweep {path} -> {folder} (launcher {spec.launcher})", flush=True)
-        launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
-        launcher.ready()
-        report = sweep.run_sweep(spec, folder, launcher)
-        print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
+        report = launch(spec, folder)
+        print(f"sweep: {summary(report)}")
+        for line in details(report, folder):
+            print(line)
         ok = ok and report.ok
     if not ok:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun the same command to resume")

@@ -11,7 +11,7 @@ from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.sweeps import sweep
-from harness.sweeps.launchers import make_launcher
+from harness.sweeps.launch import details, launch, summary
 
 HELP = f"""\
 Sweep ERM and GroupDRO with annotated groups, and JTT and GroupDRO on XRM's discovered groups
@@ -51,10 +51,10 @@ def run(args: argparse.Namespace) -> int:
     names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
           f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {spec.launcher}")
-    launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
-    launcher.ready()
-    report = sweep.run_sweep(spec, folder, launcher)
-    print(f"sweep: {report.ran} trial(s) ran, {report.skipped} already done, {len(report.failed)} failed")
+    report = launch(spec, folder)
+    print(f"sweep: {summary(report)}")
+    for line in details(report, folder):
+        print(line)
     if not report.ok:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun `harness quickstart` to resume")
     submit(board, str(folder), "harness quickstart")

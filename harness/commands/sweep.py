@@ -10,7 +10,8 @@ from tabulate import tabulate
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.sweeps import sweep
-from harness.sweeps.launchers import make_launcher, override_launcher
+from harness.sweeps.launch import details, launch, summary
+from harness.sweeps.launchers import override_launcher
 from harness.sweeps.trials import ERROR, STATES
 
 SHOWN = 10  # failures listed by name
@@ -78,18 +79,10 @@ def run(args: argparse.Namespace) -> int:
     folder = Path(args.dir) if args.dir else Path("sweeps") / spec.name
     if args.dry_run:
         return show_status(sweep.Plan(spec, folder), every_trial=True)
-    launcher = make_launcher(spec.launcher, folder.resolve(), spec.name)
-    launcher.ready()
-    report = sweep.run_sweep(spec, folder, launcher)
-    print(f"sweep {spec.name} in {folder}: {report.ran} trial(s) ran ({report.resumed} resumed from checkpoints), "
-          f"{report.skipped} already done, {len(report.failed)} failed"
-          + (f", {report.elsewhere} finished by another process" if report.elsewhere else ""))
-    for digest, error in list(report.failed.items())[:SHOWN]:
-        record = folder / digest / ERROR
-        print(f"  failed {digest}: {error.splitlines()[-1] if error else 'no reason recorded'}"
-              + (f"  (see {record})" if record.exists() else ""))
-    for line in sorted(set(report.waiting)):
-        print(f"  not planned: {line}")
+    report = launch(spec, folder)
+    print(f"sweep {spec.name} in {folder}: {summary(report)}")
+    for line in details(report, folder):
+        print(line)
     print(f"next: harness sweep status {folder} | harness collect {folder}")
     return 0 if report.ok else 1
 

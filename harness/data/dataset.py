@@ -57,10 +57,13 @@ class Schema:
     """A dataset's metadata columns (exactly one ``label``) and its annotated ``attribute``: the
     column whose values, with the label's, are the worst-group protocol's groups (None: the
     dataset has no annotated groups). Usually an ``attribute`` column; any non-label column may
-    serve (Camelyon17 groups by its hospital domain)."""
+    serve (Camelyon17 groups by its hospital domain). ``overlapping``: 0/1 columns, each a set of
+    examples that may overlap the others' (WILDS' CivilComments identities: a comment can mention
+    several); the worst-group protocol also scores the worst (member, label) pair over them."""
 
     columns: tuple[Column, ...]
     attribute: str | None = None
+    overlapping: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         names = self.names
@@ -71,6 +74,9 @@ class Schema:
             raise HarnessError(f"a dataset's metadata needs exactly one label column, got {labels or 'none'}")
         if self.attribute is not None and self.column(self.attribute).role == "label":
             raise HarnessError(f"the annotated attribute {self.attribute!r} cannot be the label column")
+        for name in self.overlapping:
+            if self.column(name).role == "label" or self.column(name).size != 2:
+                raise HarnessError(f"overlapping group column {name!r} must be a 0/1 column, not the label")
 
     @property
     def names(self) -> list[str]:
@@ -101,8 +107,10 @@ class Schema:
 
     def info(self) -> dict[str, Any]:
         """Plain JSON: the columns (name, role, size, value names; [] when unnamed) and the
-        annotated attribute, what recomputing groups from a stored table needs."""
-        return {"columns": [c.info() for c in self.columns], "attribute": self.attribute}
+        annotated attribute (and any overlapping group columns), what recomputing groups from a
+        stored table needs."""
+        overlapping = {"overlapping": list(self.overlapping)} if self.overlapping else {}
+        return {"columns": [c.info() for c in self.columns], "attribute": self.attribute, **overlapping}
 
 
 @dataclass(frozen=True)

@@ -3,23 +3,28 @@
 A protocol is registered like an algorithm (``@PROTOCOLS.register(name)`` on a subclass of
 :class:`Protocol`); an algorithm names the protocol it is written for (``Algorithm.protocol``).
 The training loop, collect, selection, tables and boards ask the protocol, so that a new kind of
-benchmark is one module:
+benchmark is one module. A protocol implements only what it needs; every other method has a
+documented default.
 
-- ``prepare`` / ``build`` / ``sampling`` / ``batch``: what a run trains on;
-- ``record``: the named arrays a run stores per split at each evaluation;
+Required of every protocol: ``scores``, ONE function from a run's stored arrays and its
+``info.json`` to the metrics of every split (the loop's ``results.jsonl`` and every later
+recomputation, ``collect`` and ``verify``, call it, so the two can never disagree), and at least
+one selection rule in ``rules`` with the ``metrics`` it selects on.
 
-these run-loop methods concern protocols whose runs train through the loop (``harness.runs.run``);
-a protocol whose runs are written by another trial kind (``transfer``: probes of a frozen
-network) leaves them out. Every protocol scores:
+Required of a protocol whose runs train through the loop (``harness.runs.run``; ``trains = True``,
+the default): ``build`` (the algorithm), ``batch`` (what one training step receives) and
+``record`` (the named arrays a run stores per split at each evaluation). A protocol whose runs
+another trial kind writes (``transfer``: probes of a frozen network) sets ``trains = False`` and
+implements none of them; the loop refuses its algorithms.
 
-- ``evaluations``: a run's stored arrays files, each with the frame columns that tell it apart
-  (by default one per checkpoint, ``predictions/step_N.npz``, told apart by ``step``);
-- ``scores``: ONE function from those arrays and the run's ``info.json`` to the metrics of every
-  split. The loop's ``results.jsonl`` and every later recomputation (``collect``, ``verify``)
-  call it, so the two can never disagree;
-- ``rules``: selection rules (split, metric, direction, what they need); ``metrics``: which
-  scalar metrics frames and tables carry and how they display; ``columns``: what, besides the
-  algorithm and dataset, identifies a run's arm in a frame.
+Optional, with defaults: ``prepare`` (no state), ``info`` (nothing), ``sampling`` (every training
+example, uniformly), ``restrict`` (the split's subset, the state as is), ``hold_out`` (refused),
+``evaluations`` (one arrays file per checkpoint, ``predictions/step_N.npz``), ``identity`` and
+``columns`` (nothing besides algorithm and dataset), ``pictures`` (refused), ``selection_kind``
+(none: a board selects by one rule).
+
+A missing required method is a TypeError naming it when the protocol is instantiated
+(:func:`protocol`), not a NotImplementedError in the middle of a run.
 """
 from __future__ import annotations
 
@@ -72,8 +77,12 @@ class Display:
 
 
 class Protocol:
-    """Base class of protocols. Subclasses set the class attributes and implement the methods."""
+    """Base class of protocols: subclasses set the class attributes and override ``scores``, and
+    ``build``, ``batch`` and ``record`` unless ``trains`` is False; the other methods have defaults."""
 
+    # Whether runs of this protocol train through the loop (harness.runs.run). False: another
+    # trial kind writes them (transfer's probe trials); build, batch and record are not needed.
+    trains: bool = True
     splits: tuple[str, ...] = ("train", "val", "test")
     # whether runs of this protocol accept unlabelled examples (pretraining data)
     unlabelled_ok: bool = False
@@ -88,9 +97,24 @@ class Protocol:
     # A small registered dataset (name, options) its algorithms train on offline in seconds: the
     # conformance checks build every algorithm of the protocol on it.
     small_dataset: tuple[str, dict[str, Any]] = ("colored_digits", {})
+    selection_kinds: tuple[str, ...] = ()  # kinds of entrant a board may give rules of their own
+
+    REQUIRED: tuple[str, ...] = ("scores",)
+    REQUIRED_TO_TRAIN: tuple[str, ...] = ("build", "batch", "record")
 
     def __init__(self, name: str):
+        missing = self.missing()
+        if missing:
+            raise TypeError(f"protocol {name!r} ({type(self).__name__}) does not implement {', '.join(missing)}"
+                            + ("; a protocol whose runs do not train through the loop sets trains = False"
+                               if set(missing) & set(self.REQUIRED_TO_TRAIN) else ""))
         self.name = name
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """The required methods this protocol leaves to the base class."""
+        required = cls.REQUIRED + (cls.REQUIRED_TO_TRAIN if cls.trains else ())
+        return [m for m in required if getattr(cls, m) is getattr(Protocol, m)]
 
     def rule(self, name: str) -> Rule:
         for rule in self.rules:
@@ -101,65 +125,73 @@ class Protocol:
     def metric_columns(self) -> list[str]:
         return [f"{s}.{m}" for s in self.splits for m in self.metrics]
 
-    # --- a run -------------------------------------------------------------------------------
-    def prepare(self, cfg: dict[str, Any], dataset: ShiftDataset, device: torch.device) -> Any:
-        """What the run needs besides the dataset (e.g. training groups); checked before anything
-        is written, so bad input raises here."""
-        return None
-
-    def build(self, algorithm: type, backbone: Callable[[], nn.Module], cfg: dict[str, Any],
-              dataset: ShiftDataset, state: Any) -> nn.Module:
-        raise NotImplementedError
-
-    def info(self, cfg: dict[str, Any], dataset: ShiftDataset, state: Any) -> dict[str, Any]:
-        """What ``scores`` needs besides the stored arrays (written to ``info.json``)."""
-        return {}
-
-    def hold_out(self, dataset: ShiftDataset, state: Any, seed: int) -> HeldOut:
-        """For an algorithm that fits on validation examples (``holds_out_validation``): a seeded
-        part of the validation split for it; the dataset's and state's validation keep the rest."""
-        raise HarnessError(f"protocol {self.name} holds out no validation examples for an algorithm")
-
-    def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: Any) -> tuple[torch.Tensor | None,
-                                                                                    torch.Tensor | None]:
-        """Training positions to draw from (None: all) and sampling weights (None: uniform)."""
-        return None, None
-
-    def batch(self, split: Split, positions: torch.Tensor, state: Any) -> Any:
-        raise NotImplementedError
-
-    def record(self, algo: nn.Module, name: str, split: Split, state: Any, batch_size: int) -> dict[str, np.ndarray]:
-        """The arrays stored for split ``name`` at an evaluation (keys without the split prefix)."""
-        raise NotImplementedError
-
-    def restrict(self, name: str, split: Split, state: Any, positions: torch.Tensor) -> tuple[Split, Any]:
-        """Split ``name`` and the run's state cut to the examples at ``positions``, for ``record``
-        on a subset; a protocol whose state holds per-example arrays of the split cuts them too."""
-        return split.subset(positions), state
-
+    # --- scoring: every protocol -------------------------------------------------------------
     def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Metrics per split from the stored arrays (keys ``<split>.<array>``) and the run's info."""
-        raise NotImplementedError
-
-    def pictures(self, algo: nn.Module, split: Split, path: Path) -> Path:
-        """Draw what a trained model does on a split (reconstructions, traversals) into a PNG."""
-        raise HarnessError(f"protocol {self.name} draws no pictures")
-
-    def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-        """Values of ``columns`` for a run, from its config (and folder)."""
-        return {}
+        """Required. Metrics per split from the stored arrays (keys ``<split>.<array>``) and the run's info."""
+        raise NotImplementedError  # unreachable: __init__ refuses a protocol without scores
 
     def evaluations(self, run_dir: Path) -> list[tuple[dict[str, Any], Path]]:
         """A run's stored arrays files, each with the frame columns that tell it apart (at least
         ``step``): by default one per evaluated checkpoint, ``predictions/step_N.npz``."""
         return [({"step": int(p.stem.split("_")[1])}, p) for p in sorted((run_dir / "predictions").glob("step_*.npz"))]
 
-    # --- boards ------------------------------------------------------------------------------
-    selection_kinds: tuple[str, ...] = ()
+    def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        """Values of ``columns`` for a run, from its config (and folder); by default none."""
+        return {}
+
+    def pictures(self, algo: nn.Module, split: Split, path: Path) -> Path:
+        """Draw what a trained model does on a split (reconstructions, traversals) into a PNG;
+        by default a protocol draws none."""
+        raise HarnessError(f"protocol {self.name} draws no pictures")
 
     def selection_kind(self, entrant: dict[str, Any]) -> str:
-        """Which of a board's per-kind rules applies to an entrant (boards may map kinds to rules)."""
-        raise NotImplementedError(f"protocol {self.name} has one selection rule per board")
+        """Which of ``selection_kinds`` an entrant is, for a board with a rule per kind; by
+        default a protocol has no kinds and its boards select by one rule."""
+        raise HarnessError(f"protocol {self.name} has no kinds of entrant; its boards select by one rule")
+
+    # --- a run through the loop (trains = True) ----------------------------------------------
+    def build(self, algorithm: type, backbone: Callable[[], nn.Module], cfg: dict[str, Any],
+              dataset: ShiftDataset, state: Any) -> nn.Module:
+        """Required to train. The algorithm of the run, built from its class, a backbone factory,
+        the config, the dataset and ``prepare``'s state."""
+        raise NotImplementedError  # unreachable: __init__ refuses a training protocol without build
+
+    def batch(self, split: Split, positions: torch.Tensor, state: Any) -> Any:
+        """Required to train. What one training step's ``algo.update`` receives for the training
+        examples at ``positions``."""
+        raise NotImplementedError  # unreachable: __init__ refuses a training protocol without batch
+
+    def record(self, algo: nn.Module, name: str, split: Split, state: Any, batch_size: int) -> dict[str, np.ndarray]:
+        """Required to train. The arrays stored for split ``name`` at an evaluation (keys
+        without the split prefix): what ``scores`` reads back."""
+        raise NotImplementedError  # unreachable: __init__ refuses a training protocol without record
+
+    def prepare(self, cfg: dict[str, Any], dataset: ShiftDataset, device: torch.device) -> Any:
+        """What the run needs besides the dataset (e.g. training groups); checked before anything
+        is written, so bad input raises here. By default nothing (None)."""
+        return None
+
+    def info(self, cfg: dict[str, Any], dataset: ShiftDataset, state: Any) -> dict[str, Any]:
+        """What ``scores`` needs besides the stored arrays (written to ``info.json``); by default nothing."""
+        return {}
+
+    def sampling(self, algo: nn.Module, dataset: ShiftDataset, state: Any) -> tuple[torch.Tensor | None,
+                                                                                    torch.Tensor | None]:
+        """Training positions to draw from (None: all) and sampling weights (None: uniform); by
+        default every training example, uniformly."""
+        return None, None
+
+    def restrict(self, name: str, split: Split, state: Any, positions: torch.Tensor) -> tuple[Split, Any]:
+        """Split ``name`` and the run's state cut to the examples at ``positions``, for ``record``
+        on a subset; by default the split's subset and the state as it is (a protocol whose state
+        holds per-example arrays of the split cuts them too)."""
+        return split.subset(positions), state
+
+    def hold_out(self, dataset: ShiftDataset, state: Any, seed: int) -> HeldOut:
+        """For an algorithm that fits on validation examples (``holds_out_validation``): a seeded
+        part of the validation split for it; the dataset's and state's validation keep the rest.
+        By default a protocol holds out nothing, and such an algorithm is refused."""
+        raise HarnessError(f"protocol {self.name} holds out no validation examples for an algorithm")
 
 
 def protocol(name: str) -> Protocol:

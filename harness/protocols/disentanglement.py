@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.core import figures
 from harness.core.errors import HarnessError
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split, chunks
@@ -122,9 +123,6 @@ class Disentanglement(Protocol):
         """Row 1: the split's first ``count`` images; row 2: their reconstructions (decoded at the
         posterior mean); then one row per latent, most informative first (largest mean KL over
         those images): the first image's code with that latent swept over ``TRAVERSAL``."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
         x = split.inputs(torch.arange(min(count, len(split)))).to(next(algo.parameters()).device)
         stats = algo.evaluate(x)
         mu, order = stats["mu"], algo.latent_kl(x).argsort(descending=True)
@@ -136,11 +134,9 @@ class Disentanglement(Protocol):
         labels = ["input", "recon."] + [f"z{d}" for d in order.tolist()]
         tiles = torch.stack([torch.cat(list(r.expand(-1, 3, -1, -1).cpu()), 2) for r in rows])  # (rows, 3, 64, count·64)
         mosaic = torch.nn.functional.pad(tiles, (0, 0, 0, 2), value=0.5).permute(0, 2, 3, 1).flatten(0, 1)
-        fig = Figure(figsize=(count, len(rows)))
+        fig = figures.figure(count, len(rows))
         ax = fig.add_subplot()
         ax.imshow(mosaic.numpy(), vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([(r + 0.5) * 66 for r in range(len(rows))], labels)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        FigureCanvasAgg(fig).print_png(str(path))
-        return path
+        return figures.save(fig, path, tight=False)

@@ -34,6 +34,7 @@ PREDICTIONS = "predictions"
 class Transfer(Protocol):
     """Frozen features probed at every layer on downstream tasks: probe and kNN accuracy, RankMe."""
 
+    trains = False  # probe trials (harness.runs.probe) write its runs, not the training loop
     metrics = {
         "probe_acc": Display("linear probe acc"),
         "knn_acc": Display("kNN acc"),

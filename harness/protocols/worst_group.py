@@ -5,7 +5,10 @@ Per split and evaluation a run stores the example ids, labels, annotated groups 
 attribute; -1 where unannotated), the training group source's groups (-1 where it gives none)
 and the class probabilities. :meth:`WorstGroup.scores` turns them into average, worst-group,
 per-group, worst-class and balanced accuracy and the loss, on the annotated groups, and on the
-group source's groups where those are not the annotated ones (``source_*``).
+group source's groups where those are not the annotated ones (``source_*``). A dataset whose
+schema declares overlapping groups (CivilComments' identities) also has each example's 0/1
+memberships stored (``memberships``) and is scored by WILDS' official worst group over them
+(``overlapping_worst_group_acc``: the worst (identity, label) pair).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.data.groups import GroupAssignment, resolve_groups
 from harness.models.algorithm import Batch, HeldOut
 from harness.protocols.base import Display, Protocol, Rule
-from harness.protocols.classification import classification_metrics
+from harness.protocols.classification import classification_metrics, overlapping_worst_group_acc
 
 GROUP_KINDS = ("annotated", "inferred", "classes", "none")
 
@@ -51,6 +54,7 @@ class WorstGroup(Protocol):
         "balanced_acc": Display("balanced acc"),
         "adjusted_avg_acc": Display("adjusted avg acc"),
         "source_worst_group_acc": Display("worst-group acc (training groups)"),
+        "overlapping_worst_group_acc": Display("worst-group acc (overlapping groups)"),
         "loss": Display("loss", percent=False, precision=3),
     }
     rules = (
@@ -124,9 +128,13 @@ class WorstGroup(Protocol):
                            for idx in chunks(len(split), batch_size)]).numpy()
         y = split.y.cpu().numpy()
         source = state.source.by_split.get(name)
-        return {"ids": split.ids.cpu().numpy(), "y": y, "attr": state.annotated[name],
-                "group": source.cpu().numpy() if source is not None else np.full_like(y, -1),
-                "probs": probs.astype(np.float32)}
+        arrays = {"ids": split.ids.cpu().numpy(), "y": y, "attr": state.annotated[name],
+                  "group": source.cpu().numpy() if source is not None else np.full_like(y, -1),
+                  "probs": probs.astype(np.float32)}
+        if split.schema.overlapping:
+            members = torch.stack([split.column(c) for c in split.schema.overlapping], 1)
+            arrays["memberships"] = members.cpu().numpy().astype(np.int8)
+        return arrays
 
     def restrict(self, name: str, split: Split, state: RunGroups, positions: torch.Tensor) -> tuple[Split, RunGroups]:
         def cut(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -148,6 +156,9 @@ class WorstGroup(Protocol):
             if info["group_source"] != "annotated" and info["source_num_groups"] and (source >= 0).any():
                 s = classification_metrics(y, probs, source, info["source_num_groups"], info["num_classes"])
                 m["source_worst_group_acc"], m["source_group_acc"] = s["worst_group_acc"], s["group_acc"]
+            if f"{split}.memberships" in arrays:
+                m["overlapping_worst_group_acc"] = overlapping_worst_group_acc(
+                    y, probs.astype(np.float64).argmax(1), arrays[f"{split}.memberships"])
             out[split] = m
         return out
 

@@ -108,6 +108,19 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
     return frame[columns].sort_values(keys, kind="stable").reset_index(drop=True)
 
 
+def headline_metrics(runs: Iterable[str | Path], scorer: Protocol) -> list[str]:
+    """``test.<metric>`` for each headline metric the runs' datasets name (``headline_metric`` in
+    their ``info``: WILDS' official one, e.g. CivilComments' worst group over overlapping
+    identities) that ``scorer`` computes, in the order first met."""
+    out: list[str] = []
+    for run in map(Path, runs):
+        info = json.loads((run / "info.json").read_text())
+        metric = (info.get("dataset_info") or {}).get("headline_metric")
+        if info.get("protocol") == scorer.name and metric in scorer.metrics and f"test.{metric}" not in out:
+            out.append(f"test.{metric}")
+    return out
+
+
 def config_value(cfg: dict[str, Any], path: str) -> Any:
     """The value at a dotted config path (JSON text for lists and mappings; None if absent)."""
     node: Any = cfg

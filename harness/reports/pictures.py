@@ -9,23 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import yaml
 
-from harness.core.errors import HarnessError
-from harness.core.files import load_torch
-from harness.runs.run import build_algorithm, build_dataset, protocol_of
+from harness.runs.trained import load_trained
 
 
 def run_pictures(run_dir: str | Path, path: str | Path) -> Path:
-    """Rebuild a finished run's model from its config and checkpoint; draw its test split."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").exists():
-        raise HarnessError(f"{run_dir} holds no checkpoint.pt; pictures need a trained run folder")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-    dataset = build_dataset(cfg)
-    protocol = protocol_of(cfg)
-    state = protocol.prepare(cfg, dataset, torch.device("cpu"))
-    algo = build_algorithm(cfg, dataset, protocol, state)
-    algo.load_checkpoint_state(load_torch(run_dir / "checkpoint.pt")["algorithm"])
-    algo.eval()
-    return protocol.pictures(algo, dataset.splits["test"], Path(path))
+    """Rebuild a finished run's model from its folder (config and checkpoint); draw its test split."""
+    trained = load_trained(run_dir, torch.device("cpu"))
+    return trained.protocol.pictures(trained.algorithm, trained.dataset.splits["test"], Path(path))

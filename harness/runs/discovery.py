@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from harness.core import config as configs
-from harness.core import files
+from harness.core import figures, files
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, trial_kind
 from harness.data.dataset import ShiftDataset, Split, chunks
@@ -33,7 +33,9 @@ from harness.data.environments import (
     save_environments,
 )
 from harness.models.algorithm import Algorithm, Discoverer
-from harness.runs.run import build_algorithm, build_dataset, pick_device, protocol_of, train
+from harness.runs.hardware import pick_device
+from harness.runs.run import train
+from harness.runs.trained import load_trained
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
                   "discovery, by best_discovery or by model selection")
@@ -62,13 +64,9 @@ def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     out = train(cfg, progress)
     if (out / REPORT_FILE).exists():
         return out
-    dataset = build_dataset(cfg)
     device = pick_device(cfg["device"])
-    protocol = protocol_of(cfg)
-    algo = build_algorithm(cfg, dataset, protocol, protocol.prepare(cfg, dataset, device)).to(device)
-    algo.amp = bool(cfg["amp"])
-    algo.load_checkpoint_state(files.load_torch(out / "checkpoint.pt")["algorithm"])
-    algo.eval()
+    trained = load_trained(cfg, device)
+    algo, dataset = trained.algorithm, trained.dataset
     envs = {s: infer(algo, dataset.splits[s], device, cfg["eval_batch_size"]) for s in DISCOVERY_SPLITS}
     report = make_report(cfg, dataset, envs, algo.discovery_stats(), files.read_jsonl(out / "results.jsonl"))
     save_environments(out, {s: (dataset.splits[s].ids.numpy(), dataset.splits[s].y.numpy(), envs[s])
@@ -145,19 +143,13 @@ def agreement(dataset: ShiftDataset, envs: dict[str, np.ndarray]) -> dict[str, A
 
 
 def plot_flip_rate(curve: dict[str, list], path: Path, title: str) -> None:
-    """The flip-rate curve as a PNG (matplotlib's Agg canvas; no global backend is changed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 3.2))
-    FigureCanvasAgg(fig)
+    """The flip-rate curve as a PNG."""
+    fig = figures.figure(5, 3.2)
     ax = fig.add_subplot()
     ax.plot(curve["step"], curve["flip_rate"], marker=".")
     ax.set(xlabel="step", ylabel="flip rate", title=title, ylim=(0, None))
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    figures.save(fig, path)
 
 
 def best_discovery(run_dirs: Iterable[str | Path]) -> Path:

@@ -37,6 +37,7 @@ from harness.core.options import Option, check_options
 from harness.core.registry import config_section
 from harness.data.dataset import ShiftDataset, Split, chunks, positions_of
 from harness.models.backbones import OUTPUT, TIMM_PREFIX, backbone_factory, check_layer
+from harness.runs.hardware import pick_device
 
 CACHE_FORMAT = 1
 SPEC_OPTIONS: dict[str, Option] = {
@@ -79,8 +80,6 @@ def check_section(value: Any) -> dict[str, Any] | None:
 def apply(spec: dict[str, Any], dataset: ShiftDataset, cache_root: str | Path) -> ShiftDataset:
     """The dataset with every split's inputs replaced by cached frozen features (encoded now
     where the cache lacks them); ``input_shape`` becomes ``(feature_dim,)``."""
-    from harness.runs.run import pick_device  # imported here: harness.runs.run imports this module
-
     spec = check_spec(spec)
     options = dict(spec["options"])
     if spec["backbone"].startswith(TIMM_PREFIX):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from harness.core import config as configs
-from harness.core import files
+from harness.core import figures, files
 from harness.core.errors import HarnessError
 from harness.core.options import Option, check_options
 from harness.core.registry import TASKS, config_section, trial_kind
@@ -41,7 +41,7 @@ from harness.models.probes import DEFAULT_CS, probe_layer
 from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
 from harness.runs import features, manifest
-from harness.runs.run import _claim, build_algorithm, build_dataset, pick_device, protocol_of, train
+from harness.runs.run import build_algorithm, build_dataset, claim, pick_device, protocol_of, train
 
 INITS = ("trained", "random")
 TASK = Option(type=(Option(type=str, noun="downstream task"),
@@ -117,7 +117,7 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     net = net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
-    _claim(out, cfg)
+    claim(out, cfg)
     network = {"algorithm": pre["algorithm"]["name"], "backbone": pre["backbone"], "init": spec["init"],
                "layer_dims": net.layer_dims}
     info: dict[str, Any] = {"hash": configs.config_hash(cfg), "protocol": "transfer", "code_version": code_version(),
@@ -160,23 +160,13 @@ def _plain(matrix: np.ndarray) -> list[list[float | None]]:
 
 
 def _figure(panels: int, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(4.2 * panels, height))
-    FigureCanvasAgg(fig)
+    fig = figures.figure(4.2 * panels, height)
     return fig, fig.subplots(1, panels, squeeze=False)[0]
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    with files.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
 
 
 def plot_spectra(spectra: dict[str, dict[str, np.ndarray]], path: Path, title: str) -> None:
     """Per task, the normalised singular values of each layer's train features (log scale),
-    labelled with their RankMe (matplotlib's Agg canvas; no global backend is changed)."""
+    labelled with their RankMe."""
     fig, axes = _figure(len(spectra), 3.4)
     for ax, (task, layers) in zip(axes, spectra.items()):
         for layer, s in layers.items():
@@ -185,7 +175,7 @@ def plot_spectra(spectra: dict[str, dict[str, np.ndarray]], path: Path, title: s
         ax.set(title=f"{task}", xlabel="index", ylabel="σ / σ₁")
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    figures.save(fig, path)
 
 
 def plot_cka(similarity: dict[str, dict[str, Any]], path: Path, title: str) -> None:
@@ -200,4 +190,4 @@ def plot_cka(similarity: dict[str, dict[str, Any]], path: Path, title: str) -> N
         ax.set_title(task)
         fig.colorbar(image, ax=ax, fraction=0.046)
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    figures.save(fig, path)

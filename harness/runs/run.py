@@ -14,7 +14,6 @@ The run folder holds:
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 import shutil
@@ -39,38 +38,10 @@ from harness.models.backbones import backbone_factory, parameter_count
 from harness.protocols.base import Protocol
 from harness.protocols.base import protocol as get_protocol
 from harness.protocols.selection import select
-from harness.runs import distributed, manifest
+from harness.runs import distributed, features, manifest
+from harness.runs.hardware import pick_device, pick_threads
 
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise HarnessError(f"device {name!r} is not a torch device; accepted: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise HarnessError(f"device {name!r}: this machine has no usable CUDA GPU; accepted here: auto, cpu")
-    return device
-
-
-_THREAD_CEILING: list[int] = []  # torch's thread count before this process's first run
-
-
-def pick_threads(setting: str | int) -> int:
-    """Torch's intra-op threads for a run: a number as given; ``auto``: the cores not busy
-    (usable cores minus the rounded 1-minute load, at least 1; after a first run in this process,
-    the load its threads added is not counted as busy), never more than the process had before
-    its first run (``OMP_NUM_THREADS``, a launcher's share). On a shared machine a small model on
-    more threads than free cores runs several times slower."""
-    own = torch.get_num_threads() if _THREAD_CEILING else 0
-    if not _THREAD_CEILING:
-        _THREAD_CEILING.append(torch.get_num_threads())
-    if setting != "auto":
-        return int(setting)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    busy = max(0, round(os.getloadavg()[0] - own))
-    return max(1, min(_THREAD_CEILING[0], cores - busy))
+CHECKPOINT = "checkpoint.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +53,6 @@ def seed_everything(seed: int) -> None:
 def build_dataset(cfg: dict[str, Any]) -> ShiftDataset:
     dataset = DATASETS.get(cfg["dataset"]["name"]).obj(**cfg["dataset"]["options"])
     if cfg["features"]:
-        from harness.runs import features
         dataset = features.apply(cfg["features"], dataset, Path(cfg["output_dir"]) / "feature_cache")
     return dataset
 
@@ -149,8 +119,13 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         # into subnormal floats, which x86 CPUs handle slowly: an XRM run measured 4.6x slower
         # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
         torch.set_flush_denormal(True)
-    dataset = build_dataset(cfg)
     protocol = protocol_of(cfg)
+    if not protocol.trains:
+        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
+        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
+                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
+                           f"the {training} protocols")
+    dataset = build_dataset(cfg)
     if dataset.unlabelled and not protocol.unlabelled_ok:
         accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
         raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
@@ -170,7 +145,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         seed_everything(cfg["seed"] * 1000 + rank)  # same initial weights (built above), own draws per rank
     plan = evaluation_plan(cfg, protocol, algo, dataset)
     if rank == 0:
-        _claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
+        claim(out, cfg)  # only once the inputs are known to be good: bad input leaves no folder
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
             "dataset_info": dataset.info, "code_version": code_version(),
@@ -194,7 +169,7 @@ def _check_data_parallel(cfg: dict[str, Any], algo: Algorithm, world: int) -> No
         raise HarnessError(f"batch_size {batch_size} (the global batch) is not divisible by WORLD_SIZE={world}")
 
 
-def _claim(out: Path, cfg: dict[str, Any]) -> None:
+def claim(out: Path, cfg: dict[str, Any]) -> None:
     """Create the folder with its config, or check that an existing one is for the same run."""
     saved = out / "config.yaml"
     if saved.exists():
@@ -221,7 +196,7 @@ class Run:
         positions, weights = protocol.sampling(algo, dataset, state)
         self.positions = (torch.arange(len(dataset.splits["train"])) if positions is None else positions).to(device)
         self.weights = weights
-        self.checkpoint_path = out / "checkpoint.pt"
+        self.checkpoint_path = out / CHECKPOINT
         self.results_path = out / "results.jsonl"
         self.manifest: dict[str, str] = {}
         self.rank, self.world = distributed.rank_and_world()

@@ -53,7 +53,7 @@ from harness.core.errors import HarnessError, shown
 from harness.core.options import Option, check_options
 from harness.core.registry import LAUNCHERS
 from harness.runs import distributed
-from harness.runs.run import pick_device
+from harness.runs.hardware import pick_device
 from harness.sweeps.trials import ERROR, Outcome, Trial, execute, is_done
 
 RANKS_HELP = ("data-parallel ranks per trial (torch.distributed: gloo on CPU, nccl on GPU; batch_size stays "
