@@ -11,7 +11,8 @@ from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.sweeps import sweep
 from harness.sweeps.launchers import make_launcher, override_launcher
-from harness.sweeps.trials import ERROR, STATES
+from harness.sweeps.planner import PLAN_STATES, dotted
+from harness.sweeps.trials import ERROR, Trial
 
 SHOWN = 10  # failures listed by name
 
@@ -90,34 +91,57 @@ def run(args: argparse.Namespace) -> int:
               + (f"  (see {record})" if record.exists() else ""))
     for line in sorted(set(report.waiting)):
         print(f"  not planned: {line}")
+    for line in report.blocked[:SHOWN]:
+        print(f"  {line}")
+    if len(report.blocked) > SHOWN:
+        print(f"  ... and {len(report.blocked) - SHOWN} more blocked trial(s)")
     print(f"next: harness sweep status {folder} | harness collect {folder}")
     return 0 if report.ok else 1
 
 
 def show_status(plan: sweep.Plan, every_trial: bool = False) -> int:
-    """Counts by (kind, algorithm, groups); with ``every_trial``, one line per trial."""
-    trials, waiting = sweep.status(plan)
+    """Counts by (kind, algorithm, axes); the chain (what waits for what, what a failed upstream
+    blocks); with ``every_trial``, one line per trial with the trials it needs."""
+    status = sweep.status(plan)
+    axes = plan.spec.axes
+    states = {t.hash: s for t, s in status.trials}
+
+    def axis_values(t: Trial) -> list:
+        return [t.axes.get(key, dotted(t.cfg, key)) for key in axes]
+
+    def needs(t: Trial) -> str:
+        return ", ".join(f"{h} ({status.by_hash[h].kind}, {states[h]})" for h in t.needs)
+
     if every_trial:
-        rows = [[t.hash, t.kind, t.cfg["algorithm"]["name"], t.cfg["dataset"]["name"], t.groups,
-                 t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"], s] for t, s in trials]
-        print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", "groups", "draw", "seed", "state"]))
+        rows = [[t.hash, t.kind, t.cfg["algorithm"]["name"], t.cfg["dataset"]["name"], *axis_values(t),
+                 t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"], s, needs(t)] for t, s in status.trials]
+        print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", *axes, "draw", "seed", "state",
+                                      "needs"]))
     counts: dict[tuple, Counter] = {}
-    for t, s in trials:
+    for t, s in status.trials:
         algorithm = t.cfg["algorithm"]["name"] + (f" [{t.cfg['arm']}]" if t.cfg.get("arm") else "")
-        counts.setdefault((t.kind, algorithm, t.groups), Counter())[s] += 1
-    rows = [[*key, *(c[s] for s in STATES)] for key, c in counts.items()]
-    total = Counter(s for _, s in trials)
-    total["not started"] += len(waiting)
-    rows.append(["all", "", "", *(total[s] for s in STATES)])
+        counts.setdefault((t.kind, algorithm, *axis_values(t)), Counter())[s] += 1
+    rows = [[*key, *(c[s] for s in PLAN_STATES)] for key, c in counts.items()]
+    total = Counter(s for _, s in status.trials) + Counter(s for _, s in status.waiting)
+    rows.append(["all", "", *("" for _ in axes), *(total[s] for s in PLAN_STATES)])
     print(f"sweep {plan.spec.name} ({plan.dir}):")
-    print(tabulate(rows, headers=["kind", "algorithm", "groups", *STATES]))
-    if waiting:
-        print(f"{len(waiting)} trial(s) not started wait for discovery:")
-        for line in sorted(set(waiting)):
+    print(tabulate(rows, headers=["kind", "algorithm", *axes, *PLAN_STATES]))
+    waits = sorted({w.message() for w, s in status.waiting if s != "blocked"})
+    if waits:
+        print(f"{len(waits)} trial(s) not started wait for upstream trials:")
+        for line in waits:
             print(f"  {line}")
-    failed = [t for t, s in trials if s == "failed"]
-    for t in failed[:SHOWN]:
-        print(f"failed: {t.label}: {(t.dir / ERROR).read_text().strip().splitlines()[-1]}  ({t.dir / ERROR})")
-    if len(failed) > SHOWN:
-        print(f"... and {len(failed) - SHOWN} more failed trial(s)")
+    chained = [t for t, s in status.trials if s not in ("done", "blocked") and any(states[h] != "done" for h in t.needs)]
+    _listed([f"{t.hash} ({t.label}) needs {needs(t)}" for t in chained], "trial(s) waiting for upstream trials")
+    _listed(status.blocked_lines(), "blocked trial(s)")
+    failed = [t for t, s in status.trials if s == "failed"]
+    _listed([f"failed: {t.label}: {(t.dir / ERROR).read_text().strip().splitlines()[-1]}  ({t.dir / ERROR})"
+             for t in failed], "failed trial(s)")
     return 0
+
+
+def _listed(lines: list[str], what: str) -> None:
+    for line in lines[:SHOWN]:
+        print(line)
+    if len(lines) > SHOWN:
+        print(f"... and {len(lines) - SHOWN} more {what}")
