@@ -70,6 +70,13 @@ def write_spec(tmp_path, **changes):
                                         "launcher, e.g. launcher: {name: slurm, partition: debug"),
     ({"algorithms": [{"name": "erm", "overrides": {"arm": "mine"}}]}, "sets 'arm', which the sweep sets itself"),
     ({"discovery": {"algorithms": ["erm"], "seeds": "some"}}, "unknown value of discovery.seeds 'some'; accepted: paired, shared"),
+    ({"axes": ["groups"]}, "sweep spec: axes must be a mapping of config keys to lists of values"),
+    ({"axes": {"seed": [1, 2]}}, "sweep spec: axes sets 'seed', which the sweep sets itself"),
+    ({"axes": {"groups": ["none"]}}, "sweep spec: groups is given twice, as a key and in axes; keep one"),
+    ({"axes": {"stepz": [1, 2]}}, "unknown config key 'stepz'"),
+    ({"axes": {"steps": []}}, "sweep spec key 'steps' must be a non-empty list"),
+    ({"overrides": {"groups": "none"}}, "the overrides of erm set 'groups', an axis of the sweep; set it in one place"),
+    ({"algorithms": [{"name": "erm", "axez": {}}]}, "an algorithm is a name or {name: ..., axes: {...}, groups"),
 ])
 def test_bad_spec_exits_2_naming_the_key_and_writes_nothing(tmp_path, capsys, change, message):
     spec = write_spec(tmp_path, **change)

@@ -128,3 +128,26 @@ def test_a_discovery_method_may_have_its_own_overrides(standin, tmp_path):
     assert sorted({t.cfg["algorithm"]["hparams_seed"] for t in plan.discovery}) == [0, 1, 2]
     with pytest.raises(HarnessError, match="a discovery method is a name or"):
         sweep.parse_spec(discovery_spec(discovery={"algorithms": [{"name": "standin", "steps": 30}]}))
+
+
+def test_a_failed_discovery_blocks_the_trials_on_its_groups_naming_it(standin, tmp_path, monkeypatch, capsys):
+    kind = TRIAL_KINDS.get("discovery").obj
+
+    def fails_for_seed_1(cfg, progress=None):
+        if cfg["seed"] == 1:
+            raise RuntimeError("no environments today")
+        return kind.run(cfg, progress)
+
+    monkeypatch.setitem(TRIAL_KINDS._entries, "discovery",
+                        Entry("discovery", TrialKind(fails_for_seed_1, kind.done_files, sets=kind.sets), "failing"))
+    spec = sweep.parse_spec(discovery_spec())
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    failed = [t for t in sweep.Plan(spec, tmp_path / "s").discovery if t.cfg["seed"] == 1]
+    assert not report.ok and set(report.failed) == {t.hash for t in failed}
+    # seed 0's group_dro trained on its discovery; seed 1's is blocked, naming a failed discovery
+    [line] = report.blocked
+    assert line.startswith("group_dro (inferred:standin) on colored_digits, seed 1: blocked by ")
+    assert any(f"blocked by {t.hash} (discovery, failed)" in line for t in failed)
+    status = sweep.status(sweep.load_plan(tmp_path / "s"))
+    assert [s for _, s in status.waiting] == ["blocked"]
+    assert status.blocked_lines() == [line]
