@@ -17,7 +17,8 @@ from harness.sweeps.trials import ERROR, Trial
 SHOWN = 10  # failures listed by name
 
 HELP = """\
-Run every trial of a sweep spec: algorithms × datasets × group sources × hparam draws × seeds.
+Run every trial of a sweep spec: algorithms × datasets × axes × hparam draws × seeds, each after
+the trials it needs (a probe's pretraining run, the discoveries of inferred groups).
 
   harness sweep demo.yaml                          # into sweeps/demo (the spec's name)
   harness sweep demo.yaml --launcher processes:4   # 4 worker processes on this machine
@@ -33,15 +34,16 @@ A spec (YAML):
   name: demo
   datasets: [colored_digits]
   algorithms: [erm, {name: group_dro, overrides: {algorithm.hparams.eta: 0.05}}]
-  groups: [annotated]            # annotated | classes | none | inferred:<discovery method>
+  axes: {backbone.options.width: [32, 64]}   # any config key with a list of values, crossed
+  groups: [annotated]            # the groups axis: annotated | classes | none | inferred:<discovery method>
   hparam_draws: 4                # draw 0 is the defaults, draws 1..3 random (each hparam from its own seed)
   seeds: 3
   overrides: {steps: 600, eval_every: 50}
   discovery: {algorithms: [xrm], hparam_draws: 2, seeds: paired}   # only for inferred:<method>
   launcher: {name: processes, workers: 2}     # or: local | processes:2 (shorthand) |
                                               # {name: slurm, partition: debug, time_min: 60, mem_gb: 4}
-  kind: train                    # or probe: each trial trains its network, then probes it at every
-                                 # layer (overrides set probe.tasks; `harness probe --help`)
+  kind: train                    # or probe: each network is trained once (a trial of its own), then
+                                 # probed at every layer (overrides set probe.tasks; `harness probe --help`)
 
 Launchers and their options (types, ranges, defaults): `harness list launchers`. An arm listed
 twice with different `overrides` is two arms; each trial's config names its arm (`arm`: the
@@ -49,8 +51,10 @@ arm's own overrides as sorted key=value pairs).
 
 Each trial runs in SWEEP_DIR/<hash of its resolved config>. Relaunching the same command skips
 done trials and resumes interrupted ones from their checkpoints; a failing trial writes
-error.txt in its folder and the others go on (exit code 1 if any failed). Discovery trials
-run first; trials with inferred groups use the best discovery run of their seed.
+error.txt in its folder and the others go on (exit code 1 if any failed); the trials that need
+it are blocked (named in the report and in `status`). Trials run in waves: first those that
+need nothing, then those whose upstream trials are done; trials with inferred groups use the
+best discovery run of their seed.
 Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit BOARD SWEEP_DIR --board-dir DIR`."""
 
 

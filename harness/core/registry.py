@@ -292,7 +292,8 @@ def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as
 
 
 # The built-in plugins: modules whose import registers algorithms, datasets, downstream tasks
-# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe), protocols
+# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe,
+# harness.protocols.worst_group), protocols
 # (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery, harness.runs.probe) and
 # launchers (harness.sweeps.launchers).
 _BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",
