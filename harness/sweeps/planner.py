@@ -106,7 +106,9 @@ class Planner:
         return [t for t in self.pool if t.kind == need.kind and t.cfg["seed"] == seed
                 and all(dotted(t.cfg, k) == v for k, v in (need.match or {}).items())]
 
-    def _place(self, trial: Trial, waiting: list[Waiting]) -> Trial | None:
+    def _place(self, trial: Trial, waiting: list[Waiting], chosen_from: tuple[str, ...] = ()) -> Trial | None:
+        """The trial as planned now (None while it waits); ``chosen_from``: the upstream trials
+        its config was completed from, which it lists among its needs."""
         needs = needs_of(trial)
         for need in needs:
             if need.complete is None:
@@ -121,8 +123,8 @@ class Planner:
                 waiting.append(Waiting(trial, need, [u for u in found if u is not None]))
                 return None
             return self._place(placed(trial.kind, need.complete(trial.cfg, [u.dir for u in done]), trial.axes),
-                               waiting)
-        upstream_hashes: list[str] = []
+                               waiting, (*chosen_from, *(u.hash for u in done)))
+        upstream_hashes = list(chosen_from)
         for need in needs:
             for cfg in need.configs:
                 up = self._place(placed(need.kind, cfg), waiting)
