@@ -180,7 +180,7 @@ def test_the_processes_launcher_runs_a_two_rank_trial_that_trains_what_one_proce
 
     choice = parse_launcher({"name": "processes", "workers": 1, "ranks": 2})
     cfg = cfg_of(tmp_path, "two", "none")
-    [outcome] = make_launcher(choice, tmp_path).run([Trial("train", cfg, "none")])
+    [outcome] = make_launcher(choice, tmp_path).run([Trial("train", cfg)])
     assert outcome.status == "done", outcome.error
     two, one = tmp_path / "two", train(cfg_of(tmp_path, "one", "none"), progress=False)
     record = json.loads((two / "trial.json").read_text())
@@ -202,7 +202,7 @@ def test_a_trial_that_cannot_run_on_ranks_fails_with_the_reason_recorded(tmp_pat
 
     cfg = configs.load(None, [f"output_dir={tmp_path}", f"run_dir={tmp_path / 'jtt'}", "algorithm.name=jtt",
                               "steps=2", "eval_every=2", "algorithm.hparams.id_steps=1", "device=cpu"])
-    outcome = execute_on_ranks(Trial("train", cfg, "none"), 2)
+    outcome = execute_on_ranks(Trial("train", cfg), 2)
     assert outcome.status == "failed" and outcome.error.startswith("RankFailed: rank ")
     assert "'jtt' does not run data-parallel" in outcome.error.splitlines()[0]
     assert "'jtt' does not run data-parallel" in (tmp_path / "jtt" / "error.txt").read_text()

@@ -9,8 +9,8 @@ from harness.core import config, files
 from harness.core.errors import HarnessError
 from harness.core.files import load_arrays, read_jsonl
 from harness.core.registry import DATASETS
-from harness.data.environments import load_environments, save_environments
-from harness.runs.discovery import best_discovery, degenerate_classes, discover
+from harness.data.environments import best_discovery, load_environments, save_environments
+from harness.runs.discovery import degenerate_classes, discover
 from harness.runs.run import train
 
 

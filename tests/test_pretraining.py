@@ -13,8 +13,9 @@ from harness.core.errors import HarnessError
 from harness.core.files import read_jsonl
 from harness.models.backbones import backbone_factory
 from harness.models.pretrain import Projected, make_views, projector
-from harness.runs import probe as probes
 from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
+from harness.sweeps.launchers import Local
+from harness.sweeps.planner import Planner, resolved_run, run_plan
 
 CNN = ["backbone.name=cnn", "backbone.options.channels=[4,8,8]"]
 
@@ -86,7 +87,9 @@ def test_directclr_has_no_projector_and_refuses_d0_wider_than_the_backbone(tmp_p
 def test_a_probe_trial_reads_a_simclr_run_at_backbone_and_projector_layers(tmp_path):
     cfg = cfg_of(tmp_path, "simclr", "algorithm.hparams.projector_depth=2", "algorithm.hparams.projector_width=16",
                  "probe.tasks=[digits]", "probe.cs=[1.0]", "probe.knn_k=5")
-    out = probes.probe(cfg, progress=False)
+    report = run_plan(Planner([resolved_run("probe", cfg)]), Local())  # its pretraining run first
+    assert report.ok and report.ran == 2
+    out = configs.run_dir(cfg)
     info = json.loads((out / "info.json").read_text())
     assert info["layers"] == ["block1", "block2", "block3", "backbone", "projector1", "output"]
     assert info["layer_dims"]["projector1"] == 16

@@ -13,6 +13,8 @@ from harness.protocols.selection import choose
 from harness.reports import collect
 from harness.runs import features
 from harness.runs import probe as probes
+from harness.sweeps.launchers import Local
+from harness.sweeps.planner import Planner, resolved_run, run_plan
 
 CNN = ["backbone.name=cnn", "backbone.options.channels=[4,8,8]"]
 LAYERS = ["block1", "block2", "block3", "output"]
@@ -22,6 +24,13 @@ def probe_cfg(tmp_path, *extra):
     return configs.load(None, [f"output_dir={tmp_path / 'runs'}", "steps=30", "eval_every=30", "device=cpu", *CNN,
                                "probe.tasks=[digits_colour, digits]", "probe.cs=[0.01, 1.0]", "probe.knn_k=5",
                                *extra])
+
+
+def probed(cfg):
+    """A probe run after its pretraining run, through the planner (as `harness probe` does)."""
+    report = run_plan(Planner([resolved_run("probe", cfg)]), Local())
+    assert report.ok, report
+    return configs.run_dir(cfg)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +97,14 @@ def test_a_trained_network_is_its_pretraining_run_and_features_come_from_the_cac
     calls = []
     real = features.encode_layers
     monkeypatch.setattr(features, "encode_layers", lambda *a, **k: calls.append(a[4]) or real(*a, **k))
-    out = probes.probe(cfg, progress=False)
+    out = probed(cfg)
     plain = configs.load(None, [f"output_dir={tmp_path / 'runs'}", "steps=30", "eval_every=30", "device=cpu", *CNN])
     source = tmp_path / "runs" / configs.config_hash(plain)
     assert json.loads((out / "info.json").read_text())["source"] == source.name and (source / "done").exists()
     assert calls == [LAYERS] * 3, "every layer of a split from one pass over its batches"
     # another probe run of the same network (other C grid) reads every feature from the cache
     calls.clear()
-    probes.probe(probe_cfg(tmp_path, "probe.tasks=[digits_colour]", "probe.cs=[1.0]"), progress=False)
+    probed(probe_cfg(tmp_path, "probe.tasks=[digits_colour]", "probe.cs=[1.0]"))
     assert calls == []
     trained = collect.load_runs([out])
     assert trained.set_index("layer").loc["output", "test.probe_acc"] > 0.9

@@ -78,5 +78,5 @@ def test_the_worst_group_board_names_its_sweep_spec_with_15_algorithms_or_more()
     assert {d["name"] for d in spec.datasets} == set(board.datasets)
     assert len({arm.algorithm for arm in spec.arms}) >= 15 and spec.hparam_draws >= 2 and len(spec.seeds) >= 3
     for algorithm in ("group_dro", "dfr"):
-        assert {a.groups for a in spec.arms if a.algorithm == algorithm} == {
+        assert {a.point["groups"] for a in spec.arms if a.algorithm == algorithm} == {
             "annotated", "inferred:xrm", "inferred:jtt_errors"}

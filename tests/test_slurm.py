@@ -145,7 +145,7 @@ def simclr_cfg(tmp_path, name, steps, eval_every, views="none"):
 def test_a_two_task_job_trains_what_one_process_trains_on_the_global_batch(tmp_path):
     cfg = simclr_cfg(tmp_path, "two", 6, 3)
     launcher = make_launcher({**SLURM, "ranks": 2}, tmp_path, "test")
-    [outcome] = launcher.run([Trial("train", cfg, "none")])
+    [outcome] = launcher.run([Trial("train", cfg)])
     assert outcome.status == "done", outcome.error
     two, one = tmp_path / "two", train(simclr_cfg(tmp_path, "one", 6, 3))
     record = json.loads((two / "trial.json").read_text())
@@ -171,7 +171,7 @@ def _train_on_two_ranks(cfg):
 
 def test_a_preempted_two_task_job_is_requeued_and_resumes_on_both_ranks(tmp_path):
     cfg = simclr_cfg(tmp_path, "two", 400, 50, views="gaussian_noise")
-    trial = Trial("train", cfg, "none")
+    trial = Trial("train", cfg)
     launcher = make_launcher({**SLURM, "ranks": 2}, tmp_path, "test")
     outcomes = []
     thread = threading.Thread(target=lambda: outcomes.extend(launcher.run([trial])))

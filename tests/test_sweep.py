@@ -19,7 +19,7 @@ from harness.core.files import TornLineWarning, load_arrays, read_jsonl
 from harness.core.options import Option
 from harness.core.registry import LAUNCHERS
 from harness.runs.run import train
-from harness.sweeps import sweep
+from harness.sweeps import planner, sweep
 from harness.sweeps.launchers import Launcher, LauncherChoice, Local, make_launcher, override_launcher
 from harness.sweeps.trials import LOCK, Lock, Outcome, Trial, execute, state
 
@@ -75,6 +75,13 @@ def write_spec(tmp_path, **changes):
                                         "launcher, e.g. launcher: {name: slurm, partition: debug"),
     ({"algorithms": [{"name": "erm", "overrides": {"arm": "mine"}}]}, "sets 'arm', which the sweep sets itself"),
     ({"discovery": {"algorithms": ["erm"], "seeds": "some"}}, "sweep spec key 'discovery.seeds' must be one of paired, shared, got 'some'"),
+    ({"axes": ["groups"]}, "sweep spec: axes must be a mapping of config keys to lists of values"),
+    ({"axes": {"seed": [1, 2]}}, "sweep spec: axes sets 'seed', which the sweep sets itself"),
+    ({"axes": {"groups": ["none"]}}, "sweep spec: groups is given twice, as a key and in axes; keep one"),
+    ({"axes": {"stepz": [1, 2]}}, "unknown config key 'stepz'"),
+    ({"axes": {"steps": []}}, "sweep spec key 'steps' must be a non-empty list"),
+    ({"overrides": {"groups": "none"}}, "the overrides of erm set 'groups', an axis of the sweep; set it in one place"),
+    ({"algorithms": [{"name": "erm", "axez": {}}]}, "an algorithm is a name or {name: ..., axes: {...}, groups"),
 ])
 def test_bad_spec_exits_2_naming_the_key_and_writes_nothing(tmp_path, capsys, change, message):
     spec = write_spec(tmp_path, **change)
@@ -88,7 +95,8 @@ def test_trials_are_the_product_of_the_axes_in_folders_named_by_their_hash(tmp_p
                                       algorithms=["erm", {"name": "group_dro", "groups": ["annotated", "classes"]}]))
     trials, waiting = sweep.Plan(spec, tmp_path / "s").downstream()
     assert waiting == []
-    keys = {(t.cfg["algorithm"]["name"], t.groups, t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"]) for t in trials}
+    keys = {(t.cfg["algorithm"]["name"], t.axes["groups"], t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"])
+            for t in trials}
     assert len(trials) == len(keys) == 3 * 3 * 2
     assert ("group_dro", "classes", 2, 5) in keys
     for t in trials:
@@ -126,7 +134,7 @@ def test_a_failing_trial_is_recorded_and_the_others_finish_on_worker_processes(t
     out = capsys.readouterr().out
     assert "1 trial(s) ran" in out and "1 failed" in out
     plan = sweep.load_plan(folder)
-    states = {t.cfg["algorithm"]["name"]: (t, s) for t, s in sweep.status(plan)[0]}
+    states = {t.cfg["algorithm"]["name"]: (t, s) for t, s in sweep.status(plan).trials}
     assert states["erm"][1] == "done" and states["group_dro"][1] == "failed"
     error = (states["group_dro"][0].dir / "error.txt").read_text()
     assert "Traceback" in error and "'group_dro' trains on groups, but groups is 'none'" in error
@@ -260,7 +268,7 @@ def test_each_trial_names_its_arm_by_its_own_overrides(tmp_path):
     # the arm is a name, not a setting: it does not enter the config hash
     cfg = arms["algorithm.hparams.eta=0.5"]
     assert config.config_hash(dict(cfg, arm="")) == config.config_hash(cfg)
-    assert Trial("train", cfg, "annotated").label.startswith("group_dro [algorithm.hparams.eta=0.5] on ")
+    assert Trial("train", cfg, {"groups": "annotated"}).label.startswith("group_dro [algorithm.hparams.eta=0.5] on ")
 
 
 def test_dry_run_lists_trials_and_runs_nothing(tmp_path, capsys):
@@ -277,7 +285,7 @@ def test_sweep_status_of_a_folder_that_is_not_a_sweep_exits_2(tmp_path, capsys):
 
 def test_trial_label_names_its_axes():
     trial = Trial("train", config.resolve({"algorithm": {"name": "group_dro", "hparams_seed": 2}, "seed": 1}),
-                  "annotated")
+                  {"groups": "annotated"})
     assert trial.label == "group_dro on colored_digits, groups annotated, draw 2, seed 1"
 
 
@@ -300,7 +308,7 @@ def test_two_sweeps_sharing_a_folder_both_end_ok_when_together_they_finish(tmp_p
         train(other.cfg)
         lock.release()
 
-    monkeypatch.setattr(sweep, "BUSY_POLL_S", 0.05)
+    monkeypatch.setattr(planner, "BUSY_POLL_S", 0.05)
     helper = threading.Thread(target=the_other_sweep)
     helper.start()
     report = sweep.run_sweep(spec, tmp_path / "s", Local())

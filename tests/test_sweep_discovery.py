@@ -20,15 +20,16 @@ from harness.data.groups import GroupAssignment
 from harness.protocols import worst_group
 from harness.protocols.selection import choose
 from harness.reports import collect
-from harness.runs import discovery as discoveries
 from harness.runs import run as run_module
 from harness.sweeps import sweep
 from harness.sweeps.launchers import Local
+from harness.sweeps.trials import state
 
 
 @pytest.fixture
 def standin(monkeypatch):
     """The stand-in discovery method ``standin``; returns the log of calls in order."""
+    TRIAL_KINDS.names()  # the built-in kinds are registered first, so that the stand-in replaces discovery's
     calls = []
 
     def discover(cfg, progress=None):
@@ -49,9 +50,9 @@ def standin(monkeypatch):
     def best_discovery(run_dirs):
         return max(run_dirs, key=lambda d: json.loads((Path(d) / "discovery.json").read_text())["final_flip_rate"])
 
-    kind = TrialKind(discover, ("environments.npz", "discovery.json"))
+    kind = TrialKind(discover, ("environments.npz", "discovery.json"), sets=(("groups", "none"),))
     monkeypatch.setitem(TRIAL_KINDS._entries, "discovery", Entry("discovery", kind, "stand-in discovery"))
-    monkeypatch.setattr(discoveries, "best_discovery", best_discovery)
+    monkeypatch.setattr(worst_group, "best_discovery", best_discovery)
     monkeypatch.setitem(ALGORITHMS._entries, "standin", Entry("standin", ERM, "stand-in discovery", ERM.hparams))
 
     original = worst_group.resolve_groups
@@ -85,7 +86,7 @@ def test_discovery_trials_run_first_and_downstream_trials_use_the_best_one(stand
     trials, waiting = plan.downstream()
     assert len(plan.discovery) == 2 * 2  # 2 draws x 2 paired seeds
     assert len(waiting) == 2 and all("waiting for 2 standin discovery run(s) (not started)" in w for w in waiting)
-    assert [t.groups for t in trials] == ["annotated", "annotated"]  # ERM, planned at once
+    assert [t.axes["groups"] for t in trials] == ["annotated", "annotated"]  # ERM, planned at once
     report = sweep.run_sweep(spec, tmp_path / "s", Local())
     assert report.ok and report.ran == 4 + 4
     kinds = [c[0] for c in standin]
@@ -93,9 +94,9 @@ def test_discovery_trials_run_first_and_downstream_trials_use_the_best_one(stand
     best = {t.cfg["seed"]: t.dir.name for t in plan.discovery if t.cfg["algorithm"]["hparams_seed"] == 1}
     trials, waiting = plan.downstream()
     assert waiting == []
-    inferred = [t for t in trials if t.groups == "inferred:standin"]
+    inferred = [t for t in trials if t.axes["groups"] == "inferred:standin"]
     assert {t.cfg["seed"]: Path(t.cfg["groups"][len("inferred:"):]).name for t in inferred} == best
-    assert all(sweep.state(t) == "done" for t in trials + plan.discovery)
+    assert all(state(t) == "done" for t in trials + plan.discovery)
     # relaunch: nothing runs again
     standin.clear()
     report = sweep.run_sweep(spec, tmp_path / "s", Local())
@@ -115,7 +116,7 @@ def test_shared_discovery_seed_serves_every_downstream_seed(standin, tmp_path):
     report = sweep.run_sweep(spec, tmp_path / "s", Local())
     assert report.ok and [c for c in standin if c[0] == "discover"] == [("discover", 0, 0)]
     trials, _ = sweep.Plan(spec, tmp_path / "s").downstream()
-    assert len({t.cfg["groups"] for t in trials if t.groups == "inferred:standin"}) == 1
+    assert len({t.cfg["groups"] for t in trials if t.axes["groups"] == "inferred:standin"}) == 1
 
 
 def test_a_discovery_method_may_have_its_own_overrides(standin, tmp_path):
@@ -127,3 +128,26 @@ def test_a_discovery_method_may_have_its_own_overrides(standin, tmp_path):
     assert sorted({t.cfg["algorithm"]["hparams_seed"] for t in plan.discovery}) == [0, 1, 2]
     with pytest.raises(HarnessError, match="a discovery method is a name or"):
         sweep.parse_spec(discovery_spec(discovery={"algorithms": [{"name": "standin", "steps": 30}]}))
+
+
+def test_a_failed_discovery_blocks_the_trials_on_its_groups_naming_it(standin, tmp_path, monkeypatch, capsys):
+    kind = TRIAL_KINDS.get("discovery").obj
+
+    def fails_for_seed_1(cfg, progress=None):
+        if cfg["seed"] == 1:
+            raise RuntimeError("no environments today")
+        return kind.run(cfg, progress)
+
+    monkeypatch.setitem(TRIAL_KINDS._entries, "discovery",
+                        Entry("discovery", TrialKind(fails_for_seed_1, kind.done_files, sets=kind.sets), "failing"))
+    spec = sweep.parse_spec(discovery_spec())
+    report = sweep.run_sweep(spec, tmp_path / "s", Local())
+    failed = [t for t in sweep.Plan(spec, tmp_path / "s").discovery if t.cfg["seed"] == 1]
+    assert not report.ok and set(report.failed) == {t.hash for t in failed}
+    # seed 0's group_dro trained on its discovery; seed 1's is blocked, naming a failed discovery
+    [line] = report.blocked
+    assert line.startswith("group_dro (inferred:standin) on colored_digits, seed 1: blocked by ")
+    assert any(f"blocked by {t.hash} (discovery, failed)" in line for t in failed)
+    status = sweep.status(sweep.load_plan(tmp_path / "s"))
+    assert [s for _, s in status.waiting] == ["blocked"]
+    assert status.blocked_lines() == [line]

@@ -24,7 +24,7 @@ def probe_sweep(tmp_path_factory):
                       "probe.tasks": TASKS, "probe.cs": [0.1, 1.0], "probe.knn_k": 5}})
     folder = tmp_path_factory.mktemp("sweeps") / "transfer"
     report = sweep.run_sweep(spec, folder, Local())
-    assert report.ok and report.ran == 4, report
+    assert report.ok and report.ran == 4 + 2, report  # the probe trials and the 2 pretraining runs (one per seed)
     return folder
 
 
@@ -127,7 +127,7 @@ def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(t
                       "algorithm.hparams.projector_width": 6, "probe.tasks": ["digits_colour"], "probe.cs": [1.0],
                       "probe.knn_k": 5}})
     report = sweep.run_sweep(spec, tmp_path / "ssl", Local())
-    assert report.ok and report.ran == 1, report
+    assert report.ok and report.ran == 2, report  # the pretraining trial, then the probe trial
     frame = collect.load_runs(collect.run_folders(tmp_path / "ssl")[0])
     assert frame.groupby("protocol")["run"].nunique().to_dict() == {"pretraining": 1, "transfer": 1}
     probed = frame[frame.protocol == "transfer"]

@@ -7,6 +7,8 @@ from harness.commands.train import add_run_args, split_args
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.reports import collect
+from harness.sweeps.launchers import Local
+from harness.sweeps.planner import Planner, resolved_run, run_plan
 
 HELP = """\
 Probe the network a run config describes at every named layer on downstream tasks (`harness list
@@ -16,8 +18,9 @@ layer and task, RankMe of every layer's features, linear CKA between the layers.
   harness probe probe.tasks=[digits,digits_colour] backbone.name=cnn steps=500
   harness probe probe.tasks=[digits] probe.init=random backbone.name=cnn
 
-probe.init=trained (default) first trains (or finds) the run the same config describes without
-probe, in its own folder; random probes that network untrained, as initialised from seed. probe
+probe.init=trained (default) first trains (or resumes, or finds) the run the same config describes
+without probe, in its own folder (output_dir/<its hash>), as a trial of its own under its lock;
+random probes that network untrained, as initialised from seed. probe
 keys: tasks (names or {name, options}), init, layers ([]: all), cs (the C grid), knn_k, max_iter,
 batch_size. The probe run folder holds predictions/<task>/<layer>.npz (scored by the transfer
 protocol: `harness collect`), cka.json, spectrum.png, cka.png. Features are cached in
@@ -31,8 +34,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from harness.runs.probe import probe
-
     path, overrides = split_args(args.args)
     cfg = configs.load(path, overrides)
     if cfg["probe"] is None:
@@ -41,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    out = probe(cfg, progress=False if args.no_progress else None)
+    report = run_plan(Planner([resolved_run("probe", cfg)]), Local())
+    if not report.ok:
+        reasons = list(report.failed.values()) + report.blocked + report.waiting
+        raise HarnessError(f"probe run not done: {reasons[0].splitlines()[-1] if reasons else 'no reason recorded'}")
+    out = configs.run_dir(cfg)
     frame = collect.load_runs([out])
     table = frame.pivot_table(index="layer", columns="dataset", values="test.probe_acc", sort=False)
     print(f"test linear probe accuracy, {cfg['algorithm']['name']} ({cfg['probe']['init']}):")

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     board = boards.load_board("worst_group_smoke", args.board_dir or folder / "board")
     launcher = configs.parse_value(args.launcher) if args.launcher else f"processes:{args.workers}"
     spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher))
-    names = [f"{a.algorithm} ({a.groups} groups)" for a in spec.arms]
+    names = [f"{a.algorithm} ({a.point['groups']} groups)" for a in spec.arms]
     print(f"quickstart: {', '.join(names)} on {quickstart.DATASET}; {args.hparam_draws} hparam draw(s) x "
           f"{quickstart.SEEDS} seeds, {args.steps} steps each; launcher {spec.launcher}")
     report = launch(spec, folder)

@@ -12,12 +12,14 @@ from harness.core.errors import HarnessError
 from harness.sweeps import sweep
 from harness.sweeps.launch import details, launch, summary
 from harness.sweeps.launchers import override_launcher
-from harness.sweeps.trials import ERROR, STATES
+from harness.sweeps.planner import PLAN_STATES, dotted
+from harness.sweeps.trials import ERROR, Trial
 
 SHOWN = 10  # failures listed by name
 
 HELP = """\
-Run every trial of a sweep spec: algorithms × datasets × group sources × hparam draws × seeds.
+Run every trial of a sweep spec: algorithms × datasets × axes × hparam draws × seeds, each after
+the trials it needs (a probe's pretraining run, the discoveries of inferred groups).
 
   harness sweep demo.yaml                          # into sweeps/demo (the spec's name)
   harness sweep demo.yaml --launcher processes:4   # 4 worker processes on this machine
@@ -33,15 +35,16 @@ A spec (YAML):
   name: demo
   datasets: [colored_digits]
   algorithms: [erm, {name: group_dro, overrides: {algorithm.hparams.eta: 0.05}}]
-  groups: [annotated]            # annotated | classes | none | inferred:<discovery method>
+  axes: {backbone.options.width: [32, 64]}   # any config key with a list of values, crossed
+  groups: [annotated]            # the groups axis: annotated | classes | none | inferred:<discovery method>
   hparam_draws: 4                # draw 0 is the defaults, draws 1..3 random (each hparam from its own seed)
   seeds: 3
   overrides: {steps: 600, eval_every: 50}
   discovery: {algorithms: [xrm], hparam_draws: 2, seeds: paired}   # only for inferred:<method>
   launcher: {name: processes, workers: 2}     # or: local | processes:2 (shorthand) |
                                               # {name: slurm, partition: debug, time_min: 60, mem_gb: 4}
-  kind: train                    # or probe: each trial trains its network, then probes it at every
-                                 # layer (overrides set probe.tasks; `harness probe --help`)
+  kind: train                    # or probe: each network is trained once (a trial of its own), then
+                                 # probed at every layer (overrides set probe.tasks; `harness probe --help`)
 
 Launchers and their options (types, ranges, defaults): `harness list launchers`. An arm listed
 twice with different `overrides` is two arms; each trial's config names its arm (`arm`: the
@@ -49,8 +52,10 @@ arm's own overrides as sorted key=value pairs).
 
 Each trial runs in SWEEP_DIR/<hash of its resolved config>. Relaunching the same command skips
 done trials and resumes interrupted ones from their checkpoints; a failing trial writes
-error.txt in its folder and the others go on (exit code 1 if any failed). Discovery trials
-run first; trials with inferred groups use the best discovery run of their seed.
+error.txt in its folder and the others go on (exit code 1 if any failed); the trials that need
+it are blocked (named in the report and in `status`). Trials run in waves: first those that
+need nothing, then those whose upstream trials are done; trials with inferred groups use the
+best discovery run of their seed.
 Then: `harness collect SWEEP_DIR` for tables, `harness leaderboard submit BOARD SWEEP_DIR --board-dir DIR`."""
 
 
@@ -88,29 +93,48 @@ def run(args: argparse.Namespace) -> int:
 
 
 def show_status(plan: sweep.Plan, every_trial: bool = False) -> int:
-    """Counts by (kind, algorithm, groups); with ``every_trial``, one line per trial."""
-    trials, waiting = sweep.status(plan)
+    """Counts by (kind, algorithm, axes); the chain (what waits for what, what a failed upstream
+    blocks); with ``every_trial``, one line per trial with the trials it needs."""
+    status = sweep.status(plan)
+    axes = plan.spec.axes
+    states = {t.hash: s for t, s in status.trials}
+
+    def axis_values(t: Trial) -> list:
+        return [t.axes.get(key, dotted(t.cfg, key)) for key in axes]
+
+    def needs(t: Trial) -> str:
+        return ", ".join(f"{h} ({status.by_hash[h].kind}, {states[h]})" for h in t.needs)
+
     if every_trial:
-        rows = [[t.hash, t.kind, t.cfg["algorithm"]["name"], t.cfg["dataset"]["name"], t.groups,
-                 t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"], s] for t, s in trials]
-        print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", "groups", "draw", "seed", "state"]))
+        rows = [[t.hash, t.kind, t.cfg["algorithm"]["name"], t.cfg["dataset"]["name"], *axis_values(t),
+                 t.cfg["algorithm"]["hparams_seed"], t.cfg["seed"], s, needs(t)] for t, s in status.trials]
+        print(tabulate(rows, headers=["trial", "kind", "algorithm", "dataset", *axes, "draw", "seed", "state",
+                                      "needs"]))
     counts: dict[tuple, Counter] = {}
-    for t, s in trials:
+    for t, s in status.trials:
         algorithm = t.cfg["algorithm"]["name"] + (f" [{t.cfg['arm']}]" if t.cfg.get("arm") else "")
-        counts.setdefault((t.kind, algorithm, t.groups), Counter())[s] += 1
-    rows = [[*key, *(c[s] for s in STATES)] for key, c in counts.items()]
-    total = Counter(s for _, s in trials)
-    total["not started"] += len(waiting)
-    rows.append(["all", "", "", *(total[s] for s in STATES)])
+        counts.setdefault((t.kind, algorithm, *axis_values(t)), Counter())[s] += 1
+    rows = [[*key, *(c[s] for s in PLAN_STATES)] for key, c in counts.items()]
+    total = Counter(s for _, s in status.trials) + Counter(s for _, s in status.waiting)
+    rows.append(["all", "", *("" for _ in axes), *(total[s] for s in PLAN_STATES)])
     print(f"sweep {plan.spec.name} ({plan.dir}):")
-    print(tabulate(rows, headers=["kind", "algorithm", "groups", *STATES]))
-    if waiting:
-        print(f"{len(waiting)} trial(s) not started wait for discovery:")
-        for line in sorted(set(waiting)):
+    print(tabulate(rows, headers=["kind", "algorithm", *axes, *PLAN_STATES]))
+    waits = sorted({w.message() for w, s in status.waiting if s != "blocked"})
+    if waits:
+        print(f"{len(waits)} trial(s) not started wait for upstream trials:")
+        for line in waits:
             print(f"  {line}")
-    failed = [t for t, s in trials if s == "failed"]
-    for t in failed[:SHOWN]:
-        print(f"failed: {t.label}: {(t.dir / ERROR).read_text().strip().splitlines()[-1]}  ({t.dir / ERROR})")
-    if len(failed) > SHOWN:
-        print(f"... and {len(failed) - SHOWN} more failed trial(s)")
+    chained = [t for t, s in status.trials if s not in ("done", "blocked") and any(states[h] != "done" for h in t.needs)]
+    _listed([f"{t.hash} ({t.label}) needs {needs(t)}" for t in chained], "trial(s) waiting for upstream trials")
+    _listed(status.blocked_lines(), "blocked trial(s)")
+    failed = [t for t, s in status.trials if s == "failed"]
+    _listed([f"failed: {t.label}: {(t.dir / ERROR).read_text().strip().splitlines()[-1]}  ({t.dir / ERROR})"
+             for t in failed], "failed trial(s)")
     return 0
+
+
+def _listed(lines: list[str], what: str) -> None:
+    for line in lines[:SHOWN]:
+        print(line)
+    if len(lines) > SHOWN:
+        print(f"... and {len(lines) - SHOWN} more {what}")

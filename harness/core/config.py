@@ -5,7 +5,7 @@ hashed, names the run folder. Anything unknown or of the wrong type is a :class:
 that names the key and the accepted values.
 
 This module knows the basic run keys (``DEFAULTS``) only. A top-level section owned by a higher
-layer (``features``: harness.runs.features) is a registration in ``SECTIONS`` that brings its
+layer (``features``: harness.runs.features; ``groups``: harness.protocols.worst_group) is a registration in ``SECTIONS`` that brings its
 default, its check and the part of it that is hashed.
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ DEFAULTS: dict[str, Any] = {
     "dataset": {"name": "colored_digits", "options": {}},
     "algorithm": {"name": "erm", "hparams": {}, "hparams_seed": 0},
     "backbone": {"name": "auto", "options": {}},
-    "groups": "annotated",
     "arm": "",  # set by sweeps: the label of the arm's own overrides (see harness.sweeps.sweep.arm_label)
     "seed": 0,
     "steps": 1000,
@@ -64,7 +63,6 @@ OPTIONS: dict[str, Option] = {
     "output_dir": Option(type=Path),
     "run_dir": Option(type=Path, nullable=True),
 }
-INFERRED = "inferred:"  # group source prefix: inferred:<discovery run folder>
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str, Any]:
@@ -211,13 +209,10 @@ def _check_options(path: str, options: dict, obj: Any, constraints: dict[str, Ca
 
 
 def identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """What the run computes: the config without where and how fast it runs. Inferred groups
-    are identified by the discovery run's folder name (its own config hash), not its path, so
-    that a sweep moved or rerun elsewhere keeps its trial hashes."""
+    """What the run computes: the config without where and how fast it runs; each section
+    contributes its own identity (the worst-group protocol's ``groups``: a discovery's folder
+    name, not its path)."""
     ident = {k: v for k, v in cfg.items() if k not in NOT_HASHED and not (k in HASHED_UNLESS_AUTO and v == "auto")}
-    groups = ident.get("groups")
-    if isinstance(groups, str) and groups.startswith(INFERRED):
-        ident["groups"] = INFERRED + Path(groups[len(INFERRED):]).name
     for name, section in _sections().items():
         if name in ident and not section.hashed_when_default and ident[name] == section.default:
             del ident[name]

@@ -192,12 +192,40 @@ def _class_hparams(obj: Any) -> dict[str, Hparam]:
 
 
 @dataclass(frozen=True)
+class Need:
+    """Upstream trials a trial waits for, as its kind or a config section declares them.
+
+    Either ``configs``: the resolved configs of trials of ``kind`` (a probe's pretraining run),
+    each planned once by its own hash in ``output_dir/<hash>``; or ``match`` (dotted config key →
+    value): every trial of ``kind`` the sweep itself plans with those values, of the dependent's
+    seed (a sweep's ``discovery`` block says how seeds pair). With ``complete``, the dependent's
+    config is only known once they are all done: ``complete(cfg, their run folders)`` returns it
+    (the best of several discoveries named as its groups). ``label`` names them in messages
+    ("2 xrm discovery run(s)"); ``unmet`` is the message when a sweep plans none to match."""
+
+    kind: str
+    label: str
+    configs: tuple[dict[str, Any], ...] = ()
+    match: dict[str, Any] | None = None
+    complete: Callable[[dict[str, Any], list[Any]], dict[str, Any]] | None = None
+    unmet: str = ""
+
+
+def _no_needs(cfg: dict[str, Any]) -> list[Need]:
+    return []
+
+
+@dataclass(frozen=True)
 class TrialKind:
     """What a sweep can run: ``run(resolved config, progress=...)`` trains (or resumes, or skips)
-    the run in the config's run folder; the trial is done once every ``done_files`` exists there."""
+    the run in the config's run folder; the trial is done once every ``done_files`` exists there.
+    ``needs(cfg)``: the upstream trials it waits for (:class:`Need`); ``sets``: dotted config
+    values every trial of the kind has (a discovery uses no groups)."""
 
     run: Callable[..., Any]
     done_files: tuple[str, ...]
+    needs: Callable[[dict[str, Any]], list[Need]] = _no_needs
+    sets: tuple[tuple[str, Any], ...] = ()
 
 
 def _as_is(value: Any) -> Any:
@@ -214,6 +242,7 @@ class Section:
     check: Callable[[Any], Any]
     identity: Callable[[Any], Any] = _as_is
     hashed_when_default: bool = True  # False: a config at the default hashes as if the section did not exist
+    needs: Callable[[dict[str, Any]], list[Need]] = _no_needs  # upstream trials a config's value asks for
 
 
 ALGORITHMS = Registry("algorithms")
@@ -228,32 +257,38 @@ TASKS = Registry("tasks", noun="downstream task")
 REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LAUNCHERS, TRIAL_KINDS, TASKS)}
 
 
-def trial_kind(name: str, done_files: Sequence[str], description: str | None = None) -> Callable[[F], F]:
+def trial_kind(name: str, done_files: Sequence[str], description: str | None = None,
+               needs: Callable[[dict[str, Any]], list[Need]] | None = None,
+               sets: dict[str, Any] | None = None) -> Callable[[F], F]:
     """Decorator: register ``run(cfg, progress=...)`` as the trial kind ``name``, done once
-    every one of ``done_files`` exists in the run folder."""
+    every one of ``done_files`` exists in the run folder; ``needs`` and ``sets``: see :class:`TrialKind`."""
 
     def decorate(run: F) -> F:
-        TRIAL_KINDS.register(name, description=description or _summary(run))(TrialKind(run, tuple(done_files)))
+        kind = TrialKind(run, tuple(done_files), needs or _no_needs, tuple((sets or {}).items()))
+        TRIAL_KINDS.register(name, description=description or _summary(run))(kind)
         return run
 
     return decorate
 
 
 def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as_is,
-                   hashed_when_default: bool = True) -> Callable[[F], F]:
+                   hashed_when_default: bool = True,
+                   needs: Callable[[dict[str, Any]], list[Need]] | None = None) -> Callable[[F], F]:
     """Decorator: register ``check`` as the validator of the top-level config key ``name``
     (see :class:`Section`). ``hashed_when_default=False`` keeps the hashes of configs that
     leave the section at its default (those written before it existed) unchanged."""
 
     def decorate(check: F) -> F:
-        SECTIONS.register(name, description=_summary(check))(Section(default, check, identity, hashed_when_default))
+        section = Section(default, check, identity, hashed_when_default, needs or _no_needs)
+        SECTIONS.register(name, description=_summary(check))(section)
         return check
 
     return decorate
 
 
 # The built-in plugins: modules whose import registers algorithms, datasets, downstream tasks
-# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe), protocols
+# (harness.data.tasks), backbones, config sections (harness.runs.features, harness.runs.probe,
+# harness.protocols.worst_group), protocols
 # (harness.protocols), trial kinds (harness.runs.run, harness.runs.discovery, harness.runs.probe) and
 # launchers (harness.sweeps.launchers).
 _BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",

@@ -5,13 +5,14 @@
     discovery.json     the report (see ``harness.runs.discovery``); written last, so its presence
                        marks a complete discovery
 
-Group sources read these through :func:`load_environments` and :func:`read_report`.
+Group sources read these through :func:`load_environments` and :func:`read_report`;
+:func:`best_discovery` chooses among several discoveries.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -53,3 +54,30 @@ def read_report(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     _require(run_dir)
     return json.loads((run_dir / REPORT_FILE).read_text())
+
+
+def best_discovery(run_dirs: Iterable[str | Path]) -> Path:
+    """XRM's annotation-free tuning recipe: among finished discoveries, the one with the largest
+    final flip rate, degenerate ones left out (ties: the first given).
+
+    A single discovery is returned as it is (nothing to choose; a degenerate one is refused).
+    Among several, it applies only to discoveries with a flip rate: JTT-style error sets have no
+    annotation-free criterion for choosing among them (their T was tuned on annotated
+    validation groups), so passing several is an error rather than a silent arbitrary pick.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if not dirs:
+        raise HarnessError("best_discovery needs at least one discovery run folder")
+    candidates = []
+    for d in dirs:
+        report = read_report(d)
+        if report["flip_rate"] is None and len(dirs) > 1:
+            raise HarnessError(f"discovery {str(d)!r} ({report['algorithm']}) has no flip rate; best_discovery picks "
+                               "by final flip rate (XRM), and error-set discoveries have no annotation-free "
+                               "criterion: choose one of them yourself")
+        if not report["degenerate"]:
+            candidates.append((report["flip_rate"] or 0.0, -len(candidates), d))
+    if not candidates:
+        raise HarnessError(f"all {len(dirs)} discoveries are degenerate (a class did not split into two "
+                           "environments); run more hyperparameter draws or seeds")
+    return max(candidates)[2]

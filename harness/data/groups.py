@@ -1,28 +1,69 @@
-"""Group sources: where the training and validation groups come from.
+"""Group sources: where the training and validation groups come from, listed once in ``SOURCES``.
 
 - ``annotated``: the dataset's human annotation, groups (label, attribute);
 - ``inferred:<discovery run folder>``: the environments a discovery (``harness discover``) wrote
   for every train and val example id, groups (label, environment) numbered ``y * 2 + env``;
+  in a sweep, ``inferred:<discovery method>`` names the best of the sweep's own discoveries;
 - ``classes``: the class labels alone (class balancing, worst-class selection);
 - ``none``: no groups (an algorithm that needs them refuses to run).
 
-Test metrics never use this: they always use the true annotations.
+Test metrics never use this: they always use the true annotations. The worst-group protocol
+owns the ``groups`` config key that names a source (harness.protocols.worst_group).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from harness.core.config import INFERRED
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, shown, unknown
 from harness.data.dataset import ShiftDataset, positions_of
 from harness.data.environments import DISCOVERY_SPLITS, load_environments, read_report
 
-SOURCES = ("annotated", "classes", "none", f"{INFERRED}<discovery run folder>")
+INFERRED = "inferred:"  # the source written inferred:<discovery run folder>
+
+
+@dataclass(frozen=True)
+class GroupSource:
+    """A group source: ``assign(argument, dataset)`` gives the groups; ``argument`` names what
+    follows ``<name>:`` (None: the source is a plain name)."""
+
+    assign: Callable[[str, "ShiftDataset"], "GroupAssignment"]
+    help: str
+    argument: str | None = None
+
+
+SOURCES: dict[str, GroupSource] = {}
+
+
+def group_source(name: str, help: str, argument: str | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: register ``assign(argument, dataset)`` as the group source ``name``."""
+
+    def decorate(assign: Callable) -> Callable:
+        SOURCES[name] = GroupSource(assign, help, argument)
+        return assign
+
+    return decorate
+
+
+def accepted_sources() -> list[str]:
+    """How each source is written: plain names first, then ``<name>:<argument>`` ones."""
+    return ([n for n, s in SOURCES.items() if s.argument is None]
+            + [f"{n}:<{s.argument}>" for n, s in SOURCES.items() if s.argument is not None])
+
+
+def split_source(value: Any) -> tuple[str, str]:
+    """``(name, argument)`` of a group source as written; a HarnessError naming the accepted ones."""
+    if not isinstance(value, str) or not value:
+        raise HarnessError(f"groups must be a group source ({', '.join(accepted_sources())}), got {shown(value)}")
+    name, colon, argument = value.partition(":")
+    source = SOURCES.get(name)
+    if source is None or (source.argument is None) != (not colon) or (colon and not argument):
+        raise unknown("group source", value, accepted_sources())
+    return name, argument
 
 
 @dataclass
@@ -38,21 +79,33 @@ class GroupAssignment:
 
 
 def resolve_groups(source: str, dataset: ShiftDataset) -> GroupAssignment:
-    if source == "annotated":
-        if not dataset.annotated:
-            raise HarnessError("groups: 'annotated' needs a dataset with annotations, and this one has "
-                               f"none; accepted here: {', '.join(s for s in SOURCES if s != 'annotated')}")
-        return GroupAssignment(source, dataset.num_groups, dataset.group_names(),
-                               {s: dataset.annotated_groups(s) for s in ("train", "val")})
-    if source == "classes":
-        return GroupAssignment(source, dataset.num_classes, list(dataset.class_names),
-                               {s: dataset.splits[s].y.clone() for s in ("train", "val")})
-    if source == "none":
-        return GroupAssignment(source, 0, [], {s: torch.full_like(dataset.splits[s].y, -1)
-                                              for s in ("train", "val")})
-    if source.startswith(INFERRED) and source[len(INFERRED):]:
-        return inferred_groups(source, Path(source[len(INFERRED):]), dataset)
-    raise HarnessError(f"unknown group source {source!r}; accepted: {', '.join(SOURCES)}")
+    name, argument = split_source(source)
+    return SOURCES[name].assign(argument, dataset)
+
+
+@group_source("annotated", "the dataset's annotation: groups (label, attribute)")
+def annotated_groups(argument: str, dataset: ShiftDataset) -> GroupAssignment:
+    if not dataset.annotated:
+        raise HarnessError("groups: 'annotated' needs a dataset with annotations, and this one has "
+                           f"none; accepted here: {', '.join(s for s in accepted_sources() if s != 'annotated')}")
+    return GroupAssignment("annotated", dataset.num_groups, dataset.group_names(),
+                           {s: dataset.annotated_groups(s) for s in ("train", "val")})
+
+
+@group_source("inferred", "a discovery's environments: groups (label, environment)", argument="discovery run folder")
+def discovered_groups(argument: str, dataset: ShiftDataset) -> GroupAssignment:
+    return inferred_groups(INFERRED + argument, Path(argument), dataset)
+
+
+@group_source("classes", "the class labels alone")
+def class_groups(argument: str, dataset: ShiftDataset) -> GroupAssignment:
+    return GroupAssignment("classes", dataset.num_classes, list(dataset.class_names),
+                           {s: dataset.splits[s].y.clone() for s in ("train", "val")})
+
+
+@group_source("none", "no groups")
+def no_groups(argument: str, dataset: ShiftDataset) -> GroupAssignment:
+    return GroupAssignment("none", 0, [], {s: torch.full_like(dataset.splits[s].y, -1) for s in ("train", "val")})
 
 
 def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAssignment:
@@ -62,7 +115,7 @@ def inferred_groups(source: str, folder: Path, dataset: ShiftDataset) -> GroupAs
         classes = ", ".join(report["class_names"][c] for c in report["degenerate"])
         raise HarnessError(f"discovery {str(folder)!r} is degenerate: class(es) {classes} did not split into two "
                            "environments, so it cannot define groups; use another discovery (another "
-                           "hyperparameter draw or seed; harness.runs.discovery.best_discovery skips degenerate ones)")
+                           "hyperparameter draw or seed; harness.data.environments.best_discovery skips degenerate ones)")
     envs = load_environments(folder, with_labels=True)
     by_split = {}
     for split in DISCOVERY_SPLITS:

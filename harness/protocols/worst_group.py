@@ -9,6 +9,10 @@ group source's groups where those are not the annotated ones (``source_*``). A d
 schema declares overlapping groups (CivilComments' identities) also has each example's 0/1
 memberships stored (``memberships``) and is scored by WILDS' official worst group over them
 (``overlapping_worst_group_acc``: the worst (identity, label) pair).
+
+The protocol owns the ``groups`` config key (a group source of harness.data.groups.SOURCES) and
+declares what ``inferred:<discovery method>`` waits for in a sweep: the best of the sweep's own
+discoveries of that method, dataset and seed (:func:`discovery_needs`).
 """
 from __future__ import annotations
 
@@ -21,16 +25,50 @@ import torch
 from torch import nn
 
 from harness.core import files
-from harness.core.config import INFERRED
 from harness.core.errors import HarnessError
-from harness.core.registry import PROTOCOLS
+from harness.core.registry import PROTOCOLS, Need, config_section
 from harness.data.dataset import ShiftDataset, Split, chunks
-from harness.data.groups import GroupAssignment, resolve_groups
+from harness.data.environments import best_discovery
+from harness.data.groups import INFERRED, SOURCES, GroupAssignment, resolve_groups, split_source
 from harness.models.algorithm import Batch, HeldOut
 from harness.protocols.base import Display, Protocol, Rule
 from harness.protocols.classification import classification_metrics, overlapping_worst_group_acc
 
-GROUP_KINDS = ("annotated", "inferred", "classes", "none")
+GROUP_KINDS = tuple(SOURCES)
+
+
+def group_identity(source: str) -> str:
+    """Inferred groups are hashed by the discovery run's folder name (its own config hash), not
+    its path, so that a sweep moved or rerun elsewhere keeps its trial hashes."""
+    if source.startswith(INFERRED):
+        return INFERRED + Path(source[len(INFERRED):]).name
+    return source
+
+
+def discovery_needs(cfg: dict[str, Any]) -> list[Need]:
+    """In a sweep, ``inferred:<method>`` (a name, not a folder path) waits for the sweep's
+    discoveries of that method on the same dataset, and trains on the best of them."""
+    source = cfg["groups"]
+    method = source[len(INFERRED):] if source.startswith(INFERRED) else None
+    if method is None or "/" in method:
+        return []
+
+    def complete(cfg: dict[str, Any], run_dirs: list[Path]) -> dict[str, Any]:
+        return {**cfg, "groups": INFERRED + str(best_discovery(run_dirs))}
+
+    return [Need("discovery", f"{method} discovery", match={"algorithm.name": method,
+                                                            "dataset.name": cfg["dataset"]["name"]},
+                 complete=complete,
+                 unmet=f"group source {source!r} of {cfg['algorithm']['name']} names no method of "
+                       f"discovery.algorithms; accepted: {INFERRED}<path of a discovery run folder>, "
+                       f"{INFERRED}<a method of discovery.algorithms>")]
+
+
+@config_section("groups", default="annotated", identity=group_identity, needs=discovery_needs)
+def check_groups(value: Any) -> str:
+    """The group source a worst-group run trains and selects on (harness.data.groups)."""
+    split_source(value)
+    return value
 
 
 @dataclass

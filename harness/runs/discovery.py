@@ -8,13 +8,13 @@ into two environments (``degenerate``) — and, where the dataset has annotation
 environments agree with them. That agreement is a diagnostic computed after the fact: nothing in
 discovery, in ``best_discovery`` or in the group source reads it.
 
-For sweeps: :func:`discover` (idempotent), :func:`best_discovery` (XRM's tuning recipe) and
-:func:`harness.data.environments.load_environments`.
+For sweeps: :func:`discover` (idempotent), :func:`harness.data.environments.best_discovery` (XRM's
+tuning recipe) and :func:`harness.data.environments.load_environments`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +29,6 @@ from harness.data.environments import (
     ENVIRONMENTS_FILE,
     PLOT_FILE,
     REPORT_FILE,
-    read_report,
     save_environments,
 )
 from harness.models.algorithm import Algorithm, Discoverer
@@ -55,7 +54,7 @@ def check(cfg: dict[str, Any]) -> None:
         raise HarnessError(f"a discovery uses no annotation, so groups must be 'none', got {cfg['groups']!r}")
 
 
-@trial_kind("discovery", done_files=(ENVIRONMENTS_FILE, REPORT_FILE),
+@trial_kind("discovery", done_files=(ENVIRONMENTS_FILE, REPORT_FILE), sets={"groups": "none"},
             description="Train a discovery algorithm, then write every example's inferred environment.")
 def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume) the discovery run of the resolved config ``cfg``, then write its
@@ -150,30 +149,3 @@ def plot_flip_rate(curve: dict[str, list], path: Path, title: str) -> None:
     ax.set(xlabel="step", ylabel="flip rate", title=title, ylim=(0, None))
     ax.grid(alpha=0.3)
     figures.save(fig, path)
-
-
-def best_discovery(run_dirs: Iterable[str | Path]) -> Path:
-    """XRM's annotation-free tuning recipe: among finished discoveries, the one with the largest
-    final flip rate, degenerate ones left out (ties: the first given).
-
-    A single discovery is returned as it is (nothing to choose; a degenerate one is refused).
-    Among several, it applies only to discoveries with a flip rate: JTT-style error sets have no
-    annotation-free criterion for choosing among them (their T was tuned on annotated
-    validation groups), so passing several is an error rather than a silent arbitrary pick.
-    """
-    dirs = [Path(d) for d in run_dirs]
-    if not dirs:
-        raise HarnessError("best_discovery needs at least one discovery run folder")
-    candidates = []
-    for d in dirs:
-        report = read_report(d)
-        if report["flip_rate"] is None and len(dirs) > 1:
-            raise HarnessError(f"discovery {str(d)!r} ({report['algorithm']}) has no flip rate; best_discovery picks "
-                               "by final flip rate (XRM), and error-set discoveries have no annotation-free "
-                               "criterion: choose one of them yourself")
-        if not report["degenerate"]:
-            candidates.append((report["flip_rate"] or 0.0, -len(candidates), d))
-    if not candidates:
-        raise HarnessError(f"all {len(dirs)} discoveries are degenerate (a class did not split into two "
-                           "environments); run more hyperparameter draws or seeds")
-    return max(candidates)[2]

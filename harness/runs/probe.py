@@ -6,10 +6,12 @@ A run config with a ``probe`` section::
     probe: {tasks: [digits, {name: background_place, options: {n_train: 5000}}], init: trained,
             layers: [], cs: [1e-4, ..., 100], knn_k: 20, max_iter: 1000, batch_size: 256}
 
-names the network by the rest of the config: ``init: trained`` trains (or resumes, or finds) the
+names the network by the rest of the config: ``init: trained`` reads the last checkpoint of the
 pretraining run the same config describes without its ``probe`` section, in its own folder
-beside the probe run, and reads its last checkpoint; ``init: random`` probes the same network
-as initialised from the config's seed, untrained. The probed network is the algorithm's
+beside the probe run (``output_dir/<its hash>``). A probe trial never trains: its kind declares
+that run as the upstream trial it needs, which the planner (``harness sweep``, ``harness
+probe``) runs first, once, under its own lock. ``init: random`` probes the same network as
+initialised from the config's seed, untrained. The probed network is the algorithm's
 ``probe_network()``; ``layers`` (empty: all of its ``layer_names``).
 
 For each task its dataset's inputs are fitted to the network's input shape, the features of
@@ -33,7 +35,7 @@ from harness.core import config as configs
 from harness.core import figures, files
 from harness.core.errors import HarnessError
 from harness.core.options import Option, check_options
-from harness.core.registry import TASKS, config_section, trial_kind
+from harness.core.registry import TASKS, Need, config_section, trial_kind
 from harness.core.version import code_version
 from harness.data.tasks import fit_inputs, labels, task_dataset
 from harness.models.backbones import check_layer
@@ -41,7 +43,9 @@ from harness.models.probes import DEFAULT_CS, probe_layer
 from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
 from harness.runs import features, manifest
-from harness.runs.run import build_algorithm, build_dataset, claim, pick_device, protocol_of, train
+from harness.runs.hardware import pick_device
+from harness.runs.run import claim
+from harness.runs.trained import load_trained
 
 INITS = ("trained", "random")
 TASK = Option(type=(Option(type=str, noun="downstream task"),
@@ -90,9 +94,17 @@ def pretraining_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return {**copy.deepcopy(cfg), "probe": None, "run_dir": None}
 
 
-@trial_kind("probe", done_files=("done",))
+def pretraining_needs(cfg: dict[str, Any]) -> list[Need]:
+    """A probe of a trained network needs its pretraining run (a ``train`` trial)."""
+    spec = cfg.get("probe")
+    if spec is None or spec["init"] != "trained":
+        return []
+    return [Need("train", "pretraining", configs=(pretraining_config(cfg),))]
+
+
+@trial_kind("probe", done_files=("done",), needs=pretraining_needs)
 def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
-    """Probe the configured network (trained first if need be) at every layer on the tasks."""
+    """Probe the configured network (its pretraining run done first) at every layer on the tasks."""
     spec = cfg.get("probe")
     if spec is None:
         raise HarnessError("a probe trial needs the probe section, e.g. probe.tasks=[digits]; "
@@ -101,20 +113,18 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     if (out / "done").exists():
         return out
     pre = pretraining_config(cfg)
+    source = configs.run_dir(pre) if spec["init"] == "trained" else None
+    if source is not None and not (source / "done").exists():
+        raise HarnessError(f"the network to probe is not trained: its pretraining run {str(source)!r} (config hash "
+                           f"{source.name}) is not done; `harness probe` with this config trains it first "
+                           "(or a sweep of kind probe plans it)")
     device = pick_device(cfg["device"])
-    dataset = build_dataset(pre)
-    protocol = protocol_of(pre)
-    algo = build_algorithm(pre, dataset, protocol, protocol.prepare(pre, dataset, device))
-    net = algo.probe_network()
+    trained = load_trained(pre, device, checkpoint=source is not None)
+    dataset, net = trained.dataset, trained.algorithm.probe_network()
     layers = spec["layers"] or net.layer_names
     for layer in layers:
         check_layer(net, layer, "probe.layers entry")
     tasks = {t["name"]: task_dataset(t["name"], t["options"]) for t in spec["tasks"]}
-    source = None
-    if spec["init"] == "trained":
-        source = train(pre, progress)
-        algo.load_checkpoint_state(files.load_torch(source / "checkpoint.pt")["algorithm"])
-    net = net.to(device).eval()
     for p in net.parameters():
         p.requires_grad_(False)
     claim(out, cfg)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.sweeps.launchers import make_launcher
-from harness.sweeps.sweep import Report, Spec, run_sweep
+from harness.sweeps.planner import Report
+from harness.sweeps.sweep import Spec, run_sweep
 from harness.sweeps.trials import ERROR
 
 SHOWN = 10  # failures listed by name
@@ -28,7 +29,8 @@ def summary(report: Report) -> str:
 
 
 def details(report: Report, folder: str | Path) -> list[str]:
-    """A line per failed trial (its error's last line, up to ``SHOWN``) and per trial not planned."""
+    """A line per failed trial (its error's last line, up to ``SHOWN``), per trial not planned and
+    per trial blocked by a failed upstream (up to ``SHOWN``)."""
     lines = []
     for digest, error in list(report.failed.items())[:SHOWN]:
         record = Path(folder) / digest / ERROR
@@ -37,4 +39,7 @@ def details(report: Report, folder: str | Path) -> list[str]:
     if len(report.failed) > SHOWN:
         lines.append(f"  ... and {len(report.failed) - SHOWN} more failed trial(s)")
     lines += [f"  not planned: {line}" for line in sorted(set(report.waiting))]
+    lines += [f"  {line}" for line in report.blocked[:SHOWN]]
+    if len(report.blocked) > SHOWN:
+        lines.append(f"  ... and {len(report.blocked) - SHOWN} more blocked trial(s)")
     return lines

@@ -1,26 +1,30 @@
-"""Sweeps: a spec expands into trials (algorithm × dataset × group source × hparam draw × seed),
-run by a launcher in two phases.
+"""Sweeps: a spec expands into trials (algorithm × dataset × axes × hparam draw × seed), which
+the planner (harness.sweeps.planner) runs in waves, each trial after the trials it needs.
 
 Each trial's folder is ``SWEEP_DIR/<hash of its resolved config>``, so a relaunch skips done
-trials and resumes interrupted ones from their checkpoints. Discovery trials (a group source
-``inferred:<method>``) run first; the trials that train on their groups are planned only once
-they are done, because their config names the discovery run they use: for each (method,
-dataset, seed), the best of the method's hparam draws by ``harness.runs.discovery.best_discovery``
-(XRM's rule: the largest final flip rate).
+trials and resumes interrupted ones from their checkpoints. What a trial waits for is declared
+by its kind and its config sections, not by the sweep: a probe trial needs its pretraining run;
+a trial on groups ``inferred:<method>`` (the worst-group protocol's) needs the sweep's
+discoveries of that method, dataset and seed, and trains on the best of them (XRM's rule: the
+largest final flip rate), so it is planned only once they are done.
 
 A spec (YAML)::
 
     name: demo                          # default: the file's stem; the sweep dir is sweeps/<name>
     datasets: [colored_digits]          # names, or {name: ..., options: {...}}
-    algorithms:                         # names (crossed with `groups`), or
-      - erm                             # {name: ..., groups: [...], overrides: {...}}
+    algorithms:                         # names (crossed with the axes), or
+      - erm                             # {name: ..., axes: {...}, groups: [...], overrides: {...}}
       - {name: group_dro, overrides: {algorithm.hparams.eta: 0.05}}
       - group_dro                       # a second arm of group_dro: its trials' `arm` is ""
-    groups: [annotated]                 # annotated | classes | none | inferred:<discovery method>
+    axes:                               # any config key with a list of values, crossed
+      groups: [annotated, classes]      # (an arm's own axes replace the spec's of the same key)
+      backbone.options.last_width: [16, 32]
+    groups: [annotated]                 # the same as axes: {groups: [...]} (also in an arm item):
+                                        # annotated | classes | none | inferred:<discovery method>
     hparam_draws: 4                     # draws 0..3 of every hparam space (0 = the defaults)
     seeds: 3                            # seeds 0..2 (or a list)
     overrides: {steps: 600, eval_every: 50}
-    discovery:                          # needed by `inferred:<method>` group sources
+    discovery:                          # discovery trials, for `inferred:<method>` groups
       algorithms: [xrm]                 # names, or {name: ..., overrides: {...}, hparam_draws: N}
       hparam_draws: 2
       seeds: paired                     # paired: one discovery per seed; shared: seed 0 for all
@@ -28,7 +32,7 @@ A spec (YAML)::
     launcher: {name: processes, workers: 2}   # or local, processes:2 (shorthand), or
                                         # {name: slurm, partition: debug, time_min: 60, mem_gb: 4, ...}
     kind: train                         # the trials' kind: train, or probe (overrides then set
-                                        # probe.tasks: each trial trains its network, then probes it)
+                                        # probe.tasks; each pretraining run is a trial of its own)
 
 Each trial's config carries ``arm``: the label of its arm's own overrides (:func:`arm_label`), not
 hashed, so that two arms of one algorithm that differ only in their overrides stay apart.
@@ -36,8 +40,8 @@ hashed, so that two arms of one algorithm that differ only in their overrides st
 from __future__ import annotations
 
 import copy
+import itertools
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +53,14 @@ from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option
 from harness.core.registry import TRIAL_KINDS
-from harness.runs import discovery as discoveries
 from harness.sweeps.launchers import LauncherChoice, parse_launcher
-from harness.sweeps.trials import Outcome, Trial, is_done, state
+from harness.sweeps.planner import Planner, Report, Waiting, needs_of, run_plan
+from harness.sweeps.planner import states as plan_states
+from harness.sweeps.trials import Trial
 
-SPEC_KEYS = ("name", "datasets", "algorithms", "groups", "hparam_draws", "seeds", "overrides",
+SPEC_KEYS = ("name", "datasets", "algorithms", "axes", "groups", "hparam_draws", "seeds", "overrides",
              "discovery", "launcher", "kind")
+ARM_KEYS = ("name", "axes", "groups", "overrides")
 DISCOVERY_KEYS = ("algorithms", "hparam_draws", "seeds", "overrides")
 DISCOVERY_SEEDS = ("paired", "shared")
 # What the spec's values accept (its mappings' keys are checked where they are read).
@@ -65,21 +71,19 @@ DISCOVERY_SEEDS_OPTION = Option("paired", str, "paired: one discovery per seed; 
 COUNT = Option(1, int, low=1)
 NAME = Option(type=str, noun="name")
 NON_EMPTY_LIST = Option(type=list, non_empty=True)
-PLAIN_GROUPS = ("annotated", "classes", "none")
-INFERRED = configs.INFERRED
-# Set by the sweep's own axes; an override may not change them.
-RESERVED = ("algorithm.name", "algorithm.hparams_seed", "dataset", "seed", "groups", "arm", "run_dir", "output_dir")
+# Set by the sweep itself; neither an override nor an axis may change them.
+RESERVED = ("algorithm.name", "algorithm.hparams_seed", "dataset", "seed", "arm", "run_dir", "output_dir")
 SPEC_FILE = "sweep.yaml"
-# How often a sweep looks again at trials another process is training.
-BUSY_POLL_S = 5.0
+# The spec key that is a spelling of the axis of the same name (the worst-group protocol's).
+LEGACY_AXES = ("groups",)
 
 
 @dataclass
 class Arm:
-    """One algorithm trained on one group source, with its own overrides."""
+    """One algorithm at one point of the axes (config key → value), with its own overrides."""
 
     algorithm: str
-    groups: str
+    point: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +113,7 @@ class Spec:
     launcher: LauncherChoice
     raw: dict[str, Any]
     kind: str = "train"
+    axes: list[str] = field(default_factory=list)  # the axes' config keys, as tables show them
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -130,8 +135,8 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     names = [d["name"] for d in datasets]
     if len(set(names)) != len(names):
         raise HarnessError(f"sweep spec: datasets {names} name a dataset twice; one entry per dataset")
-    groups = [_str(g, "groups") for g in _list(raw, "groups", ["annotated"])]
-    arms = [arm for item in _list(raw, "algorithms", None) for arm in _arms(item, groups)]
+    axes = _axes(raw, "")
+    arms = [arm for item in _list(raw, "algorithms", None) for arm in _arms(item, axes)]
     disc = raw.get("discovery") or {}
     if not isinstance(disc, dict):
         raise HarnessError(f"sweep spec key 'discovery' must be a mapping with keys {', '.join(DISCOVERY_KEYS)}")
@@ -139,14 +144,6 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
         if key not in DISCOVERY_KEYS:
             raise unknown("sweep spec key", f"discovery.{key}", [f"discovery.{k}" for k in DISCOVERY_KEYS])
     methods = dict(_discovery_method(m) for m in _list(disc, "algorithms", None)) if disc else {}
-    for arm in arms:
-        method = arm.groups[len(INFERRED):] if arm.groups.startswith(INFERRED) else None
-        if method is not None and "/" not in method and method not in methods:
-            accepted = [INFERRED + m for m in methods] + [INFERRED + "<path of a discovery run folder>"]
-            raise HarnessError(f"sweep spec: group source {arm.groups!r} of {arm.algorithm} names no method of "
-                               f"discovery.algorithms; accepted: {', '.join(accepted)}")
-        if method is None and arm.groups not in PLAIN_GROUPS:
-            raise unknown("group source", arm.groups, [*PLAIN_GROUPS, "inferred:<discovery method>"])
     seeds = SEEDS.check("sweep spec key 'seeds'", raw.get("seeds", SEEDS.default))
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     discovery_seeds = DISCOVERY_SEEDS_OPTION.check("sweep spec key 'discovery.seeds'",
@@ -155,6 +152,11 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
     kinds = [k for k in TRIAL_KINDS.names() if k != "discovery"]
     kind = Option("train", str, choices=tuple(kinds)).check("sweep spec key 'kind'", raw.get("kind", "train"))
     overrides = _overrides(raw.get("overrides"), "overrides")
+    for arm in arms:
+        clash = sorted(k for k in {**overrides, **arm.overrides} for a in arm.point if k == a or k.startswith(a + "."))
+        if clash:
+            raise HarnessError(f"sweep spec: the overrides of {arm.algorithm} set {clash[0]!r}, an axis of the sweep; "
+                               "set it in one place")
     if kind == "probe":
         _check_probe_tasks(overrides, arms)
     return Spec(
@@ -164,7 +166,7 @@ def parse_spec(raw: dict[str, Any]) -> Spec:
         overrides=overrides, discovery=methods,
         discovery_draws=_count(disc, "hparam_draws", "discovery."), discovery_seeds=discovery_seeds,
         discovery_overrides=_overrides(disc.get("overrides"), "discovery.overrides"),
-        launcher=launcher, raw=raw, kind=kind,
+        launcher=launcher, raw=raw, kind=kind, axes=list(dict.fromkeys(k for arm in arms for k in arm.point)),
     )
 
 
@@ -227,15 +229,36 @@ def _discovery_method(item: Any) -> tuple[str, Method]:
                        f"got {shown(item)}")
 
 
-def _arms(item: Any, groups: list[str]) -> list[Arm]:
+def _axes(raw: dict, where: str) -> dict[str, list]:
+    """The axes of a spec or an arm item: ``axes`` (config key → list of values) and the keys
+    that spell an axis (``groups: [...]``), each a non-empty list."""
+    given = raw.get("axes") or {}
+    if not isinstance(given, dict):
+        raise HarnessError(f"sweep spec: {where}axes must be a mapping of config keys to lists of values, "
+                           f"e.g. axes: {{backbone.options.last_width: [16, 32]}}, got {shown(given)}")
+    axes = {key: [_str(v, key) for v in _list(raw, key, None)] for key in LEGACY_AXES if key in raw}
+    for key, values in given.items():
+        if not isinstance(key, str) or not key:
+            raise HarnessError(f"sweep spec: {where}axes keys are config keys such as backbone.options.width, "
+                               f"got {shown(key)}")
+        if key in axes:
+            raise HarnessError(f"sweep spec: {where}{key} is given twice, as a key and in axes; keep one")
+        if any(key == r or key.startswith(r + ".") for r in RESERVED):
+            raise HarnessError(f"sweep spec: {where}axes sets {key!r}, which the sweep sets itself; use the spec's "
+                               "datasets, algorithms, hparam_draws and seeds keys")
+        axes[key] = _list(given, key, None)
+    return axes
+
+
+def _arms(item: Any, axes: dict[str, list]) -> list[Arm]:
     if isinstance(item, str):
-        return [Arm(item, g) for g in groups]
-    if isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= {"name", "groups", "overrides"}:
-        own = [_str(g, "groups") for g in _list(item, "groups", groups)]
-        overrides = _overrides(item.get("overrides"), f"overrides of {item['name']}")
-        return [Arm(item["name"], g, overrides) for g in own]
-    raise HarnessError(f"sweep spec: an algorithm is a name or {{name: ..., groups: [...], overrides: {{...}}}}, "
-                       f"got {shown(item)}")
+        item = {"name": item}
+    if not (isinstance(item, dict) and isinstance(item.get("name"), str) and set(item) <= set(ARM_KEYS)):
+        raise HarnessError("sweep spec: an algorithm is a name or {name: ..., axes: {...}, groups: [...], "
+                           f"overrides: {{...}}}}, got {shown(item)}")
+    own = {**axes, **_axes(item, f"{item['name']}.")}
+    overrides = _overrides(item.get("overrides"), f"overrides of {item['name']}")
+    return [Arm(item["name"], dict(zip(own, values)), overrides) for values in itertools.product(*own.values())]
 
 
 def _overrides(value: Any, where: str) -> dict[str, Any]:
@@ -248,7 +271,7 @@ def _overrides(value: Any, where: str) -> dict[str, Any]:
     for key in flat:
         if any(key == r or key.startswith(r + ".") for r in RESERVED):
             raise HarnessError(f"sweep spec: {where} sets {key!r}, which the sweep sets itself; use the spec's "
-                               "datasets, algorithms, groups, hparam_draws and seeds keys")
+                               "datasets, algorithms, axes, hparam_draws and seeds keys")
     return flat
 
 
@@ -264,83 +287,62 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 # --- planning -----------------------------------------------------------------------------
 
-def resolve_trial(kind: str, sweep_dir: Path, dataset: dict, algorithm: str, groups: str, config_groups: str,
-                  draw: int, seed: int, *overrides: dict[str, Any], arm: str = "") -> Trial:
-    """The trial at one point of the sweep's axes: overrides (later layers win), then the axes;
-    resolved, and placed in ``sweep_dir/<its hash>``."""
+def resolve_trial(kind: str, sweep_dir: Path, dataset: dict, algorithm: str, draw: int, seed: int,
+                  *overrides: dict[str, Any], point: dict[str, Any] | None = None, arm: str = "") -> Trial:
+    """The trial at one point of the sweep's axes: overrides (later layers win), then the axes,
+    then what the trial kind sets; resolved. Placed in ``sweep_dir/<its hash>`` unless what it
+    needs completes its config later (then its ``run_dir`` is None)."""
     raw: dict[str, Any] = {}
-    for layer in overrides:
+    for layer in (*overrides, point or {}, dict(TRIAL_KINDS.get(kind).obj.sets)):
         for key, value in layer.items():
             configs.set_dotted(raw, key, copy.deepcopy(value))
-    raw.update({"dataset": copy.deepcopy(dataset), "groups": config_groups, "seed": seed, "arm": arm,
-                "output_dir": str(sweep_dir)})
+    raw.update({"dataset": copy.deepcopy(dataset), "seed": seed, "arm": arm, "output_dir": str(sweep_dir)})
     raw.setdefault("algorithm", {}).update({"name": algorithm, "hparams_seed": draw})
     cfg = configs.resolve(raw)
-    cfg["run_dir"] = str(sweep_dir / configs.config_hash(cfg))
-    return Trial(kind, cfg, groups)
+    trial = Trial(kind, cfg, dict(point or {}))
+    if not any(need.complete is not None for need in needs_of(trial)):
+        cfg["run_dir"] = str(sweep_dir / configs.config_hash(cfg))
+    return trial
 
 
 class Plan:
     """The trials of a spec in a sweep folder (an absolute path: SLURM jobs and worker
-    processes may run elsewhere)."""
+    processes may run elsewhere): the discovery block's trials, and the spec's own trials with
+    the upstream trials they need (:class:`harness.sweeps.planner.Planner`)."""
 
     def __init__(self, spec: Spec, sweep_dir: str | Path):
         self.spec, self.dir = spec, Path(sweep_dir).resolve()
         self.discovery = unique([
-            resolve_trial("discovery", self.dir, d, method, "none", "none", draw, seed,
+            resolve_trial("discovery", self.dir, d, method, draw, seed,
                           spec.overrides, spec.discovery_overrides, own.overrides)
             for d in spec.datasets for method, own in spec.discovery.items()
             for draw in range(own.hparam_draws or spec.discovery_draws)
             for seed in self._discovery_seeds()
         ])
-        # Downstream configs are checked now with a stand-in folder, so bad input stops before any run.
-        for d in spec.datasets:
-            for arm in spec.arms:
-                self._trial(d, arm, 0, spec.seeds[0], arm.groups if not self._needs(arm) else INFERRED + "pending")
+        # Every config is resolved now, so bad input stops before any run.
+        self.roots = [resolve_trial(spec.kind, self.dir, d, arm.algorithm, draw, seed, spec.overrides,
+                                    arm.overrides, point=arm.point, arm=arm.label)
+                      for d in spec.datasets for arm in spec.arms for seed in spec.seeds
+                      for draw in range(spec.hparam_draws)]
+        self.planner = Planner(self.roots, self.discovery, self._upstream_seed)
+        self.planner.check()
 
     def _discovery_seeds(self) -> list[int]:
         return self.spec.seeds if self.spec.discovery_seeds == "paired" else [0]
 
-    @staticmethod
-    def _needs(arm: Arm) -> str | None:
-        """The discovery method an arm waits for, if any."""
-        if arm.groups.startswith(INFERRED) and "/" not in arm.groups:
-            return arm.groups[len(INFERRED):]
-        return None
+    def _upstream_seed(self, seed: int) -> int:
+        return seed if self.spec.discovery_seeds == "paired" else 0
 
-    def _trial(self, dataset: dict, arm: Arm, draw: int, seed: int, config_groups: str) -> Trial:
-        return resolve_trial(self.spec.kind, self.dir, dataset, arm.algorithm, arm.groups, config_groups, draw, seed,
-                             self.spec.overrides, arm.overrides, arm=arm.label)
+    def trials(self) -> tuple[list[Trial], list[Waiting]]:
+        """Every trial that can be planned now (upstream ones included), and those that wait."""
+        return self.planner.plan()
 
     def downstream(self) -> tuple[list[Trial], list[str]]:
-        """Trials that train on a group source, and what cannot be planned yet (a discovery
-        they depend on is not done), as messages."""
-        trials, waiting = [], []
-        for d in self.spec.datasets:
-            for arm in self.spec.arms:
-                for seed in self.spec.seeds:
-                    groups = arm.groups
-                    method = self._needs(arm)
-                    if method is not None:
-                        found = self.best_discovery(d["name"], method, seed)
-                        if isinstance(found, str):
-                            waiting += [f"{arm.algorithm} ({arm.groups}) on {d['name']}, seed {seed}: {found}"] \
-                                * self.spec.hparam_draws
-                            continue
-                        groups = INFERRED + str(found)
-                    trials += [self._trial(d, arm, draw, seed, groups) for draw in range(self.spec.hparam_draws)]
-        return unique(trials), waiting
-
-    def best_discovery(self, dataset: str, method: str, seed: int) -> Path | str:
-        """The discovery run downstream seed ``seed`` uses, or why there is none yet."""
-        discovery_seed = seed if self.spec.discovery_seeds == "paired" else 0
-        runs = [t for t in self.discovery if t.cfg["dataset"]["name"] == dataset
-                and t.cfg["algorithm"]["name"] == method and t.cfg["seed"] == discovery_seed]
-        pending = [t for t in runs if not is_done(t)]
-        if pending:
-            states = sorted({state(t) for t in pending})
-            return f"waiting for {len(pending)} {method} discovery run(s) ({', '.join(states)})"
-        return Path(discoveries.best_discovery([t.dir for t in runs]))
+        """The trials planned beyond the discovery block's, and what cannot be planned yet (a
+        discovery it depends on is not done), as messages."""
+        trials, waiting = self.planner.plan()
+        discovery = {t.hash for t in self.discovery}
+        return [t for t in trials if t.hash not in discovery], [w.message() for w in waiting]
 
 
 def unique(trials: list[Trial]) -> list[Trial]:
@@ -356,30 +358,6 @@ def unique(trials: list[Trial]) -> list[Trial]:
 
 # --- running ------------------------------------------------------------------------------
 
-@dataclass
-class Report:
-    """What a launch did: counts by outcome, failures (hash → error) and unplanned trials.
-    ``elsewhere``: trials another process (another sweep) was training and finished."""
-
-    ran: int = 0
-    skipped: int = 0
-    resumed: int = 0
-    elsewhere: int = 0
-    failed: dict[str, str] = field(default_factory=dict)
-    waiting: list[str] = field(default_factory=list)
-
-    def add(self, outcomes: list[Outcome]) -> None:
-        for o in outcomes:
-            if o.status == "done":
-                self.ran += 1
-            elif o.status != "busy":
-                self.failed[o.hash] = o.error or "failed"
-
-    @property
-    def ok(self) -> bool:
-        return not (self.failed or self.waiting)
-
-
 def save_spec(spec: Spec, sweep_dir: Path) -> None:
     """The spec beside its trials, so that ``status`` and ``collect`` know what was planned. A
     relaunch with a grown spec (more seeds, draws, algorithms) replaces it; trials are reused by hash."""
@@ -387,35 +365,12 @@ def save_spec(spec: Spec, sweep_dir: Path) -> None:
 
 
 def run_sweep(spec: Spec, sweep_dir: str | Path, launcher: Any) -> Report:
-    """Phase 1: discovery trials; phase 2: the trials that train, planned from phase 1's
-    results. Done trials are skipped, never resubmitted."""
+    """Every trial of the spec, in waves: those whose upstream trials are done first (the
+    discoveries, the pretraining runs), then those planned from them. Done trials are skipped,
+    never resubmitted."""
     plan = Plan(spec, sweep_dir)
     save_spec(spec, plan.dir)
-    report = Report()
-    _launch(plan.discovery, launcher, "discovery trials", report)
-    trials, report.waiting = plan.downstream()
-    _launch(trials, launcher, "trials", report)
-    return report
-
-
-def _launch(trials: list[Trial], launcher: Any, desc: str, report: Report) -> None:
-    """Run what is not done. Trials another live process holds (a concurrent sweep) are waited
-    for, then counted as done elsewhere, or run here if that process left them unfinished, so
-    that sweeps sharing a folder each end knowing every trial's outcome."""
-    todo = [t for t in trials if not is_done(t)]
-    report.skipped += len(trials) - len(todo)
-    report.resumed += sum(state(t) == "interrupted" for t in todo)
-    while todo:
-        outcomes = launcher.run(todo, desc=desc)
-        report.add(outcomes)
-        busy = {o.hash for o in outcomes if o.status == "busy"}
-        todo = [t for t in todo if t.hash in busy]
-        if todo:
-            print(f"{len(todo)} trial(s) are being trained by another process; waiting for them", flush=True)
-        while todo and any(state(t) == "running" for t in todo):
-            time.sleep(BUSY_POLL_S)
-        report.elsewhere += sum(is_done(t) for t in todo)
-        todo = [t for t in todo if not is_done(t)]
+    return run_plan(plan.planner, launcher)
 
 
 def load_plan(sweep_dir: str | Path) -> Plan:
@@ -426,9 +381,7 @@ def load_plan(sweep_dir: str | Path) -> Plan:
     return Plan(parse_spec(files.read_yaml_mapping(path, "sweep spec")), sweep_dir)
 
 
-def status(plan: Plan) -> tuple[list[tuple[Trial, str]], list[str]]:
-    """Every planned trial with its state (one of trials.STATES), and the trials that wait
-    for discovery (counted as not started)."""
-    trials, waiting = plan.downstream()
-    return [(t, state(t)) for t in plan.discovery + trials], waiting
-
+def status(plan: Plan) -> tuple[list[tuple[Trial, str]], list[tuple[Waiting, str]], dict[str, Trial]]:
+    """Every planned trial with its state (one of planner.PLAN_STATES), the trials that wait
+    (``not started``, or ``blocked`` by a failed upstream) and the planned trials by hash."""
+    return plan_states(plan.planner)

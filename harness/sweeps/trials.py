@@ -25,14 +25,14 @@ import tempfile
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from harness.core import config as configs
 from harness.core import files
 from harness.core.registry import TRIAL_KINDS, TrialKind
-from harness.runs.run import read_checkpoint
+from harness.runs.run import CHECKPOINT, read_checkpoint
 
 LOCK, ERROR, RECORD = "running.json", "error.txt", "trial.json"
 HEARTBEAT_S = 30.0
@@ -44,12 +44,14 @@ STATES = ("done", "running", "failed", "interrupted", "not started")
 
 @dataclass
 class Trial:
-    """A run of a sweep. ``groups`` is the spec's group source (``annotated``,
-    ``inferred:xrm``, ...), which for inferred groups is not the config's folder path."""
+    """A run of a sweep. ``axes``: the values of the spec's axes as the spec wrote them (groups
+    ``inferred:xrm``, where the config names the discovery's folder); ``needs``: the hashes of
+    the upstream trials that must be done first (harness.sweeps.planner)."""
 
     kind: str
     cfg: dict[str, Any]
-    groups: str
+    axes: dict[str, Any] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()
 
     @property
     def kind_entry(self) -> TrialKind:
@@ -67,7 +69,8 @@ class Trial:
     def label(self) -> str:
         c = self.cfg
         arm = f" [{c['arm']}]" if c.get("arm") else ""
-        return (f"{c['algorithm']['name']}{arm} on {c['dataset']['name']}, groups {self.groups}, "
+        axes = "".join(f", {key} {value}" for key, value in self.axes.items())
+        return (f"{c['algorithm']['name']}{arm} on {c['dataset']['name']}{axes}, "
                 f"draw {c['algorithm']['hparams_seed']}, seed {c['seed']}")
 
 
@@ -130,7 +133,7 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
 
 def resumed_step(run_dir: Path) -> int:
     """The step an attempt starts from: that of the run's checkpoint, 0 without a readable one."""
-    state = read_checkpoint(run_dir / "checkpoint.pt")
+    state = read_checkpoint(run_dir / CHECKPOINT)
     return int(state["step"]) if state is not None else 0
 
 
