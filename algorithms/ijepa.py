@@ -55,7 +55,8 @@ class Predictor(TokenMixer):
         block's mask tokens (StoP: their positions noised, in training only)."""
         masks = self.masked(targets)
         if self.training and self.stop_sigma > 0:
-            noise = torch.randn(*targets.shape, self.embed.in_features, device=z.device) * self.stop_sigma
+            # drawn on the CPU, whose RNG state the run checkpoint holds
+            noise = torch.randn(*targets.shape, self.embed.in_features).to(z.device) * self.stop_sigma
             masks = masks + F.linear(noise, self.embed.weight)
         known = self.known(z, context).repeat(len(targets), 1, 1)
         return torch.cat([known, masks.flatten(0, 1)], 1)
