@@ -289,7 +289,7 @@ def _check_patches(name: str, input_shape: tuple[int, ...], patch: int) -> None:
 @BACKBONES.register("vit", hparams={
     "patch_size": Hparam(2, fixed(2), "patch side in pixels (divides the image's height and width)", low=1),
     "width": Hparam(64, fixed(64), "token width", low=1),
-    "depth": Hparam(4, fixed(4), "transformer blocks", low=1),
+    "depth": Hparam(4, fixed(4), "transformer blocks (0: patch embedding and norm only)", low=0),
     "heads": Hparam(4, fixed(4), "attention heads (divide the width)", low=1),
     "mlp_ratio": Hparam(4.0, fixed(4.0), "MLP hidden width over token width", low=0, low_open=True),
     "class_token": Hparam(False, fixed(False), "a class token (output: it; else the mean patch token)"),
