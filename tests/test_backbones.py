@@ -300,3 +300,10 @@ def test_timm_vits_have_block_layers_token_access_and_the_inputs_size():
         assert torch.allclose(got["output"], net(x), atol=1e-5)
         assert net.tokens(x, torch.tensor([[0, 3], [1, 2]])).shape == (2, 2, 192)
     assert parameter_count("timm:vit_tiny_patch16_224", (3, 32, 32), {}) == sum(p.numel() for p in net.parameters())
+
+
+def test_options_vit_shares_with_the_mlp_keep_their_meaning_under_backbone_auto():
+    from harness.core import config
+
+    cfg = config.load(None, ["backbone.options.depth=0", "backbone.options.width=16"])  # the MLP's, for colored_digits
+    assert cfg["backbone"]["options"] == {"depth": 0, "width": 16}

@@ -286,3 +286,11 @@ def test_a_probe_trial_reads_every_block_of_an_ijepa_runs_context_encoder(tmp_pa
     info = json.loads((out / "info.json").read_text())
     assert info["layers"] == ["block1", "block2", "output"]
     assert (out / "predictions" / "digits" / "block1.npz").exists()
+
+
+@pytest.mark.parametrize("name", ["ijepa", "mae"])
+def test_a_class_token_attends_but_is_neither_masked_nor_predicted(tmp_path, name):
+    algo, dataset = algorithm(tmp_path, name, "backbone.options.class_token=true")
+    batch = protocol_of(cfg_of(tmp_path, name)).batch(dataset.splits["train"], torch.arange(8), None)
+    assert math.isfinite(float(algo.update(batch, 0)["loss"]))
+    assert algo.probe_network().layer_names == ["block1", "block1_cls", "block2", "block2_cls", "output"]
