@@ -25,15 +25,18 @@ def harness_rate(folder: str, steps: int, batch_size: int, *overrides: str) -> f
 
 
 def main(description: str, harness_loop: Callable[[int, int, str], float], hand_written: Callable[[int, int], float],
-         steps: int, batch_size: int, warmup: int) -> None:
+         steps: int, batch_size: int, warmup: int, report: Callable[[], None] | None = None) -> None:
     """``harness_loop(steps, batch size, folder)`` and ``hand_written(steps, batch size)`` each
-    return examples per second."""
+    return examples per second; ``report`` prints what else was measured, before the ratio."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--smoke", action="store_true", help="a few steps, one round (seconds): the script runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.rounds, warmup = min(args.steps, 4), 1, min(warmup, 2)
     torch.set_num_threads(args.threads)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -44,4 +47,6 @@ def main(description: str, harness_loop: Callable[[int, int, str], float], hand_
             print(f"round {r}: harness {ours[-1]:,.0f} ex/s, hand-written {theirs[-1]:,.0f} ex/s")
     a, b = statistics.median(ours), statistics.median(theirs)
     print(f"median: harness {a:,.0f} ex/s, hand-written {b:,.0f} ex/s")
+    if report is not None:
+        report()
     print(f"ratio: {a / b:.3f}")

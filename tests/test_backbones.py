@@ -50,6 +50,9 @@ LAYERS = [
     ("text:50", (2, 7), {"embed_dim": 6, "width": 5, "depth": 2}, {"embedding": 6, "hidden1": 5, "output": 5}),
     ("timm:resnet18", (3, 32, 32), {},
      {"act1": 64, "layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512, "output": 512}),
+    ("vit", (2, 8, 8), {"width": 8, "depth": 2, "heads": 2}, {"block1": 8, "block2": 8, "output": 8}),
+    ("vit", (1, 6, 6), {"patch_size": 3, "width": 8, "depth": 2, "heads": 2, "class_token": True},
+     {"block1": 8, "block1_cls": 8, "block2": 8, "block2_cls": 8, "output": 8}),
 ]
 
 
@@ -112,6 +115,7 @@ def test_layers_are_what_the_blocks_compute_pooled():
     ("mlp", (2, 4, 4), {"width": 8, "depth": 3}, "hidden1", lambda net: net[2]),
     ("text:50", (2, 7), {"depth": 2}, "embedding", lambda net: net[1]),
     ("timm:resnet18", (3, 32, 32), {}, "layer2", lambda net: net.layer3),
+    ("vit", (2, 8, 8), {"width": 8, "depth": 3, "heads": 2}, "block2", lambda net: net.blocks[2]),
 ])
 def test_intermediates_stop_after_the_deepest_layer_asked_for(name, shape, options, shallow, deeper):
     net = backbone_factory(name, shape, options)().eval()
@@ -231,3 +235,75 @@ def test_domainbed_mnist_cnn_dims_layers_and_parameter_count():
     convs = 2 * 64 * 9 + 64 + 64 * 128 * 9 + 128 + 2 * (128 * 128 * 9 + 128)
     norms = 2 * (64 + 3 * 128)
     assert parameter_count("domainbed_mnist_cnn", (2, 28, 28), {}) == convs + norms == 371136
+
+
+def vit_net(**options):
+    return backbone_factory("vit", (2, 8, 8), {"width": 8, "depth": 2, "heads": 2, **options})().eval()
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_vit_layers_are_each_blocks_mean_patch_token_and_class_token(class_token):
+    net = vit_net(class_token=class_token)
+    x = torch.randn(2, 2, 8, 8)
+    with torch.no_grad():
+        got = net.intermediates(x, net.layer_names)
+        t = net.norm_pre(net._pos_embed(net.patch_embed(x)))
+        prefix = 1 if class_token else 0
+        for i, block in enumerate(net.blocks, 1):
+            t = block(t)
+            assert torch.allclose(got[f"block{i}"], t[:, prefix:].mean(1), atol=1e-6)
+            if class_token:
+                assert torch.allclose(got[f"block{i}_cls"], t[:, 0], atol=1e-6)
+        final = net.norm(t)
+        assert torch.allclose(got["output"], final[:, 0] if class_token else final.mean(1), atol=1e-6)
+
+
+@pytest.mark.parametrize("class_token", [False, True])
+def test_vit_tokens_see_only_the_kept_patches(class_token):
+    net = vit_net(class_token=class_token)
+    x = torch.randn(2, 2, 8, 8)
+    keep = torch.tensor([[0, 5, 10, 15], [1, 2, 3, 12]])  # of the 4x4 grid of 2x2 patches
+    with torch.no_grad():
+        whole = net.tokens(x)
+        assert whole.shape == (2, 16, 8) and net.grid == (4, 4)
+        if not class_token:
+            assert torch.allclose(whole.mean(1), net(x), atol=1e-6)
+        some = net.tokens(x, keep)
+        assert some.shape == (2, 4, 8)
+        y = x.clone()
+        y[0, :, 2:4, 0:2] += 1.0  # patch 4 (row 1, column 0): not kept by example 0
+        assert torch.allclose(net.tokens(y, keep)[0], some[0], atol=1e-6)
+        y[0, :, 0:2, 0:2] += 1.0  # patch 0: kept
+        assert not torch.allclose(net.tokens(y, keep)[0], some[0], atol=1e-4)
+        assert torch.allclose(net.tokens(x, torch.arange(16).repeat(2, 1)), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, shape, options, message", [
+    ("vit", (2, 8, 8), {"patch_size": 3}, "backbone option patch_size: 3 does not divide the image size 8x8"),
+    ("vit", (2, 8, 8), {"width": 10, "heads": 4}, "backbone option heads: 4 does not divide the width 10"),
+    ("timm:vit_tiny_patch16_224", (3, 40, 40), {}, "patch_size: 16 does not divide the image size 40x40"),
+])
+def test_vit_refuses_patches_that_do_not_tile_the_image(name, shape, options, message):
+    with pytest.raises(HarnessError, match=message):
+        backbone_factory(name, shape, options)()
+
+
+def test_timm_vits_have_block_layers_token_access_and_the_inputs_size():
+    from harness.models.backbones import parameter_count
+
+    net = backbone_factory("timm:vit_tiny_patch16_224", (3, 32, 32), {})().eval()
+    assert net.grid == (2, 2) and net.layer_names[:3] == ["block1", "block1_cls", "block2"]
+    assert len(net.layer_names) == 2 * 12 + 1 and net.layer_dims["output"] == 192
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        got = net.intermediates(x, ["block12_cls", "output"])
+        assert torch.allclose(got["output"], net(x), atol=1e-5)
+        assert net.tokens(x, torch.tensor([[0, 3], [1, 2]])).shape == (2, 2, 192)
+    assert parameter_count("timm:vit_tiny_patch16_224", (3, 32, 32), {}) == sum(p.numel() for p in net.parameters())
+
+
+def test_options_vit_shares_with_the_mlp_keep_their_meaning_under_backbone_auto():
+    from harness.core import config
+
+    cfg = config.load(None, ["backbone.options.depth=0", "backbone.options.width=16"])  # the MLP's, for colored_digits
+    assert cfg["backbone"]["options"] == {"depth": 0, "width": 16}

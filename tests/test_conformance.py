@@ -35,6 +35,7 @@ from harness.core.registry import (
 from harness.data.dataset import UNLABELLED, batch_indices
 from harness.models.algorithm import Discoverer
 from harness.models.backbones import OUTPUT, backbone_factory
+from harness.models.masking import MaskedPretrainer
 from harness.protocols.base import protocol as get_protocol
 from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
 
@@ -81,12 +82,18 @@ def small_dataset(name: str) -> list[str]:
     return [f"dataset.name={dataset}", *(f"dataset.options.{k}={v}" for k, v in options.items())]
 
 
+# what masked image modeling methods (a MaskedPretrainer) train: a tiny ViT, 4x4 patches of 2x2 pixels
+TINY_VIT = ["backbone.name=vit", "backbone.options.width=16", "backbone.options.depth=1", "backbone.options.heads=2"]
+
+
 def run_cfg(tmp_path, name: str, *extra: str) -> dict:
     """A resolved config: the protocol's small dataset (colored_digits with an MLP of width 16 for
-    worst-group), STEPS steps, annotated groups (what algorithms that need groups train on; the
-    others ignore them)."""
+    worst-group; a tiny ViT for methods that mask patch tokens), STEPS steps, annotated groups
+    (what algorithms that need groups train on; the others ignore them)."""
     dataset = small_dataset(name)
     narrow = ["backbone.options.width=16"] if dataset[0] == "dataset.name=colored_digits" else []  # its MLP
+    if issubclass(ALGORITHMS.get(name).obj, MaskedPretrainer):
+        narrow = TINY_VIT
     return configs.load(None, [f"output_dir={tmp_path / 'runs'}", f"algorithm.name={name}", f"steps={STEPS}",
                                f"eval_every={CUT}", *narrow, "groups=annotated", "device=cpu", *dataset,
                                *fitted(name), *extra])
@@ -379,6 +386,7 @@ BACKBONE_CASES = {
     "cnn": lambda request: ("cnn", (3, 8, 8), {"channels": (4, 6, 8)}),
     "domainbed_mnist_cnn": lambda request: ("domainbed_mnist_cnn", (2, 14, 14), {}),
     "timm": lambda request: ("timm:resnet18", (3, 32, 32), {}),
+    "vit": lambda request: ("vit", (2, 8, 8), {"patch_size": 2, "width": 8, "depth": 2, "heads": 2, "class_token": True}),
     "text": lambda request: ("text:50", (2, 7), {"embed_dim": 6, "width": 5, "depth": 2}),
     "hf": lambda request: (f"hf:{request.getfixturevalue('tiny_bert')}", (2, 7), {}),
 }

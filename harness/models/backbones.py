@@ -1,7 +1,8 @@
 """Backbones: feature extractors with ``n_outputs`` and named layers.
 
-Small ones for small images (``mlp``, ``cnn``, DomainBed's ``domainbed_mnist_cnn``), for token ids (``text:<vocab size>``), any timm
-model by name (``timm:resnet18``) and any Hugging Face encoder (``hf:<name or local folder>``).
+Small ones for small images (``mlp``, ``cnn``, DomainBed's ``domainbed_mnist_cnn``), vision transformers over patch
+tokens (``vit``; timm's ``VisionTransformer``), for token ids (``text:<vocab size>``), any timm
+model by name (``timm:resnet18``, ``timm:vit_tiny_patch16_224``) and any Hugging Face encoder (``hf:<name or local folder>``).
 Nothing is downloaded behind the user's back: timm's pretrained weights (``pretrained=True``) and
 Hugging Face models must be in their local caches.
 
@@ -10,6 +11,10 @@ Every backbone has the same layer interface, for probes and frozen features at a
 ``layer_dims`` (name → feature width) and ``intermediates(x, layers)``, the 2-D features of
 several layers from one forward pass that stops after the deepest one asked for. Convolutional
 maps are global-average-pooled and token states averaged over the attention mask.
+
+Vision transformers (``TokenLayers``) name one layer per block (its patch tokens averaged) and,
+with a class token, one more (``block<i>_cls``); ``tokens(x, keep)`` runs the encoder on the
+patches at the given indices only (masked image modeling: ``harness.models.masking``).
 """
 from __future__ import annotations
 
@@ -216,9 +221,96 @@ class TimmLayers(Layers):
         return out
 
 
+class TokenLayers(Layers):
+    """The layer interface of a timm ``VisionTransformer`` (mixed into its class, parameter names
+    unchanged): per block ``block<i>``, the block's patch tokens averaged, and ``block<i>_cls``,
+    its class token, where there is one; ``output`` as ``forward`` pools it. Token access:
+    ``grid`` (patches per column and row) and ``tokens`` (the encoder on chosen patches)."""
+
+    @property
+    def layer_dims(self) -> dict[str, int]:
+        dims: dict[str, int] = {}
+        for i in range(1, len(self.blocks) + 1):
+            dims[f"block{i}"] = self.embed_dim
+            if self.cls_token is not None:
+                dims[f"block{i}_cls"] = self.embed_dim
+        return {**dims, OUTPUT: self.n_outputs}
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.patch_embed.grid_size)
+
+    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, k, width) patch tokens after the last block and norm, the encoder run on the
+        patches at ``keep`` (N, k) only (row-major indices into ``grid``; None: all of them);
+        the class token, if any, attends too but is not returned."""
+        t = self._pos_embed(self.patch_embed(x))
+        prefix = self.num_prefix_tokens
+        if keep is not None:
+            patches = t[:, prefix:].gather(1, keep.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+            t = torch.cat([t[:, :prefix], patches], 1)
+        return self.norm(self.blocks(self.norm_pre(t)))[:, prefix:]
+
+    def _features(self, x: torch.Tensor, wanted: list[str]) -> dict[str, torch.Tensor]:
+        blocks = sorted({int(n[5:].split("_")[0]) - 1 for n in wanted if n != OUTPUT})
+        if not blocks:
+            return {OUTPUT: self(x)}
+        prefix = self.cls_token is not None
+        options = {"indices": blocks, "return_prefix_tokens": prefix, "output_fmt": "NLC"}
+        out = {}
+        if OUTPUT in wanted:
+            final, maps = self.forward_intermediates(x, **options)
+            out[OUTPUT] = self.forward_head(final)
+        else:
+            maps = self.forward_intermediates(x, intermediates_only=True, stop_early=True, **options)
+        for i, got in zip(blocks, maps):
+            patches, cls = got if prefix else (got, None)
+            if f"block{i + 1}" in wanted:
+                out[f"block{i + 1}"] = patches.mean(1)
+            if f"block{i + 1}_cls" in wanted:
+                out[f"block{i + 1}_cls"] = cls[:, 0]
+        return out
+
+
 @functools.cache
 def _with_layers(cls: type) -> type:
-    return type(cls.__name__, (TimmLayers, cls), {"__module__": cls.__module__})
+    from timm.models.vision_transformer import VisionTransformer
+
+    mixin = TokenLayers if issubclass(cls, VisionTransformer) else TimmLayers
+    return type(cls.__name__, (mixin, cls), {"__module__": cls.__module__})
+
+
+def _check_patches(name: str, input_shape: tuple[int, ...], patch: int) -> None:
+    if len(input_shape) != 3 or input_shape[1] % patch or input_shape[2] % patch:
+        raise HarnessError(f"backbone option patch_size: {patch} does not divide the image size "
+                           f"{'x'.join(map(str, input_shape[1:]))} of {name}; accepted: a divisor of height and width")
+
+
+@BACKBONES.register("vit", hparams={
+    "patch_size": Hparam(2, fixed(2), "patch side in pixels (divides the image's height and width)", low=1),
+    "width": Hparam(64, fixed(64), "token width", low=1),
+    "depth": Hparam(4, fixed(4), "transformer blocks (0: patch embedding and norm only)", low=0),
+    "heads": Hparam(4, fixed(4), "attention heads (divide the width)", low=1),
+    "mlp_ratio": Hparam(4.0, fixed(4.0), "MLP hidden width over token width", low=0, low_open=True),
+    "class_token": Hparam(False, fixed(False), "a class token (output: it; else the mean patch token)"),
+})
+def vit(input_shape: tuple[int, ...], patch_size: int = 2, width: int = 64, depth: int = 4, heads: int = 4,
+        mlp_ratio: float = 4.0, class_token: bool = False) -> nn.Module:
+    """A vision transformer over patch tokens (timm's VisionTransformer, learned positions).
+
+    Layers: block1 .. block<depth> (mean patch token; block<i>_cls with a class token), output
+    (the final-normed class token, or the mean of the final-normed patch tokens)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    _check_patches("vit", input_shape, patch_size)
+    if width % heads:
+        raise HarnessError(f"backbone option heads: {heads} does not divide the width {width}; accepted: a divisor")
+    net = VisionTransformer(img_size=tuple(input_shape[1:]), patch_size=patch_size, in_chans=input_shape[0],
+                            num_classes=0, embed_dim=width, depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+                            class_token=class_token, global_pool="token" if class_token else "avg", fc_norm=False)
+    net.__class__ = _with_layers(type(net))
+    net.n_outputs = net.num_features
+    return net
 
 
 @BACKBONES.register("timm", argument=("model", str), hparams={
@@ -227,12 +319,16 @@ def _with_layers(cls: type) -> type:
 })
 def timm_backbone(input_shape: tuple[int, ...], model: str = "resnet18", pretrained: bool = False,
                   last_width: int = 0, **kwargs: Any) -> nn.Module:
-    """Any timm model by name, written ``timm:<name>``, without its classifier."""
+    """Any timm model by name, written ``timm:<name>``, without its classifier (``vit_*``: for the inputs' image size)."""
     import timm
 
     if model not in timm.list_models() and model not in timm.list_models(pretrained=True):
         raise HarnessError(f"unknown timm model {model!r}; see timm.list_models() for the accepted names")
+    if model.startswith("vit_") and len(input_shape) == 3:
+        kwargs.setdefault("img_size", tuple(input_shape[1:]))  # positions for these images (resampled if pretrained)
     net = timm.create_model(model, pretrained=pretrained, num_classes=0, in_chans=input_shape[0], **kwargs)
+    if hasattr(net, "patch_embed") and "img_size" in kwargs:
+        _check_patches(f"timm:{model}", input_shape, net.patch_embed.patch_size[0])
     if last_width:
         _resnet_last_width(net, model, last_width)
     net.__class__ = _with_layers(type(net))
