@@ -74,8 +74,8 @@ def test_the_wheel_holds_the_modules_plugins_and_board_data(source, wheel):
     names = set(zipfile.ZipFile(path).namelist())
     package = source / "harness"
     boards = package / "leaderboards"
-    expected = {p.relative_to(source).as_posix() for p in
-                [*package.rglob("*.py"), *boards.glob("*.yaml"), *boards.glob("*.md"), *boards.glob("entries/**/*.json")]}
+    shipped = [*package.rglob("*.py"), *boards.glob("*.yaml"), *boards.glob("*.md"), *boards.glob("entries/**/*.json")]
+    expected = {p.relative_to(source).as_posix() for p in shipped}
     assert {"harness/algorithms/erm.py", "harness/datasets/colored.py", "harness/leaderboards/worst_group.yaml",
             "harness/leaderboards/entries/worst_group/erm--none.json"} <= expected
     assert expected - names == set()
