@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -37,15 +38,35 @@ def test_the_scripts_are_found():
     assert {"feature_cache", "step_overhead", "vs_peers"} <= {p.stem for p in SCRIPTS}
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
-def test_a_benchmark_runs_at_its_smoke_size(script: Path, tmp_path: Path):
+def smoke(script: Path, folder: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     # the timeout only stops a hung script; a smoke run takes seconds
-    done = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path, env=env, capture_output=True,
+    return subprocess.run([sys.executable, str(script), "--smoke"], cwd=folder, env=env, capture_output=True,
                           text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request, tmp_path_factory):
+    """The selected scripts' smoke runs, started together, one per core at a time: each is mostly
+    one single-threaded process importing torch, so on two cores the file takes about half as long.
+    ``{script: (its working folder, the future of its finished process)}``."""
+    selected = [item.callspec.params["script"] for item in request.session.items
+                if item.module is request.module and hasattr(item, "callspec")]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        runs: dict[Path, tuple[Path, Future]] = {}
+        for script in selected:
+            folder = tmp_path_factory.mktemp(script.stem)
+            runs[script] = folder, pool.submit(smoke, script, folder)
+        yield runs
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_a_benchmark_runs_at_its_smoke_size(script: Path, smoke_runs):
+    folder, future = smoke_runs[script]
+    done = future.result()
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     match = RATIO.fullmatch(last)
     assert match, f"last line {last!r}"
     assert math.isfinite(float(match.group(1)))
-    assert list(tmp_path.iterdir()) == []
+    assert list(folder.iterdir()) == []
