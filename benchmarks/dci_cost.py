@@ -10,10 +10,11 @@ importance arithmetic (``dci_from_importances``).
 
 Latents: a run's stored posterior means and factors of its test split (``--run``, its last
 evaluation), or, by default, synthetic latents for dSprites factor classes: 10 codes, each a
-random mixture dominated by one factor, plus noise. Last line:
+random mixture dominated by one factor, plus noise. Both fit with ``--threads`` BLAS/OpenMP
+threads (ours is OpenMP-parallel, the reference is not). Last line:
 ``ratio: <GradientBoostingClassifier seconds over ours>`` (target >= 5, with D within 0.02).
 
-    python benchmarks/dci_cost.py [--points 1500] [--run RUN_DIR]
+    python benchmarks/dci_cost.py [--points 1500] [--run RUN_DIR] [--smoke]
 """
 from __future__ import annotations
 
@@ -24,9 +25,12 @@ from pathlib import Path
 import numpy as np
 from harness.datasets.dsprites import SIZES
 from sklearn.ensemble import GradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from harness.core.files import load_arrays
 from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, dci_from_importances
+
+SMOKE = {"points": 90}  # --smoke: seconds, the same path
 
 
 def reference_dci(codes: np.ndarray, factors: np.ndarray) -> dict[str, float]:
@@ -57,16 +61,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1500, help="points, 2/3 to fit and 1/3 to score")
     parser.add_argument("--run", default="", help="a disentanglement run folder whose test latents to use")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (1 is steadiest on a shared "
+                                                                "machine)")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     codes, factors, what = latents(args)
-    start = time.perf_counter()
-    ours = dci(codes, factors)
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
-    reference = reference_dci(codes, factors)
-    reference_s = time.perf_counter() - start
+    with threadpool_limits(args.threads):
+        start = time.perf_counter()
+        ours = dci(codes, factors)
+        ours_s = time.perf_counter() - start
+        start = time.perf_counter()
+        reference = reference_dci(codes, factors)
+        reference_s = time.perf_counter() - start
     print(f"{what}: {len(codes)} points ({int(len(codes) * DCI_TRAIN_FRACTION)} to fit), "
-          f"factor classes {[len(np.unique(f)) for f in factors.T]}")
+          f"factor classes {[len(np.unique(f)) for f in factors.T]}, {args.threads} thread(s)")
     for key in ("dci_d", "dci_c", "dci_i"):
         print(f"{key}: ours {ours[key]:.4f}, GradientBoostingClassifier {reference[key]:.4f}, "
               f"difference {abs(ours[key] - reference[key]):.4f}")

@@ -4,9 +4,10 @@ machine (gloo, CPU, one thread per rank).
 The same config for both (``batch_size`` is the global batch, so each of 2 ranks computes half):
 colored_digits, the default MLP, a 2-layer projector, Gaussian-noise views. Throughput is rank
 0's ``train_seconds`` (evaluation excluded; it includes waiting for the other rank's gradients
-and gathers). Runs alternate, several rounds; medians. Last line: ``speedup: <2 ranks / 1>``.
+and gathers). Runs alternate, several rounds; medians. Last line: ``ratio: <2 ranks / 1>`` (the
+speedup).
 
-    python benchmarks/ddp_scaling.py [--steps 300] [--rounds 3] [--batch-size 512]
+    python benchmarks/ddp_scaling.py [--steps 300] [--rounds 3] [--batch-size 512] [--smoke]
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from harness.core.files import read_jsonl
 from harness.runs import distributed
 from harness.runs.run import train
 
+SMOKE = {"steps": 3, "rounds": 1, "batch_size": 32}  # --smoke: seconds, the same path
+
 
 def cfg_of(folder: str, steps: int, batch_size: int) -> dict:
+    """The run's config; one torch thread in every rank."""
     return config.load(None, [f"run_dir={folder}", f"steps={steps}", f"eval_every={steps}", "algorithm.name=simclr",
-                              f"algorithm.hparams.batch_size={batch_size}", "device=cpu"])
+                              f"algorithm.hparams.batch_size={batch_size}", "device=cpu", "threads=1"])
 
 
 def rate(folder: str, steps: int, batch_size: int) -> float:
@@ -40,7 +44,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(1)
     one, two = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +59,7 @@ def main() -> None:
             print(f"round {r}: 1 rank {one[-1]:,.0f} ex/s, 2 ranks {two[-1]:,.0f} ex/s")
     a, b = statistics.median(one), statistics.median(two)
     print(f"median: 1 rank {a:,.0f} ex/s, 2 ranks {b:,.0f} ex/s")
-    print(f"speedup: {b / a:.2f}")
+    print(f"ratio: {b / a:.2f}")
 
 
 if __name__ == "__main__":

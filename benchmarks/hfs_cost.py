@@ -6,7 +6,7 @@ other, in one process, and the medians over rounds are compared. The HFS term is
 batch's posterior means over ``--pairs`` latent pairs (B³·pairs distances). Last line:
 ``ratio: <step time with HFS over without>`` (target <= 1.5).
 
-    python benchmarks/hfs_cost.py [--batch-size 64] [--pairs 25] [--steps 10] [--rounds 5]
+    python benchmarks/hfs_cost.py [--batch-size 64] [--pairs 25] [--steps 10] [--rounds 5] [--smoke]
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import time
 import torch
 
 from harness.core.registry import ALGORITHMS, DATASETS
+
+SMOKE = {"batch_size": 8, "pairs": 3, "steps": 1, "rounds": 1}  # --smoke: seconds, the same path
 
 
 def step_seconds(algo: torch.nn.Module, x: torch.Tensor, steps: int) -> float:
@@ -33,7 +35,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     data = DATASETS.get("procedural_dsprites").obj(n_train=args.batch_size, n_val=1, n_test=1, n_shift=1)
     x = data.splits["train"].inputs(torch.arange(args.batch_size))

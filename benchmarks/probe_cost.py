@@ -7,23 +7,28 @@ output), projector1, output. Both variants encode train, val and test for every 
 per-layer variant stops each pass after its layer, as ``intermediates`` does); then the same
 probes (logistic regression over the C grid, kNN) are fitted on either's features. Prints the
 feature-extraction and end-to-end times and, last, ``ratio: <per-layer / one-pass feature
-extraction time>``.
+extraction time>``. Torch and the probes' BLAS run on ``--threads`` threads.
 
     .venv/bin/python benchmarks/probe_cost.py [--size 28] [--batch-size 256] [--projector-width 128] [--repeats 5]
+                                              [--smoke]
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from harness.data.tasks import fit_inputs, labels, task_dataset
 from harness.models.backbones import Backbone, cnn
 from harness.models.probes import probe_layer
 from harness.runs.features import encode_layers
+
+SMOKE = {"size": 14, "batch_size": 64, "projector_width": 16, "repeats": 1, "examples": 120}  # --smoke: seconds
 
 
 def cnn_with_projector(input_shape: tuple[int, ...], width: int = 128) -> Backbone:
@@ -46,8 +51,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--projector-width", type=int, default=128, help="0: the cnn alone (5 layers)")
     parser.add_argument("--repeats", type=int, default=5, help="feature extraction timed as the best of these")
+    parser.add_argument("--examples", type=int, default=0, help="the first N examples of each split (0: all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1 is steadiest on a shared "
+                                                                "machine)")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)
     dataset, column = task_dataset("digits")
+    if args.examples:
+        dataset = dataclasses.replace(dataset, splits={name: split.subset(torch.arange(min(args.examples, len(split))))
+                                                       for name, split in dataset.splits.items()})
     dataset = fit_inputs(dataset, (2, args.size, args.size))
     net = cnn_with_projector(dataset.input_shape, args.projector_width)
     layers = net.layer_names

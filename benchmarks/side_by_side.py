@@ -1,5 +1,6 @@
 """The driver the loop-overhead benchmarks share: the harness and a hand-written loop, alternated
-over several rounds in one process, medians compared; the last line is ``ratio: <ours / theirs>``."""
+over several rounds in one process, medians compared; the last line is ``ratio: <ours / theirs>``.
+``--smoke`` runs both for a few steps, one round: seconds, the same path."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,8 @@ import torch
 from harness.core import config
 from harness.core.files import read_jsonl
 from harness.runs.run import train
+
+SMOKE = {"steps": 3, "rounds": 1, "batch_size": 16}
 
 
 def harness_rate(folder: str, steps: int, batch_size: int, *overrides: str) -> float:
@@ -33,14 +36,14 @@ def main(description: str, harness_loop: Callable[[int, int, str], float], hand_
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--smoke", action="store_true", help="a few steps, one round (seconds): the script runs")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
     if args.smoke:
-        args.steps, args.rounds, warmup = min(args.steps, 4), 1, min(warmup, 2)
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        harness_loop(warmup, args.batch_size, f"{tmp}/warmup")
+        harness_loop(min(warmup, args.steps), args.batch_size, f"{tmp}/warmup")
         for r in range(args.rounds):
             theirs.append(hand_written(args.steps, args.batch_size))
             ours.append(harness_loop(args.steps, args.batch_size, f"{tmp}/round{r}"))

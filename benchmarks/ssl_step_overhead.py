@@ -8,7 +8,7 @@ one process; medians compared. The harness side is timed from its per-evaluation
 ``train_seconds`` (evaluation excluded). Last line: ``ratio: <harness ex/s over hand-written>``
 (target ≥ 0.95).
 
-    python benchmarks/ssl_step_overhead.py [--steps 600] [--rounds 5]
+    python benchmarks/ssl_step_overhead.py [--steps 600] [--rounds 5] [--smoke]
 """
 from __future__ import annotations
 

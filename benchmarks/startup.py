@@ -1,7 +1,7 @@
 """Start-up cost of the CLI: ``python -c pass``, ``harness --help``, ``harness list`` (which loads every
 plugin, so imports torch) and ``python -c 'import torch'``, each a
 fresh subprocess, alternated over several rounds; medians printed. The last line is
-``ratio: <harness --help wall / python -c pass wall>``.
+``ratio: <harness --help wall / python -c pass wall>``. ``--smoke``: one round, no warm-up pass.
 
     OMP_NUM_THREADS=1 python benchmarks/startup.py --rounds 7
 """
@@ -28,8 +28,11 @@ def wall(command: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="one round without warming the file cache: seconds")
     args = parser.parse_args()
-    for command in COMMANDS.values():  # warm the file cache
+    if args.smoke:
+        args.rounds = 1
+    for command in [] if args.smoke else COMMANDS.values():  # warm the file cache
         wall(command)
     walls: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for r in range(args.rounds):

@@ -5,7 +5,7 @@ the two are run alternately, several rounds, in one process, and the medians com
 harness side is timed from its own per-evaluation ``train_seconds`` (evaluation excluded, as the
 hand-written loop does none). Last line: ``ratio: <harness examples/s over hand-written>``.
 
-    python benchmarks/step_overhead.py [--steps 1500] [--rounds 5]
+    python benchmarks/step_overhead.py [--steps 1500] [--rounds 5] [--smoke]
 """
 from __future__ import annotations
 

@@ -9,11 +9,13 @@ evaluated every 50, as in the quickstart) run
   DomainBed's launchers start one process per trial; two at a time so that both sides use the
   two cores), every process with one torch thread like our workers (OMP_NUM_THREADS=1).
 
-Both sides start from empty folders, and their results must be identical (checked). Wall
-clock of each side, alternated over rounds; the medians are compared. Last line:
-``ratio: <trials per hour, ours over theirs>``.
+Every trial runs on one torch thread on both sides (``threads: 1``, not hashed). Both sides start
+from empty folders, and their results must be identical (checked). Wall clock of each side,
+alternated over rounds; the medians are compared. Last line:
+``ratio: <trials per hour, ours over theirs>``. ``--smoke``: one ERM trial of a few steps, one
+worker a side.
 
-    python benchmarks/sweep_throughput.py [--rounds 1] [--steps 600]
+    python benchmarks/sweep_throughput.py [--rounds 1] [--steps 600] [--smoke]
 """
 from __future__ import annotations
 
@@ -32,24 +34,26 @@ from harness.core.files import read_jsonl, write_text
 from harness.sweeps import sweep
 from harness.sweeps.launchers import Processes
 
-WORKERS = 2
+ALGORITHMS = ["erm", "group_dro"]
+# --smoke: seconds, the same path
+SMOKE = {"steps": 4, "hparam_draws": 1, "seeds": 1, "algorithms": ["erm"], "workers": 1}
 
 
-def spec(steps: int) -> sweep.Spec:
-    return sweep.parse_spec({"name": "throughput", "datasets": ["colored_digits"], "algorithms": ["erm", "group_dro"],
-                             "hparam_draws": 2, "seeds": 3, "launcher": f"processes:{WORKERS}",
-                             "overrides": {"steps": steps, "eval_every": 50}})
+def spec(algorithms: list[str], steps: int, hparam_draws: int, seeds: int, workers: int) -> sweep.Spec:
+    return sweep.parse_spec({"name": "throughput", "datasets": ["colored_digits"], "algorithms": algorithms,
+                             "hparam_draws": hparam_draws, "seeds": seeds, "launcher": f"processes:{workers}",
+                             "overrides": {"steps": steps, "eval_every": min(50, steps), "threads": 1}})
 
 
-def ours(s: sweep.Spec, folder: Path) -> float:
+def ours(s: sweep.Spec, folder: Path, trials: int, workers: int) -> float:
     start = time.perf_counter()
-    report = sweep.run_sweep(s, folder, Processes(WORKERS))
+    report = sweep.run_sweep(s, folder, Processes(workers))
     seconds = time.perf_counter() - start
-    assert report.ok and report.ran == 12, report
+    assert report.ok and report.ran == trials, report
     return seconds
 
 
-def theirs(s: sweep.Spec, folder: Path) -> float:
+def theirs(s: sweep.Spec, folder: Path, workers: int) -> float:
     trials, _ = sweep.Plan(s, folder).downstream()
     commands = []
     for trial in trials:
@@ -58,7 +62,7 @@ def theirs(s: sweep.Spec, folder: Path) -> float:
         commands.append([sys.executable, "-m", "harness", "train", str(path), "--no-progress"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(workers) as pool:
         codes = list(pool.map(lambda c: subprocess.run(c, env=env, stdout=subprocess.DEVNULL).returncode, commands))
     seconds = time.perf_counter() - start
     assert codes == [0] * len(commands), codes
@@ -76,19 +80,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--hparam-draws", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of ours, trials at a time of theirs")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
-    s = spec(args.steps)
+    args.algorithms = ALGORITHMS
+    if args.smoke:
+        vars(args).update(SMOKE)
+    workers = args.workers
+    s = spec(args.algorithms, args.steps, args.hparam_draws, args.seeds, workers)
+    trials = len(args.algorithms) * args.hparam_draws * args.seeds
     times: dict[str, list[float]] = {"ours": [], "theirs": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             a, b = Path(tmp) / f"ours{r}", Path(tmp) / f"theirs{r}"
-            times["ours"].append(ours(s, a))
-            times["theirs"].append(theirs(s, b))
-            print(f"round {r}: processes:{WORKERS} {times['ours'][-1]:.1f} s, one process per trial "
+            times["ours"].append(ours(s, a, trials, workers))
+            times["theirs"].append(theirs(s, b, workers))
+            print(f"round {r}: processes:{workers} {times['ours'][-1]:.1f} s, one process per trial "
                   f"{times['theirs'][-1]:.1f} s, identical results: {same_results(a, b, s)}", flush=True)
-    rate = {side: 12 * 3600 / statistics.median(t) for side, t in times.items()}
+    rate = {side: trials * 3600 / statistics.median(t) for side, t in times.items()}
     print(f"{'':28}{'wall s (median)':>16}{'trials/hour':>14}")
-    print(f"{f'ours (processes:{WORKERS})':28}{statistics.median(times['ours']):16.1f}{rate['ours']:14.0f}")
+    print(f"{f'ours (processes:{workers})':28}{statistics.median(times['ours']):16.1f}{rate['ours']:14.0f}")
     print(f"{'theirs (process per trial)':28}{statistics.median(times['theirs']):16.1f}{rate['theirs']:14.0f}")
     print(f"ratio: {rate['ours'] / rate['theirs']:.2f}")
 

@@ -21,8 +21,13 @@ average accuracy on both sides, and the peer's test "wga" (its ColorMNIST test s
 attribute value, so that is the worst class) against our test worst-class accuracy, at the
 checkpoint and draw with the best validation worst-group accuracy on the inferred groups.
 
+``--smoke`` runs our side of both comparisons alone (no peer checkouts), at a tiny size on
+random images written as Fashion-MNIST's IDX files (one draw, a few steps, 40/20/20 examples);
+with no peer wall to compare, its last line is our XRM recipe's wall over our ERM trial's.
+
     OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --xrm-repo /work/peers/XRM \\
         --domainbed-repo /work/peers/DomainBed --peer-python /work/peers/venv/bin/python
+    OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --smoke
 """
 from __future__ import annotations
 
@@ -41,6 +46,9 @@ import numpy as np
 from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, fashion_files
 
 XRM_DATASET = "ColorMNIST"
+# train, val and test examples of our side of each comparison
+XRM_SIZES, DOMAINBED_SIZES, SMOKE_SIZES = (50000, 10000, 10000), (37333, 9333, 10000), (40, 20, 20)
+SMOKE = {"steps": 3, "hparam_sets": 1, "domainbed_steps": 3}  # --smoke: seconds, the same path for our side
 
 
 def xrm_draw(comb: int) -> dict[str, float]:
@@ -64,6 +72,19 @@ def prepare_data(fashion_root: Path, work: Path) -> Path:
         data = gzip.decompress(data) if path.suffix == ".gz" else data
         (raw / name).write_bytes(data)
     return work / "data"
+
+
+def random_fashion(folder: Path, n_train: int, n_test: int) -> Path:
+    """Random 28x28 images and classes in Fashion-MNIST's four gzipped IDX files (Debian's layout),
+    for --smoke: what prepare_data and colored_fashion_mnist read, without the dataset."""
+    rng = np.random.RandomState(0)
+    folder.mkdir(parents=True)
+    for name, n in zip(FASHION_FILES, (n_train, n_train, n_test, n_test)):
+        shape = (n, 28, 28) if "images" in name else (n,)
+        values = rng.randint(0, 256 if "images" in name else 10, shape).astype(np.uint8)
+        header = bytes([0, 0, 0x08, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
+        (folder / f"{name}.gz").write_bytes(gzip.compress(header + values.tobytes()))
+    return folder
 
 
 def timed(command: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
@@ -106,11 +127,14 @@ def xrm_peer(repo: Path, python: str, data: Path, folder: Path, args: argparse.N
     return wall, {"test_avg_acc": best["te_avg_acc"], "test_worst_class_acc": best["te_wga"], "step": best["step"]}
 
 
-def xrm_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, dict]:
+def xrm_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str],
+             sizes: tuple[int, int, int]) -> tuple[float, dict]:
     folder.mkdir(parents=True)
     log = folder / "log.txt"
+    n_train, n_val, n_test = sizes
     common = ["dataset.name=colored_fashion_mnist", f"dataset.options.root={data / 'MNIST' / 'raw'}",
-              "dataset.options.n_train=50000", "dataset.options.n_val=10000", "dataset.options.n_test=10000",
+              f"dataset.options.n_train={n_train}", f"dataset.options.n_val={n_val}",
+              f"dataset.options.n_test={n_test}",
               "backbone.name=mlp", f"steps={args.steps}", "eval_every=50", f"output_dir={folder}", "device=cpu"]
     wall, discoveries = 0.0, []
     for comb in range(args.hparam_sets):
@@ -147,12 +171,15 @@ def domainbed_peer(repo: Path, python: str, data: Path, folder: Path, args: argp
                   "val_avg_acc": (last["env0_out_acc"] + last["env1_out_acc"]) / 2, "step": last["step"]}
 
 
-def domainbed_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str]) -> tuple[float, dict]:
+def domainbed_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict[str, str],
+                   sizes: tuple[int, int, int]) -> tuple[float, dict]:
     folder.mkdir(parents=True)
     steps = args.domainbed_steps
     run = folder / "erm"
+    n_train, n_val, n_test = sizes
     command = harness("train", "dataset.name=colored_fashion_mnist", f"dataset.options.root={data / 'MNIST' / 'raw'}",
-                      "dataset.options.n_train=37333", "dataset.options.n_val=9333", "dataset.options.n_test=10000",
+                      f"dataset.options.n_train={n_train}", f"dataset.options.n_val={n_val}",
+                      f"dataset.options.n_test={n_test}",
                       "backbone.name=domainbed_mnist_cnn", "algorithm.name=erm", "algorithm.hparams.batch_size=128",
                       f"steps={steps}", f"eval_every={max(1, steps - 1)}", "device=cpu", f"run_dir={run}")
     wall = timed(command, folder, env, folder / "log.txt")
@@ -176,39 +203,56 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each runs both sides, the peer first in "
                                                               "even rounds, ours first in odd ones")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1)")
+    parser.add_argument("--smoke", action="store_true", help=f"our side alone at a tiny size, on random images: "
+                                                             f"{SMOKE}, {SMOKE_SIZES} examples")
     args = parser.parse_args()
-    if args.xrm_repo is None and args.domainbed_repo is None:
-        parser.error("give --xrm-repo and/or --domainbed-repo")
+    if args.smoke:
+        if args.xrm_repo or args.domainbed_repo:
+            parser.error("--smoke runs our side alone: leave out --xrm-repo and --domainbed-repo")
+        vars(args).update(SMOKE)
+    elif args.xrm_repo is None and args.domainbed_repo is None:
+        parser.error("give --xrm-repo and/or --domainbed-repo (or --smoke)")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="vs_peers_"))
-    data = prepare_data(args.fashion_root, work)
-    comparisons = []
-    if args.xrm_repo:
-        comparisons.append(("xrm_end_to_end", lambda f: xrm_peer(args.xrm_repo, args.peer_python, data, f, args, env),
-                            lambda f: xrm_ours(data, f, args, env)))
-    if args.domainbed_repo:
-        comparisons.append(("domainbed_erm_trial",
-                            lambda f: domainbed_peer(args.domainbed_repo, args.peer_python, data, f, args, env),
-                            lambda f: domainbed_ours(data, f, args, env)))
-    ratios = {}
+    fashion_root = random_fashion(work / "random_fashion", sum(SMOKE_SIZES[:2]), SMOKE_SIZES[2]) if args.smoke \
+        else args.fashion_root
+    data = prepare_data(fashion_root, work)
+    xrm_sizes, domainbed_sizes = (SMOKE_SIZES, SMOKE_SIZES) if args.smoke else (XRM_SIZES, DOMAINBED_SIZES)
+    comparisons = []  # (name, the peer's side (None under --smoke), ours)
+    if args.xrm_repo or args.smoke:
+        peer = None if args.smoke else lambda f: xrm_peer(args.xrm_repo, args.peer_python, data, f, args, env)
+        comparisons.append(("xrm_end_to_end", peer, lambda f: xrm_ours(data, f, args, env, xrm_sizes)))
+    if args.domainbed_repo or args.smoke:
+        peer = None if args.smoke else \
+            lambda f: domainbed_peer(args.domainbed_repo, args.peer_python, data, f, args, env)
+        comparisons.append(("domainbed_erm_trial", peer, lambda f: domainbed_ours(data, f, args, env, domainbed_sizes)))
+    ratios, ours_alone = {}, {}
     try:
         for name, peer, ours in comparisons:
             walls: dict[str, list[float]] = {"peer": [], "ours": []}
             for r in range(args.rounds):
-                sides = [("peer", peer), ("ours", ours)]
+                sides = [("peer", peer), ("ours", ours)] if peer else [("ours", ours)]
                 for side, run in sides if r % 2 == 0 else sides[::-1]:
                     wall, acc = run(work / f"{name}-{side}{r}")
                     walls[side].append(wall)
                     print(f"{name} round {r} {side}: {wall:.1f} s, " + ", ".join(
                         f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()), flush=True)
-            ratios[name] = float(np.median(walls["peer"]) / np.median(walls["ours"]))
-            print(f"{name}: median peer {np.median(walls['peer']):.1f} s, ours {np.median(walls['ours']):.1f} s")
+            if peer:
+                ratios[name] = float(np.median(walls["peer"]) / np.median(walls["ours"]))
+                print(f"{name}: median peer {np.median(walls['peer']):.1f} s, ours {np.median(walls['ours']):.1f} s")
+            else:
+                ours_alone[name] = float(np.median(walls["ours"]))
+                print(f"{name}: median ours {ours_alone[name]:.1f} s (no peer)")
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     for name, ratio in ratios.items():
         print(f"ratio ({name}): {ratio:.2f}")
-    print(f"ratio: {ratios.get('xrm_end_to_end', ratios.get('domainbed_erm_trial')):.2f}")
+    if args.smoke:
+        print("smoke, no peers: the ratio below is our XRM recipe's wall over our ERM trial's")
+        print(f"ratio: {ours_alone['xrm_end_to_end'] / ours_alone['domainbed_erm_trial']:.2f}")
+    else:
+        print(f"ratio: {ratios.get('xrm_end_to_end', ratios.get('domainbed_erm_trial')):.2f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ train and val, writing the report); ERM's the whole of ``harness.runs.run.train`
 alone (their per-evaluation ``train_seconds``) are compared too. Last line:
 ``ratio: <XRM discovery wall time over ERM's>`` (target <= 2.2).
 
-    python benchmarks/xrm_cost.py [--dataset colored_fashion_mnist] [--steps 1000] [--rounds 3]
+    python benchmarks/xrm_cost.py [--dataset colored_fashion_mnist] [--steps 1000] [--rounds 3] [--smoke]
 """
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ from harness.core import config
 from harness.core.files import read_jsonl
 from harness.runs.discovery import discover
 from harness.runs.run import train
+
+# --smoke: seconds, the same path (on colored_digits, which needs no download)
+SMOKE = {"dataset": "colored_digits", "steps": 4, "eval_every": 2, "batch_size": 16, "rounds": 1}
 
 
 def timed(fn, cfg: dict) -> tuple[float, float]:
@@ -40,7 +43,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     common = [f"dataset.name={args.dataset}", f"steps={args.steps}", f"eval_every={args.eval_every}",
               f"algorithm.hparams.batch_size={args.batch_size}", "device=cpu", "groups=none",

@@ -5,13 +5,10 @@ from pathlib import Path
 import harness
 
 ROOT = Path(harness.__file__).parent
-PROJECT = ROOT.parent
 # Bottom up. Plugins sit at the level they extend: datasets with data, algorithms with models,
 # boards with reports; the top layer holds the CLI.
 LAYERS = {"core": 0, "data": 1, "datasets": 1, "models": 2, "algorithms": 2, "protocols": 3, "runs": 4,
           "sweeps": 5, "reports": 6, "leaderboards": 6, "commands": 7, "cli": 7, "quickstart": 7, "__main__": 7}
-FOLDERS = {"datasets": PROJECT / "datasets", "algorithms": PROJECT / "algorithms",
-           "leaderboards": PROJECT / "leaderboards"}
 
 
 def layer_of(module: str) -> int:
@@ -22,9 +19,6 @@ def layer_of(module: str) -> int:
 def modules():
     for path in sorted(ROOT.rglob("*.py")):
         yield "harness." + ".".join(path.relative_to(ROOT).with_suffix("").parts), path
-    for name, folder in FOLDERS.items():
-        for path in sorted(folder.glob("*.py")):
-            yield f"harness.{name}.{path.stem}", path
 
 
 def imports(path: Path):

@@ -30,10 +30,10 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard reproduce worst_group        # run the board's sweep specs into sweeps/<spec name>,
                                                   # enter, verify and render into sweeps/<spec name>/board
   harness leaderboard reproduce worst_group --launcher processes:4 --sweep-dir /scratch/wg
-  harness leaderboard reproduce worst_group --board-dir leaderboards   # rewrite the shipped entries (maintainers)
+  harness leaderboard reproduce worst_group --board-dir harness/leaderboards   # rewrite the shipped entries (maintainers)
 
 Nothing is written into the shipped board unless its folder is named with --board-dir (the
-project's maintainers do so, from a checkout: --board-dir leaderboards). verify exits 2 and lists
+project's maintainers do so, from a checkout: --board-dir harness/leaderboards). verify exits 2 and lists
 every difference when an entry's numbers, chosen runs or checkpoints are not what the stored
 predictions give."""
 
