@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness.datasets.dsprites import SIZES
+from _sizing import parse
 from sklearn.ensemble import GradientBoostingClassifier
-from threadpoolctl import threadpool_limits
 
 from harness.core.files import load_arrays
+from harness.datasets.dsprites import SIZES
 from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, dci_from_importances
 
 SMOKE = {"points": 90}  # --smoke: seconds, the same path
@@ -61,20 +61,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--points", type=int, default=1500, help="points, 2/3 to fit and 1/3 to score")
     parser.add_argument("--run", default="", help="a disentanglement run folder whose test latents to use")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads (1 is steadiest on a shared "
-                                                                "machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
+    args = parse(parser, SMOKE)
     codes, factors, what = latents(args)
-    with threadpool_limits(args.threads):
-        start = time.perf_counter()
-        ours = dci(codes, factors)
-        ours_s = time.perf_counter() - start
-        start = time.perf_counter()
-        reference = reference_dci(codes, factors)
-        reference_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ours = dci(codes, factors)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = reference_dci(codes, factors)
+    reference_s = time.perf_counter() - start
     print(f"{what}: {len(codes)} points ({int(len(codes) * DCI_TRAIN_FRACTION)} to fit), "
           f"factor classes {[len(np.unique(f)) for f in factors.T]}, {args.threads} thread(s)")
     for key in ("dci_d", "dci_c", "dci_i"):

@@ -17,6 +17,7 @@ import tempfile
 
 import torch
 
+from _sizing import parse
 from harness.core import config
 from harness.core.files import read_jsonl
 from harness.runs import distributed
@@ -44,10 +45,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
+    args = parse(parser, SMOKE, threads=False)
     torch.set_num_threads(1)
     one, two = [], []
     with tempfile.TemporaryDirectory() as tmp:

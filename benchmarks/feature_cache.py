@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from _sizing import parse
 from harness.data.dataset import Column, Schema, ShiftDataset, Split, batch_indices
 from harness.runs import features
 
@@ -60,12 +61,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--examples", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
+    args = parse(parser, SMOKE)
     dataset = make_dataset(args.examples, args.image_size)
     train = dataset.splits["train"]
     spec = {"backbone": BACKBONE, "batch_size": args.batch_size, "device": "cpu"}

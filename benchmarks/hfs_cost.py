@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from _sizing import parse
 from harness.core.registry import ALGORITHMS, DATASETS
 
 SMOKE = {"batch_size": 8, "pairs": 3, "steps": 1, "rounds": 1}  # --smoke: seconds, the same path
@@ -34,12 +35,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=25)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
+    args = parse(parser, SMOKE)
     data = DATASETS.get("procedural_dsprites").obj(n_train=args.batch_size, n_val=1, n_test=1, n_shift=1)
     x = data.splits["train"].inputs(torch.arange(args.batch_size))
     algos = {}

@@ -20,9 +20,9 @@ import time
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
+from _sizing import parse
 from harness.data.tasks import fit_inputs, labels, task_dataset
 from harness.models.backbones import Backbone, cnn
 from harness.models.probes import probe_layer
@@ -52,14 +52,7 @@ def main() -> None:
     parser.add_argument("--projector-width", type=int, default=128, help="0: the cnn alone (5 layers)")
     parser.add_argument("--repeats", type=int, default=5, help="feature extraction timed as the best of these")
     parser.add_argument("--examples", type=int, default=0, help="the first N examples of each split (0: all)")
-    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1 is steadiest on a shared "
-                                                                "machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    args = parse(parser, SMOKE)
     dataset, column = task_dataset("digits")
     if args.examples:
         dataset = dataclasses.replace(dataset, splits={name: split.subset(torch.arange(min(args.examples, len(split))))

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from _sizing import parse
 from harness.core import config
 from harness.core.files import read_jsonl
 from harness.runs.run import train
@@ -35,12 +36,7 @@ def main(description: str, harness_loop: Callable[[int, int, str], float], hand_
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=batch_size)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
+    args = parse(parser, SMOKE)
     ours, theirs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         harness_loop(min(warmup, args.steps), args.batch_size, f"{tmp}/warmup")

@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _sizing import parse
 from harness.core import config
 from harness.core.files import read_jsonl, write_text
 from harness.sweeps import sweep
@@ -83,11 +84,8 @@ def main() -> None:
     parser.add_argument("--hparam-draws", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="worker processes of ours, trials at a time of theirs")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    args.algorithms = ALGORITHMS
-    if args.smoke:
-        vars(args).update(SMOKE)
+    parser.set_defaults(algorithms=ALGORITHMS)
+    args = parse(parser, SMOKE, threads=False)
     workers = args.workers
     s = spec(args.algorithms, args.steps, args.hparam_draws, args.seeds, workers)
     trials = len(args.algorithms) * args.hparam_draws * args.seeds

@@ -16,8 +16,8 @@ import statistics
 import tempfile
 import time
 
-import torch
 
+from _sizing import parse
 from harness.core import config
 from harness.core.files import read_jsonl
 from harness.runs.discovery import discover
@@ -42,12 +42,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is steadiest on a shared machine)")
-    parser.add_argument("--smoke", action="store_true", help=f"a tiny size that runs in seconds: {SMOKE}")
-    args = parser.parse_args()
-    if args.smoke:
-        vars(args).update(SMOKE)
-    torch.set_num_threads(args.threads)
+    args = parse(parser, SMOKE)
     common = [f"dataset.name={args.dataset}", f"steps={args.steps}", f"eval_every={args.eval_every}",
               f"algorithm.hparams.batch_size={args.batch_size}", "device=cpu", "groups=none",
               f"threads={args.threads}"]

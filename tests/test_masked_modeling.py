@@ -241,7 +241,7 @@ def test_an_ijepa_run_with_stop_resumes_equal_to_an_uninterrupted_one(tmp_path, 
 
 @pytest.mark.parametrize("overrides, message", [
     (["algorithm.name=ijepa", "algorithm.hparams.target_scale=[0,0.2]"],
-     "each item of algorithm.hparams.target_scale must be a finite number > 0 and <= 1, got 0.0"),
+     "each item of algorithm.hparams.target_scale must be a finite number > 0 and <= 1, got 0"),
     (["algorithm.name=ijepa", "algorithm.hparams.context_scale=[0.9,1.2]"],
      "each item of algorithm.hparams.context_scale must be a finite number > 0 and <= 1, got 1.2"),
     (["algorithm.name=ijepa", "algorithm.hparams.target_scale=[0.3,0.2]"],

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, Hparam, choice, fixed
 from harness.models.algorithm import Batch
-from harness.models.masking import MaskedPretrainer, MultiBlockMasks, TokenMixer, gather_tokens
+from harness.models.masking import MaskedPretrainer, check_mixer, MultiBlockMasks, TokenMixer, gather_tokens
 
 SCALE = {"low": 0, "low_open": True, "high": 1}
 ASPECT = {"low": 0, "low_open": True}
@@ -96,12 +96,7 @@ class IJEPA(MaskedPretrainer):
     def check_run(cls, hparams: dict[str, Any], steps: int) -> None:
         for name in ("target_scale", "target_aspect", "context_scale", "context_aspect"):
             check_range(name, hparams[name])
-        width, heads = hparams["predictor_width"], hparams["predictor_heads"]
-        if width % 4:
-            raise HarnessError(f"algorithm hparam predictor_width must be a multiple of 4 (its 2-D sin-cos "
-                               f"positions), got {width}")
-        if width % heads:
-            raise HarnessError(f"algorithm hparam predictor_heads: {heads} does not divide predictor_width {width}")
+        check_mixer(hparams, "predictor")
 
     def build_method(self) -> None:
         hp = self.hp

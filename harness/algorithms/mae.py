@@ -14,7 +14,7 @@ import torch
 from harness.core.errors import HarnessError
 from harness.core.registry import ALGORITHMS, Hparam, choice, fixed
 from harness.models.algorithm import Batch
-from harness.models.masking import MaskedPretrainer, TokenMixer, gather_tokens, patchify, random_masks
+from harness.models.masking import MaskedPretrainer, check_mixer, TokenMixer, gather_tokens, patchify, random_masks
 
 
 def masked_pixel_loss(predicted: torch.Tensor, patches: torch.Tensor, hidden: torch.Tensor,
@@ -45,12 +45,7 @@ class MAE(MaskedPretrainer):
 
     @classmethod
     def check_run(cls, hparams: dict[str, Any], steps: int) -> None:
-        width, heads = hparams["decoder_width"], hparams["decoder_heads"]
-        if width % 4:
-            raise HarnessError(f"algorithm hparam decoder_width must be a multiple of 4 (its 2-D sin-cos "
-                               f"positions), got {width}")
-        if width % heads:
-            raise HarnessError(f"algorithm hparam decoder_heads: {heads} does not divide decoder_width {width}")
+        check_mixer(hparams, "decoder")
 
     def build_method(self) -> None:
         patches = self.grid[0] * self.grid[1]

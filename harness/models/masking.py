@@ -130,6 +130,17 @@ def gather_tokens(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t.gather(1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
 
 
+def check_mixer(hparams: dict[str, Any], prefix: str) -> None:
+    """A :class:`TokenMixer`'s ``<prefix>_width`` and ``<prefix>_heads`` hyperparameters fit it:
+    the width carries 2-D sin-cos positions (a multiple of 4) and splits into the heads."""
+    width, heads = hparams[f"{prefix}_width"], hparams[f"{prefix}_heads"]
+    if width % 4:
+        raise HarnessError(f"algorithm hparam {prefix}_width must be a multiple of 4 (its 2-D sin-cos "
+                           f"positions), got {width}")
+    if width % heads:
+        raise HarnessError(f"algorithm hparam {prefix}_heads: {heads} does not divide {prefix}_width {width}")
+
+
 class TokenMixer(nn.Module):
     """A narrow transformer over known tokens and mask tokens: the encoder's tokens mapped to
     ``width`` (``embed``) plus fixed sin-cos positions, mask tokens (one learned vector) plus the
