@@ -16,7 +16,6 @@ import statistics
 import tempfile
 import time
 
-
 from _sizing import parse
 from harness.core import config
 from harness.core.files import read_jsonl
