@@ -3,6 +3,7 @@ mask tokens' positions, MAE's masked-pixel loss; each loss falls on a toy run, a
 exactly, bad settings are refused before anything is written."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -15,6 +16,8 @@ from harness.core.errors import HarnessError
 from harness.core.files import read_jsonl
 from harness.models.masking import MultiBlockMasks, block_size, patchify, random_masks, sincos_positions
 from harness.runs.run import build_algorithm, build_dataset, protocol_of, train
+from harness.sweeps.launchers import Local
+from harness.sweeps.planner import Planner, resolved_run, run_plan
 
 VIT = ["backbone.name=vit", "backbone.options.width=16", "backbone.options.depth=2", "backbone.options.heads=2"]
 
@@ -277,12 +280,10 @@ def test_joint_embedding_methods_train_a_vit_unchanged(tmp_path, name):
 
 
 def test_a_probe_trial_reads_every_block_of_an_ijepa_runs_context_encoder(tmp_path):
-    import json
-
-    from harness.runs import probe as probes
-
     cfg = cfg_of(tmp_path, "ijepa", "probe.tasks=[digits]", "probe.cs=[1.0]", "probe.knn_k=5")
-    out = probes.probe(cfg, progress=False)
+    report = run_plan(Planner([resolved_run("probe", cfg)]), Local())  # its pretraining run first
+    assert report.ok and report.ran == 2
+    out = configs.run_dir(cfg)
     info = json.loads((out / "info.json").read_text())
     assert info["layers"] == ["block1", "block2", "output"]
     assert (out / "predictions" / "digits" / "block1.npz").exists()
