@@ -11,6 +11,7 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
+from harness.leaderboards import bundle, predictions, shipped
 
 HELP = """\
 A board (a shipped definition such as worst_group, or a YAML file) names the protocol that scores
@@ -23,6 +24,8 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard verify worst_group --runs runs/quickstart
   harness leaderboard submit worst_group sweeps/demo --board-dir myboard   # entries + table in myboard/
   harness leaderboard verify worst_group --board-dir myboard
+  harness leaderboard export worst_group_smoke sweeps/demo bundles/      # our runs as submission bundles
+  harness leaderboard submit worst_group_smoke bundles/erm--annotated --board-dir myboard   # anyone's bundle
   harness leaderboard render worst_group                       # print the shipped table
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
@@ -41,7 +44,9 @@ predictions give."""
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
+    for name, text in (("submit", "write entries from a sweep folder, or one from a submission bundle (a folder with "
+                                  "manifest.json, or a .zip/.tar of one), into a board folder, then its table"),
+                       ("export", "write each entrant of a sweep folder that meets the board as a submission bundle"),
                        ("verify", "recompute entries from their runs' stored predictions"),
                        ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
                        ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
@@ -49,7 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         a = actions.add_parser(name, help=text, description=text)
         a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
+            a.add_argument("sweep_dir", metavar="SWEEP_DIR_OR_BUNDLE")
+        if name == "export":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
+            a.add_argument("out", metavar="OUT", help="folder the bundles are written into, one folder per entrant")
         default = {"submit": "", "reproduce": " (default: <sweep folder>/board; the shipped one only if named)"}
         a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
@@ -70,13 +78,23 @@ def run(args: argparse.Namespace) -> int:
         return reproduce(args)
     board = boards.load_board(args.board, args.board_dir)
     if args.action == "submit":
+        source = Path(args.sweep_dir)
+        if source.is_file() or (source / "manifest.json").is_file():
+            print(f"entry: {bundle.enter(board, source)}")
+            print(f"table: {write_table(board)}")
+            return 0
         return submit(board, args.sweep_dir, f"harness leaderboard submit {args.board} {args.sweep_dir}")
+    if args.action == "export":
+        for folder in bundle.export(board, args.sweep_dir, args.out):
+            print(f"bundle: {folder}")
+        return 0
     if args.action == "verify":
         entries = boards.load_entries(board)
         if not entries:
             raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
         verify_entries(board, entries, args.runs, show=True)
-        print(f"{len(entries)} entries verified: every number recomputed from stored predictions")
+        print(f"{len(entries)} entries verified: every number recomputed from stored predictions"
+              + ("" if args.runs else f" ({sum(map(shipped.has_predictions, entries))} from the shipped ones)"))
         return 0
     if args.action == "pictures":
         paths = pictures(board, args.runs)
@@ -97,7 +115,13 @@ def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = 
     a ``HarnessError`` listing every difference."""
     failures = []
     for entry in entries:
-        diffs = boards.verify(board, entry, runs)
+        if runs is None and shipped.has_predictions(entry):
+            diffs = shipped.verify(board, entry)
+        else:
+            diffs = boards.verify(board, entry, runs)
+            if diffs and diffs[-1].startswith("runs not found") and not shipped.has_predictions(entry):
+                diffs[-1] = ("ships no predictions, so only its runs can check it, and " + diffs[-1]
+                             + f"; or `harness leaderboard reproduce {board.name}`")
         if show:
             print(f"{'ok  ' if not diffs else 'FAIL'} {boards.describe(entry['entrant'])}  {entry['_path']}")
         failures += [f"{entry['_path']}: {d}" for d in diffs]
@@ -112,6 +136,10 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
         print(f"not entered: {line}")
     if not entries:
         raise HarnessError(f"no entrant of {sweep_dir!r} meets board {board.name!r}")
+    if predictions.supported(board.scorer):
+        shipped.publish_references(board, sweep_dir)
+        for entry in entries:
+            shipped.attach(board, entry, sweep_dir)
     for path in boards.write_entries(board, entries):
         print(f"entry: {path}")
     print(f"table: {write_table(board)}")
