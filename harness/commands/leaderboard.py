@@ -1,6 +1,6 @@
-"""``harness leaderboard submit|verify|render|pictures|reproduce``: entries from sweeps, checked
-against their stored predictions, rendered to markdown; ``reproduce`` runs a board's own sweep
-specs first."""
+"""``harness leaderboard submit|export|verify|render|page|pictures|reproduce``: entries from sweeps
+or submission bundles, checked against their stored (or shipped compact) predictions, rendered to
+markdown and one HTML page; ``reproduce`` runs a board's own sweep specs first."""
 from __future__ import annotations
 
 import argparse
@@ -20,13 +20,15 @@ and the distinct seeds an entry needs. One JSON entry per entrant lives in a boa
 (<board folder>/entries/<board>/), with provenance (config hashes of every candidate run, the
 chosen runs and checkpoints, seeds, code version).
 
-  harness leaderboard verify worst_group                       # the shipped entries, from their runs
+  harness leaderboard verify worst_group_smoke                 # from the entries' shipped predictions
+  harness leaderboard verify worst_group                       # entries without them: from their runs
   harness leaderboard verify worst_group --runs runs/quickstart
   harness leaderboard submit worst_group sweeps/demo --board-dir myboard   # entries + table in myboard/
   harness leaderboard verify worst_group --board-dir myboard
   harness leaderboard export worst_group_smoke sweeps/demo bundles/      # our runs as submission bundles
   harness leaderboard submit worst_group_smoke bundles/erm--annotated --board-dir myboard   # anyone's bundle
   harness leaderboard render worst_group                       # print the shipped table
+  harness leaderboard page --board-dir myboard                 # myboard/boards.html: one page, no network
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
                                                   # its protocol, into myboard/pictures/<board>/
@@ -50,16 +52,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        ("verify", "recompute entries from their runs' stored predictions"),
                        ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
                        ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
+                       ("page", "one self-contained HTML page of the boards of a board folder (sortable, tie groups, "
+                                "verification levels, provenance): <board folder>/boards.html"),
                        ("reproduce", "run the board's sweep specs, then submit, verify and render, with the wall time")):
         a = actions.add_parser(name, help=text, description=text)
-        a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
+        if name == "page":
+            a.add_argument("board", metavar="BOARD", nargs="*",
+                           help="boards to show (default: every board with entries in the board folder)")
+        else:
+            a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR_OR_BUNDLE")
         if name == "export":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
             a.add_argument("out", metavar="OUT", help="folder the bundles are written into, one folder per entrant")
         default = {"submit": "", "reproduce": " (default: <sweep folder>/board; the shipped one only if named)"}
-        a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
+        a.add_argument("--board-dir", required=name in ("submit", "page"), metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
                             + default.get(name, " (default: the shipped one)"))
         if name in ("verify", "pictures"):
@@ -76,6 +84,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "reproduce":
         return reproduce(args)
+    if args.action == "page":
+        print(f"wrote {write_page(args.board, Path(args.board_dir))}")
+        return 0
     board = boards.load_board(args.board, args.board_dir)
     if args.action == "submit":
         source = Path(args.sweep_dir)
@@ -203,3 +214,22 @@ def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
             name = f"{boards.entry_path(board, entry).stem}--{dataset}.png"
             out.append(run_pictures(where / result["runs"][0]["hash"], board.dir / "pictures" / board.name / name))
     return out
+
+
+def write_page(names: list[str], board_dir: Path) -> Path:
+    """``<board_dir>/boards.html``: the named boards, or every board with entries there (its
+    definition ``<board_dir>/<name>.yaml`` if present, else the shipped one)."""
+    from harness.leaderboards.page import render_page
+
+    if not names:
+        names = sorted(p.name for p in (board_dir / "entries").glob("*") if p.is_dir() and any(p.glob("*.json")))
+        names = [str(board_dir / f"{n}.yaml") if (board_dir / f"{n}.yaml").is_file() else n for n in names]
+    if not names:
+        raise HarnessError(f"no board has entries in {board_dir / 'entries'}")
+    sections = []
+    for name in names:
+        board = boards.load_board(name, board_dir)
+        sections.append((board, boards.load_entries(board)))
+    path = board_dir / "boards.html"
+    files.write_text(path, render_page(sections))
+    return path
