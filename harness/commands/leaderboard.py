@@ -11,7 +11,8 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
-from harness.leaderboards import bundle, predictions, shipped
+from harness.leaderboards import bundle, levels, predictions, shipped
+from harness.reports import collect
 
 HELP = """\
 A board (a shipped definition such as worst_group, or a YAML file) names the protocol that scores
@@ -180,6 +181,11 @@ def reproduce(args: argparse.Namespace) -> int:
         choice = configs.parse_value(args.launcher)
         for spec in specs:
             spec.launcher = override_launcher(spec.launcher, choice)
+    # entries this reproduce may confirm: the board folder's own, else the shipped board's; only a
+    # sweep that trained every run here (a fresh folder) can confirm them
+    earlier = {Path(e["_path"]).name: e for e in boards.load_entries(board)
+               or boards.load_entries(boards.load_board(args.board))}
+    fresh = not collect.run_folders(folder)[0] if folder.exists() else True
     ok = True
     for path, spec in zip(board.sweeps, specs):
         print(f"sweep {path} -> {folder} (launcher {spec.launcher})", flush=True)
@@ -192,9 +198,30 @@ def reproduce(args: argparse.Namespace) -> int:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun the same command to resume")
     submit(board, str(folder), f"harness leaderboard reproduce {args.board}")
     verify_entries(board, boards.load_entries(board))
+    if fresh and ok and earlier:
+        confirmed = mark_reruns(board, earlier)
+        print(f"re-run: {len(confirmed)} of {len(earlier)} earlier entries trained again with the same numbers"
+              + (f" ({', '.join(confirmed)})" if confirmed else ""))
     print(f"verified: every entry recomputed from its runs' stored predictions\n\n{board.table_path.read_text()}")
     print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
     return 0 if ok else 1
+
+
+def mark_reruns(board: boards.Board, earlier: dict[str, dict]) -> list[str]:
+    """Stamp ``re-run`` on each new entry whose numbers, chosen runs and checkpoints equal an
+    earlier entry's of the same entrant (runs trained again here gave the same predictions);
+    the table is rewritten. The names of the entries so stamped."""
+    confirmed = []
+    for entry in boards.load_entries(board):
+        path = Path(entry.pop("_path"))
+        before = earlier.get(path.name)
+        if before is not None and not boards._compare("results", before["results"], entry["results"]):
+            entry["verification"] = levels.stamp("re-run")
+            files.write_json(path, entry)
+            confirmed.append(path.stem)
+    if confirmed:
+        write_table(board)
+    return confirmed
 
 
 def write_table(board: boards.Board) -> Path:
