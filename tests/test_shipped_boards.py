@@ -92,3 +92,15 @@ def test_a_damaged_reference_is_refused(smoke_copy, capsys):
     save_arrays(path, **arrays)
     assert verify(smoke_copy) == 2
     assert "does not match the version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("board", "worst_group", "entry says 'worst_group'"), ("selection", "val-avg", "the board's rule is val-worst-class"),
+])
+def test_an_entry_claiming_another_board_or_rule_is_caught(smoke_copy, capsys, field, value, message):
+    path = smoke_copy / "entries" / "worst_group_smoke" / "jtt--none--algorithm.hparams.id_steps-100.json"
+    entry = json.loads(path.read_text())
+    entry[field] = value
+    path.write_text(json.dumps(entry))
+    assert verify(smoke_copy) == 2
+    assert message in capsys.readouterr().err

@@ -113,6 +113,13 @@ def verify(board: boards.Board, entry: dict[str, Any]) -> list[str]:
     problem = boards.shape_problem(entry["predictions"], PREDICTIONS_SHAPE, "predictions")
     if problem:
         return [problem]
+    if (entry["board"], entry["protocol"], sorted(entry["entrant"])) != (board.name, board.scorer.name,
+                                                                         sorted(board.entrant)):
+        return [f"board, protocol, entrant: entry says {entry['board']!r}, {entry['protocol']!r}, "
+                f"{sorted(entry['entrant'])}; the board is {board.name!r}, {board.scorer.name!r}, {board.entrant}"]
+    rule = board.rule_for(entry["entrant"]).name
+    if entry["selection"] != rule:
+        return [f"selection: entry says {entry['selection']}, the board's rule is {rule}"]
     meta = entry["predictions"]
     path = Path(entry.get("_path") or boards.entry_path(board, entry)).parent / files.simple_name(
         meta["file"], "predictions.file")
