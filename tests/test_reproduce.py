@@ -3,6 +3,7 @@ rendered in one command, on a tiny colored_digits board."""
 import yaml
 from conftest import tiny_spec
 from harness.leaderboards import board as boards
+from harness.leaderboards import levels
 
 from harness.cli import main
 
@@ -80,3 +81,21 @@ def test_the_worst_group_board_names_its_sweep_spec_with_15_algorithms_or_more()
     for algorithm in ("group_dro", "dfr"):
         assert {a.point["groups"] for a in spec.arms if a.algorithm == algorithm} == {
             "annotated", "inferred:xrm", "inferred:jtt_errors"}
+
+
+def test_a_fresh_reproduce_with_the_same_numbers_marks_the_entries_re_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    definition = tiny_board(tmp_path)
+    board_dir = tmp_path / "board"
+    args = ["leaderboard", "reproduce", str(definition), "--launcher", "local", "--board-dir", str(board_dir)]
+    assert main([*args, "--sweep-dir", "first"]) == 0
+    board = boards.load_board(str(definition), board_dir)
+    assert {levels.level_of(e)[0] for e in boards.load_entries(board)} == {"recomputed"}
+    capsys.readouterr()
+    # resumed: nothing trained again, nothing confirmed
+    assert main([*args, "--sweep-dir", "first"]) == 0
+    assert "re-run:" not in capsys.readouterr().out
+    assert main([*args, "--sweep-dir", "second"]) == 0  # trained again from scratch
+    assert "re-run: 2 of 2 earlier entries trained again with the same numbers" in capsys.readouterr().out
+    assert {levels.level_of(e)[0] for e in boards.load_entries(board)} == {"re-run"}
+    assert "re-run" in (board_dir / "tiny.md").read_text()

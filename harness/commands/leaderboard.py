@@ -1,6 +1,6 @@
-"""``harness leaderboard submit|verify|render|pictures|reproduce``: entries from sweeps, checked
-against their stored predictions, rendered to markdown; ``reproduce`` runs a board's own sweep
-specs first."""
+"""``harness leaderboard submit|export|verify|render|page|pictures|reproduce``: entries from sweeps
+or submission bundles, checked against their stored (or shipped compact) predictions, rendered to
+markdown and one HTML page; ``reproduce`` runs a board's own sweep specs first."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,8 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
+from harness.leaderboards import bundle, levels, predictions, shipped
+from harness.reports import collect
 
 HELP = """\
 A board (a shipped definition such as worst_group, or a YAML file) names the protocol that scores
@@ -19,11 +21,15 @@ and the distinct seeds an entry needs. One JSON entry per entrant lives in a boa
 (<board folder>/entries/<board>/), with provenance (config hashes of every candidate run, the
 chosen runs and checkpoints, seeds, code version).
 
-  harness leaderboard verify worst_group                       # the shipped entries, from their runs
+  harness leaderboard verify worst_group_smoke                 # from the entries' shipped predictions
+  harness leaderboard verify worst_group                       # entries without them: from their runs
   harness leaderboard verify worst_group --runs runs/quickstart
   harness leaderboard submit worst_group sweeps/demo --board-dir myboard   # entries + table in myboard/
   harness leaderboard verify worst_group --board-dir myboard
+  harness leaderboard export worst_group_smoke sweeps/demo bundles/      # our runs as submission bundles
+  harness leaderboard submit worst_group_smoke bundles/erm--annotated --board-dir myboard   # anyone's bundle
   harness leaderboard render worst_group                       # print the shipped table
+  harness leaderboard page --board-dir myboard                 # myboard/boards.html: one page, no network
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
                                                   # its protocol, into myboard/pictures/<board>/
@@ -41,17 +47,28 @@ predictions give."""
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("leaderboard", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, text in (("submit", "write entries from a sweep folder into a board folder, then its table"),
+    for name, text in (("submit", "write entries from a sweep folder, or one from a submission bundle (a folder with "
+                                  "manifest.json, or a .zip/.tar of one), into a board folder, then its table"),
+                       ("export", "write each entrant of a sweep folder that meets the board as a submission bundle"),
                        ("verify", "recompute entries from their runs' stored predictions"),
                        ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
                        ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
+                       ("page", "one self-contained HTML page of the boards of a board folder (sortable, tie groups, "
+                                "verification levels, provenance): <board folder>/boards.html"),
                        ("reproduce", "run the board's sweep specs, then submit, verify and render, with the wall time")):
         a = actions.add_parser(name, help=text, description=text)
-        a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
+        if name == "page":
+            a.add_argument("board", metavar="BOARD", nargs="*",
+                           help="boards to show (default: every board with entries in the board folder)")
+        else:
+            a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
+            a.add_argument("sweep_dir", metavar="SWEEP_DIR_OR_BUNDLE")
+        if name == "export":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
+            a.add_argument("out", metavar="OUT", help="folder the bundles are written into, one folder per entrant")
         default = {"submit": "", "reproduce": " (default: <sweep folder>/board; the shipped one only if named)"}
-        a.add_argument("--board-dir", required=name == "submit", metavar="DIR",
+        a.add_argument("--board-dir", required=name in ("submit", "page"), metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
                             + default.get(name, " (default: the shipped one)"))
         if name in ("verify", "pictures"):
@@ -68,15 +85,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "reproduce":
         return reproduce(args)
+    if args.action == "page":
+        print(f"wrote {write_page(args.board, Path(args.board_dir))}")
+        return 0
     board = boards.load_board(args.board, args.board_dir)
     if args.action == "submit":
+        source = Path(args.sweep_dir)
+        if source.is_file() or (source / "manifest.json").is_file():
+            print(f"entry: {bundle.enter(board, source)}")
+            print(f"table: {write_table(board)}")
+            return 0
         return submit(board, args.sweep_dir, f"harness leaderboard submit {args.board} {args.sweep_dir}")
+    if args.action == "export":
+        for folder in bundle.export(board, args.sweep_dir, args.out):
+            print(f"bundle: {folder}")
+        return 0
     if args.action == "verify":
         entries = boards.load_entries(board)
         if not entries:
             raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
         verify_entries(board, entries, args.runs, show=True)
-        print(f"{len(entries)} entries verified: every number recomputed from stored predictions")
+        print(f"{len(entries)} entries verified: every number recomputed from stored predictions"
+              + ("" if args.runs else f" ({sum(map(shipped.has_predictions, entries))} from the shipped ones)"))
         return 0
     if args.action == "pictures":
         paths = pictures(board, args.runs)
@@ -97,7 +127,13 @@ def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = 
     a ``HarnessError`` listing every difference."""
     failures = []
     for entry in entries:
-        diffs = boards.verify(board, entry, runs)
+        if runs is None and shipped.has_predictions(entry):
+            diffs = shipped.verify(board, entry)
+        else:
+            diffs = boards.verify(board, entry, runs)
+            if diffs and diffs[-1].startswith("runs not found") and not shipped.has_predictions(entry):
+                diffs[-1] = ("ships no predictions, so only its runs can check it, and " + diffs[-1]
+                             + f"; or `harness leaderboard reproduce {board.name}`")
         if show:
             print(f"{'ok  ' if not diffs else 'FAIL'} {boards.describe(entry['entrant'])}  {entry['_path']}")
         failures += [f"{entry['_path']}: {d}" for d in diffs]
@@ -112,6 +148,10 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
         print(f"not entered: {line}")
     if not entries:
         raise HarnessError(f"no entrant of {sweep_dir!r} meets board {board.name!r}")
+    if predictions.supported(board.scorer):
+        shipped.publish_references(board, sweep_dir)
+        for entry in entries:
+            shipped.attach(board, entry, sweep_dir)
     for path in boards.write_entries(board, entries):
         print(f"entry: {path}")
     print(f"table: {write_table(board)}")
@@ -141,6 +181,11 @@ def reproduce(args: argparse.Namespace) -> int:
         choice = configs.parse_value(args.launcher)
         for spec in specs:
             spec.launcher = override_launcher(spec.launcher, choice)
+    # entries this reproduce may confirm: the board folder's own, else the shipped board's; only a
+    # sweep that trained every run here (a fresh folder) can confirm them
+    earlier = {Path(e["_path"]).name: e for e in boards.load_entries(board)
+               or boards.load_entries(boards.load_board(args.board))}
+    fresh = not collect.run_folders(folder)[0] if folder.exists() else True
     ok = True
     for path, spec in zip(board.sweeps, specs):
         print(f"sweep {path} -> {folder} (launcher {spec.launcher})", flush=True)
@@ -153,9 +198,30 @@ def reproduce(args: argparse.Namespace) -> int:
         print(f"some trials did not finish: `harness sweep status {folder}`; rerun the same command to resume")
     submit(board, str(folder), f"harness leaderboard reproduce {args.board}")
     verify_entries(board, boards.load_entries(board))
+    if fresh and ok and earlier:
+        confirmed = mark_reruns(board, earlier)
+        print(f"re-run: {len(confirmed)} of {len(earlier)} earlier entries trained again with the same numbers"
+              + (f" ({', '.join(confirmed)})" if confirmed else ""))
     print(f"verified: every entry recomputed from its runs' stored predictions\n\n{board.table_path.read_text()}")
     print(f"wall time: {(time.perf_counter() - start) / 60:.1f} min")
     return 0 if ok else 1
+
+
+def mark_reruns(board: boards.Board, earlier: dict[str, dict]) -> list[str]:
+    """Stamp ``re-run`` on each new entry whose numbers, chosen runs and checkpoints equal an
+    earlier entry's of the same entrant (runs trained again here gave the same predictions);
+    the table is rewritten. The names of the entries so stamped."""
+    confirmed = []
+    for entry in boards.load_entries(board):
+        path = Path(entry.pop("_path"))
+        before = earlier.get(path.name)
+        if before is not None and not boards._compare("results", before["results"], entry["results"]):
+            entry["verification"] = levels.stamp("re-run")
+            files.write_json(path, entry)
+            confirmed.append(path.stem)
+    if confirmed:
+        write_table(board)
+    return confirmed
 
 
 def write_table(board: boards.Board) -> Path:
@@ -175,3 +241,22 @@ def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
             name = f"{boards.entry_path(board, entry).stem}--{dataset}.png"
             out.append(run_pictures(where / result["runs"][0]["hash"], board.dir / "pictures" / board.name / name))
     return out
+
+
+def write_page(names: list[str], board_dir: Path) -> Path:
+    """``<board_dir>/boards.html``: the named boards, or every board with entries there (its
+    definition ``<board_dir>/<name>.yaml`` if present, else the shipped one)."""
+    from harness.leaderboards.page import render_page
+
+    if not names:
+        names = sorted(p.name for p in (board_dir / "entries").glob("*") if p.is_dir() and any(p.glob("*.json")))
+        names = [str(board_dir / f"{n}.yaml") if (board_dir / f"{n}.yaml").is_file() else n for n in names]
+    if not names:
+        raise HarnessError(f"no board has entries in {board_dir / 'entries'}")
+    sections = []
+    for name in names:
+        board = boards.load_board(name, board_dir)
+        sections.append((board, boards.load_entries(board)))
+    path = board_dir / "boards.html"
+    files.write_text(path, render_page(sections))
+    return path

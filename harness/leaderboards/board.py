@@ -35,6 +35,7 @@ import pandas as pd
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option, check_options
+from harness.leaderboards import levels, ties
 from harness.protocols.base import Protocol, Rule, protocol
 from harness.protocols.selection import choose
 from harness.reports import collect
@@ -216,6 +217,7 @@ def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tupl
             "board": board.name, "protocol": board.scorer.name, "entrant": entrant,
             "selection": board.rule_for(entrant).name, "results": results,
             "provenance": {**provenance(Path(sweep_dir), results), "sweep": str(sweep_dir), "produced_by": produced_by},
+            "verification": levels.stamp("recomputed"),
         })
     return entries, skipped
 
@@ -364,16 +366,18 @@ def render(board: Board, entries: list[dict]) -> str:
     headers = ["rank", *shown, "selection"]
     for dataset in board.datasets:
         headers += [f"{dataset}: {metric_label(board.scorer, m)}" for m in board.metrics]
-    headers += ["seeds", "code"]
+    headers += ["seeds", "verified", "code"]
     rows = []
-    for rank, entry in enumerate(sorted(entries, key=score, reverse=True), 1):
+    ordered = sorted(entries, key=score, reverse=True)
+    for rank, entry in zip(ranks(board, ordered), ordered):
         row = [rank, *(entry["entrant"].get(k, "") for k in shown), entry["selection"]]
         for dataset in board.datasets:
             result = entry["results"].get(dataset)
             for m in board.metrics:
                 display = board.scorer.metrics[m.split(".", 1)[1]]
                 row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
-        row += [" ".join(map(str, entry["provenance"]["seeds"])), _version(entry["provenance"]["code_version"])]
+        row += [" ".join(map(str, entry["provenance"]["seeds"])), levels.label(entry),
+                _version(entry["provenance"]["code_version"])]
         rows.append(row)
     if isinstance(board.selection, str):
         rules = board.selection
@@ -384,8 +388,26 @@ def render(board: Board, entries: list[dict]) -> str:
     return (head + f"Protocol: {board.scorer.name}. Selection: {rules}; one hparam draw per entry (best mean over "
             f"seeds). Cells: mean ± standard error over {board.required_seeds}+ seeds [95% bootstrap interval]"
             + (", accuracies in %" if percent else "") + ". Every number is recomputed from the listed runs' stored "
-            f"predictions by `harness leaderboard verify {board.name}`; entries are in `entries/{board.name}/`.\n\n"
+            f"predictions by `harness leaderboard verify {board.name}`; entries are in `entries/{board.name}/`. "
+            f"Rank: {ties.METHOD} ({first} on {board.datasets[0]}). Verified: {VERIFIED_TEXT}.\n\n"
             + render_table(headers, rows, "markdown") + "\n")
+
+
+VERIFIED_TEXT = ("recomputed (every number from stored predictions by the protocol and selection rule), re-run "
+                 "(besides, the runs trained again gave the same numbers) or claimed (predictions of code that is "
+                 "not ours: recomputed, the training not checked), with the date")
+
+
+def ranks(board: Board, ordered: list[dict]) -> list[str]:
+    """Rank labels of entries sorted best first: tie groups by the board's first metric on its
+    first dataset (harness.leaderboards.ties)."""
+    first, dataset = board.metrics[0], board.datasets[0]
+    scores = []
+    for entry in ordered:
+        result = entry["results"].get(dataset)
+        stat = result["metrics"].get(first, {}) if result else {}
+        scores.append(ties.Score(stat.get("mean"), stat.get("stderr"), len(result["seeds"]) if result else 0))
+    return ties.rank_labels(scores)
 
 
 def _version(version: Any) -> str:
