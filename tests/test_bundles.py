@@ -1,7 +1,6 @@
 """Submission bundles: our runs exported and entered give the sweep's own numbers; the docs'
 plain-PyTorch example is entered as claimed; a malformed bundle is one line, exit 2, nothing
 written."""
-import copy
 import hashlib
 import io
 import json
