@@ -52,7 +52,7 @@ def config_of_run(run_dir: str, overrides: list[str]) -> dict:
     if saved.get("probe") is not None or saved.get("visualize") is not None:
         raise HarnessError(f"--run {run_dir!r} is a {'probe' if saved.get('probe') else 'visualize'} run, not a "
                            "pretraining run; give the folder of the network's training run")
-    cfg = configs.load(str(folder / "config.yaml"), [*overrides, f"output_dir={folder.parent}"])
+    cfg = configs.load(str(folder / "config.yaml"), [*overrides, f"output_dir={folder.parent}", "run_dir=null"])
     from harness.runs.visualize import pretraining_config
 
     if configs.run_dir(pretraining_config(cfg)).resolve() != folder.resolve():
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
+    from harness.runs.visualize import check
+
+    check(cfg)
     report = run_plan(Planner([resolved_run("visualize", cfg)]), Local())
     if not report.ok:
         reasons = list(report.failed.values()) + report.blocked + report.waiting

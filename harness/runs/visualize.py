@@ -144,6 +144,16 @@ def check_network(net: Any, layer: str, input_shape: tuple[int, ...]) -> None:
                            f"have shape {tuple(input_shape)}")
 
 
+def check(cfg: dict[str, Any]) -> None:
+    """Refuse, before anything is trained or written, a layer the configured network does not
+    have and inputs that are not images (the network built untrained, as the seed initialises it)."""
+    spec = cfg.get("visualize")
+    if spec is None:
+        raise HarnessError("a visualize trial needs the visualize section, e.g. visualize.layer=backbone")
+    built = load_trained(pretraining_config(cfg), torch.device("cpu"), checkpoint=False)
+    check_network(built.algorithm.probe_network(), spec["layer"], built.dataset.input_shape)
+
+
 @trial_kind("visualize", done_files=("done",), needs=pretraining_needs)
 def visualize(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train a diffusion model conditioned on the configured network's layer, sample, score."""
