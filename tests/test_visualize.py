@@ -153,6 +153,7 @@ def test_a_visualize_run_trains_after_its_pretraining_and_collect_scores_it(fini
     assert info["factors"] == ["class", "colour", "y"] and info["layer"] == "output"
     for picture in ("grid.png", "interpolation.png"):
         assert (out / picture).stat().st_size > 0
+    assert collect.vet([out], named_by_hash=True) == ([out], []), "collect trusts it (its manifest checks out)"
     frame = collect.load_runs([out]).set_index("factor")
     assert list(frame.index) == ["-", "class", "colour", "y"]
     assert frame.loc["-", "test.chance_top1"] == pytest.approx(1 / 6)

@@ -15,7 +15,8 @@ factor agrees with their conditioning image's (``real_acc``: the probe on the re
 ceiling), and disagreement, the fraction of pairs among one conditioning's K samples whose
 factor differs (what the representation left free), averaged over the N conditionings.
 
-In collect's frame a run has one row with factor ``-`` (retrieval) and one per factor.
+In collect's frame a run has one row with factor ``-`` (retrieval; rule ``retrieval``) and one
+per factor (rule ``factors``).
 """
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ class Visualization(Protocol):
         "disagreement": Display("disagreement among K"),
         "unconditional_disagreement": Display("unconditional disagreement"),
     }
-    rules = (Rule("samples", "test", "top1", needs="nothing but the held-out images' representations"),)
+    # one rule per kind of row, so that collect shows a table of each (a rule keeps the rows that have its metric)
+    rules = (Rule("retrieval", "test", "top1", needs="nothing but the held-out images' representations"),
+             Rule("factors", "test", "retention", needs="the held-out images' factor values"))
     reported = ("test.top1", "test.shuffled_top1", "test.unconditional_top1", "test.retention",
                 "test.disagreement")
     columns = ("pretrain_dataset", "layer", "factor")

@@ -24,7 +24,7 @@ samples, and the training representations' mean and spread) and
 ``predictions/factors/<factor>.npz`` (per metadata column of the dataset: the held-out images'
 values, and the values a probe trained on real training images reads from the real held-out
 images and from each set of samples); the visualization protocol scores them. Also
-``info.json``, ``grid.png`` (held-out images, each with its samples, then an unconditional
+``manifest.json`` (their sha256), ``info.json``, ``grid.png`` (held-out images, each with its samples, then an unconditional
 sample), ``interpolation.png`` and ``done`` (last).
 """
 from __future__ import annotations
@@ -47,6 +47,7 @@ from harness.data.tasks import fit_inputs
 from harness.models.backbones import check_layer
 from harness.models.rcdm import RCDM, check_image_size
 from harness.protocols.visualization import FACTORS, PREDICTIONS, RETRIEVAL
+from harness.runs import manifest
 from harness.runs.features import encode
 from harness.runs.hardware import pick_device
 from harness.runs.run import claim
@@ -210,12 +211,17 @@ def visualize(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     sample_reps = {name: _encode_images(net, layer, x, dataset.input_shape, device) for name, x in samples.items()}
     files.save_arrays(out / "samples.npz", ids=test.ids[held].numpy(), real=_uint8(real),
                       interpolation=_uint8(interpolation), **{name: _uint8(x) for name, x in samples.items()})
-    files.save_arrays(out / PREDICTIONS / RETRIEVAL, ids=test.ids[held].numpy(), conditioning=reps["test"][held].numpy(),
+    recorded: dict[str, str] = {}  # the manifest: written afresh, every predictions file made again
+    target = out / PREDICTIONS / RETRIEVAL
+    files.save_arrays(target, ids=test.ids[held].numpy(), conditioning=reps["test"][held].numpy(),
                       mean=mean.numpy(), spread=spread.numpy(), shuffle=shuffle, k=np.array(k),
                       **{name: r for name, r in sample_reps.items()})
+    manifest.record(out, recorded, target)
     factors = _factor_predictions(fitted, held, real, samples, cfg["seed"])
     for name, arrays in factors.items():
-        files.save_arrays(out / PREDICTIONS / FACTORS / f"{name}.npz", **arrays, k=np.array(k))
+        target = out / PREDICTIONS / FACTORS / f"{name}.npz"
+        files.save_arrays(target, **arrays, k=np.array(k))
+        manifest.record(out, recorded, target)
     info = {"hash": configs.config_hash(cfg), "protocol": "visualization", "code_version": code_version(),
             "source": source.name, "layer": layer, "rep_dim": net.layer_dims[layer], "n_images": n, "k_samples": k,
             "factors": sorted(factors), "final_loss": float(np.mean(losses[-50:])),
