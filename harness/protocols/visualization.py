@@ -37,8 +37,10 @@ RETRIEVAL_ROW = "-"
 
 @PROTOCOLS.register("visualization")
 class Visualization(Protocol):
-    """Samples of a representation-conditioned diffusion model: retrieval of their conditioning
-    against shuffled and unconditional baselines, attribute retention and disagreement."""
+    """How faithful a representation-conditioned diffusion model's samples are to their conditioning.
+
+    Retrieval of the conditioning against shuffled and unconditional baselines; per factor,
+    retention and disagreement among the samples of one conditioning."""
 
     trains = False  # visualize trials (harness.runs.visualize) write its runs, not the training loop
     splits = ("test",)
