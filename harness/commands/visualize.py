@@ -25,7 +25,7 @@ across the samples of one image is what the layer holds; what varies, what it dr
 The network is the run the same config describes without visualize, trained first (or resumed, or
 found) in its own folder (output_dir/<its hash>) as a trial of its own; --run names a finished
 pretraining run folder instead (its config.yaml, the overrides on top). visualize keys: layer (any
-of the network's layers: `harness probe` lists them; projector layers too), image_size (16: the
+of the network's layers, projector ones too; a wrong name lists them), image_size (16: the
 images are fitted to it; divisible by 2^(levels-1)), channels (each UNet level's width, [32, 64]),
 layers_per_block, steps, batch_size, lr, drop (fraction of training representations zeroed: the
 unconditional baseline), train_timesteps, sampling_steps (DDIM), n_images (held-out), k_samples,
@@ -82,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
     report = run_plan(Planner([resolved_run("visualize", cfg)]), Local())
     if not report.ok:
         reasons = list(report.failed.values()) + report.blocked + report.waiting
-        raise HarnessError(f"visualize run not done: {reasons[0].splitlines()[-1] if reasons else 'no reason recorded'}")
+        reason = reasons[0].splitlines()[-1] if reasons else "no reason recorded"
+        raise HarnessError(f"visualize run not done: {reason}")
     out = configs.run_dir(cfg)
     frame = collect.load_runs([out])
     retrieval = frame[frame["factor"] == "-"].iloc[0]
-    print(f"{cfg['algorithm']['name']} at {cfg['visualize']['layer']}: retrieval top-1 {100 * retrieval['test.top1']:.1f}% "
+    print(f"{cfg['algorithm']['name']} at {cfg['visualize']['layer']}: "
+          f"retrieval top-1 {100 * retrieval['test.top1']:.1f}% "
           f"(shuffled {100 * retrieval['test.shuffled_top1']:.1f}%, unconditional "
           f"{100 * retrieval['test.unconditional_top1']:.1f}%, chance {100 * retrieval['test.chance_top1']:.1f}%)")
     factors = frame[frame["factor"] != "-"].set_index("factor")

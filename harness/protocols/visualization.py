@@ -74,7 +74,8 @@ class Visualization(Protocol):
 
     def evaluations(self, run_dir: Path) -> list[tuple[dict[str, Any], Path]]:
         out = [({"factor": RETRIEVAL_ROW, "step": 0}, run_dir / PREDICTIONS / RETRIEVAL)]
-        return out + [({"factor": p.stem, "step": 0}, p) for p in sorted((run_dir / PREDICTIONS / FACTORS).glob("*.npz"))]
+        factors = sorted((run_dir / PREDICTIONS / FACTORS).glob("*.npz"))
+        return out + [({"factor": p.stem, "step": 0}, p) for p in factors]
 
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return {"pretrain_dataset": cfg["dataset"]["name"],

@@ -24,8 +24,8 @@ samples, and the training representations' mean and spread) and
 ``predictions/factors/<factor>.npz`` (per metadata column of the dataset: the held-out images'
 values, and the values a probe trained on real training images reads from the real held-out
 images and from each set of samples); the visualization protocol scores them. Also
-``manifest.json`` (their sha256), ``info.json``, ``grid.png`` (held-out images, each with its samples, then an unconditional
-sample), ``interpolation.png`` and ``done`` (last).
+``manifest.json`` (their sha256), ``info.json``, ``grid.png`` (held-out images, each with its
+samples, then an unconditional sample), ``interpolation.png`` and ``done`` (last).
 """
 from __future__ import annotations
 
