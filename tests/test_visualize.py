@@ -211,3 +211,17 @@ def test_a_folder_that_is_not_a_finished_pretraining_is_refused(tmp_path, finish
         assert main(["visualize", "--run", str(folder), "--no-progress"]) == 2
         assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"] and not any((tmp_path / "empty").iterdir())
+
+
+def test_a_visualize_sweep_plans_one_pretraining_for_the_layers_of_one_network(tmp_path):
+    from harness.sweeps import sweep
+
+    spec = sweep.parse_spec({"name": "vis", "datasets": ["colored_digits"], "kind": "visualize", "seeds": 1,
+                             "algorithms": [{"name": "simclr", "axes": {"visualize.layer": ["backbone", "output"]}}],
+                             "overrides": {"steps": 4, "backbone.name": "cnn", "visualize.steps": 2}})
+    trials, waiting = sweep.Plan(spec, tmp_path / "vis").trials()
+    assert waiting == []
+    [pre] = [t for t in trials if t.kind == "train"]
+    shown = [t for t in trials if t.kind == "visualize"]
+    assert sorted(t.cfg["visualize"]["layer"] for t in shown) == ["backbone", "output"]
+    assert all(t.needs == (pre.hash,) for t in shown) and pre.cfg["visualize"] is None
