@@ -15,6 +15,7 @@ COMMANDS = {
     "train": "train one run",
     "discover": "discover environments (XRM, JTT error sets)",
     "probe": "probe a network at every layer on downstream tasks (transfer)",
+    "visualize": "see what a network's layer keeps: a diffusion model conditioned on it (RCDM)",
     "features": "encode a dataset once with a frozen backbone and cache the features",
     "sweep": "run a sweep of trials, or count their states (sweep status DIR)",
     "collect": "tables from a sweep, recomputed from stored predictions",
@@ -31,6 +32,7 @@ shift-harness: train and compare methods under distribution shift.
   harness train run.yaml algorithm.hparams.lr=1e-3 seed=2
   harness discover algorithm.name=xrm   then   harness train algorithm.name=group_dro groups=inferred:<folder>
   harness probe probe.tasks=[digits,digits_colour] backbone.name=cnn    # transfer probes at every layer
+  harness visualize visualize.layer=backbone backbone.name=cnn   # samples conditioned on a layer
   harness sweep spec.yaml --launcher processes:2     # or local, slurm; rerun to resume
   harness sweep status sweeps/spec
   harness collect sweeps/spec --format latex         # tables recomputed from predictions

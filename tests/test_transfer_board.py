@@ -60,7 +60,7 @@ def test_transfer_boards_build_verify_and_render(probe_sweep, tmp_path, name, ro
 
 
 def test_a_sweep_kind_must_be_a_registered_trial_kind():
-    with pytest.raises(HarnessError, match="sweep spec key 'kind' must be one of probe, train, got 'probes'"):
+    with pytest.raises(HarnessError, match="sweep spec key 'kind' must be one of probe, train, visualize, got 'probes'"):
         sweep.parse_spec({"datasets": ["colored_digits"], "algorithms": ["erm"], "kind": "probes"})
 
 

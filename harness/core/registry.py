@@ -293,7 +293,8 @@ def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as
 # launchers (harness.sweeps.launchers).
 _BUILTIN_MODULES = ("harness.models.backbones", "harness.protocols", "harness.algorithms", "harness.datasets",
                     "harness.data.tasks", "harness.runs.features",
-                    "harness.runs.run", "harness.runs.discovery", "harness.runs.probe", "harness.sweeps.launchers")
+                    "harness.runs.run", "harness.runs.discovery", "harness.runs.probe", "harness.runs.visualize",
+                    "harness.sweeps.launchers")
 _loaded = False
 _loading = False
 _failure: str | None = None  # why the registries are incomplete in this process
