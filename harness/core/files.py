@@ -7,7 +7,7 @@ import io
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -26,21 +26,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; renamed onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: colleagues could not read results
+    fd, tmp = new_file(path.parent, f".{path.name}.", ".tmp")
     os.close(fd)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def new_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """A new file of a unique name in ``folder``, open for writing, with the mode every file of
+    the harness gets: 0666 less the process umask, applied by the system. (``mkstemp`` makes
+    0600 files, colleagues could not read results; reading the umask means setting it, which
+    races with other threads.)"""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:

@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -31,6 +30,7 @@ from typing import Any, Callable
 
 from harness.core import config as configs
 from harness.core import files
+from harness.core.errors import HarnessError
 from harness.core.registry import TRIAL_KINDS, TrialKind
 from harness.runs.run import CHECKPOINT, read_checkpoint
 
@@ -153,9 +153,18 @@ def _stamp(t: float) -> str:
 
 def read_lock(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / LOCK).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return _parse(_lock_bytes(run_dir / LOCK))
+    except FileNotFoundError:
         return None
+
+
+def _lock_bytes(path: Path) -> bytes:
+    """A lock's bytes; one the user may not read is a HarnessError saying so (FileNotFoundError passes)."""
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise HarnessError(f"cannot read the lock {str(path)!r} (permission denied): another user runs this "
+                           "sweep folder; use a folder of your own or ask them for read access") from None
 
 
 def holder_alive(holder: dict[str, Any]) -> bool:
@@ -228,7 +237,7 @@ class Lock:
                 except FileExistsError:
                     pass
                 try:
-                    held = path.read_bytes()
+                    held = _lock_bytes(path)
                 except FileNotFoundError:
                     continue
                 holder = _parse(held)
@@ -262,10 +271,10 @@ class Lock:
 
 def _complete_file(run_dir: Path, info: dict[str, Any]) -> Path:
     """A temp file holding ``info`` in full, to be linked or renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.")
+    fd, tmp = files.new_file(run_dir, f".{LOCK}.")
     with os.fdopen(fd, "w") as fh:
         json.dump(info, fh)
-    return Path(tmp)
+    return tmp
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -286,7 +295,7 @@ def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
             break
         except FileExistsError:
             try:
-                raw = token.read_bytes()
+                raw = _lock_bytes(token)
             except FileNotFoundError:  # its taker finished: the lock is no longer the stale one
                 return False
             taker = _parse(raw)
