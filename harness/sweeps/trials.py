@@ -76,8 +76,9 @@ class Trial:
 
 @dataclass
 class Outcome:
-    """What running a trial came to: ``done``, ``failed`` (``error`` says why) or ``busy``
-    (another live process holds it)."""
+    """What running a trial came to: ``done`` (run here), ``found done`` (finished by another
+    process before it started here), ``failed`` (``error`` says why) or ``busy`` (another live
+    process holds it)."""
 
     hash: str
     status: str
@@ -107,8 +108,8 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
     """Run (or resume, or skip) one trial; never raises for a failure of the trial itself.
     ``runner(cfg, progress=...)`` runs the config in place of the kind's function (a launcher
     that runs it on several ranks)."""
-    if is_done(trial):
-        return Outcome(trial.hash, "done")
+    if is_done(trial):  # finished by another process since it was planned
+        return Outcome(trial.hash, "found done")
     lock = Lock.acquire(trial.dir)
     if lock is None:
         return Outcome(trial.hash, "busy", f"held by {read_lock(trial.dir)}")
