@@ -63,9 +63,10 @@ def test_the_wheel_builds_without_a_setuptools_warning(wheel):
 
 def test_the_editable_install_has_no_setuptools_warning(source, tmp_path):
     """What `make install` runs, `pip install -e .` (pip shows the backend's warnings as
-    BuildBackendWarning), into a prefix of its own."""
-    log = run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--prefix", str(tmp_path),
-               "-e", str(source)], cwd=tmp_path)
+    BuildBackendWarning), into a prefix of its own (``--ignore-installed``: the environment's own
+    install of the project is left as it is, not uninstalled first)."""
+    log = run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--ignore-installed",
+               "--prefix", str(tmp_path), "-e", str(source)], cwd=tmp_path)
     assert "Successfully installed shift-harness" in log
     assert [line for line in log.splitlines() if WARNING.search(line)] == []
 

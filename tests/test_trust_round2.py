@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import TINY, tiny_spec
 
+from harness.cli import main
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.sweeps import trials
@@ -90,3 +91,64 @@ def test_sigterm_of_a_sweep_says_how_to_resume_and_leaks_no_semaphore(tmp_path):
     assert proc.returncode == 130, err
     assert err.rstrip().splitlines()[-1] == "harness: interrupted: rerun the same command to resume", err
     assert "leaked" not in err and "Traceback" not in err, err
+
+
+# --- class 1: every written path built from validated names, inside its folder ---------------
+
+@pytest.mark.parametrize("name", ["..", "a/b", "", ".", "x" * 256, "a\0b", 7, None])
+def test_inside_refuses_what_is_not_one_name(name, tmp_path):
+    with pytest.raises(HarnessError):
+        files.inside(tmp_path, name)
+
+
+def test_inside_refuses_a_link_that_leads_out(tmp_path):
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "out").symlink_to(tmp_path)
+    assert files.inside(tmp_path / "box", "fine.json") == tmp_path / "box" / "fine.json"
+    with pytest.raises(HarnessError, match="leads outside"):
+        files.inside(tmp_path / "box", "out")
+
+
+def _board_with_entry(tmp_path: Path, dataset_key: str) -> Path:
+    """A copy of the disentanglement board's folder whose one entry names a result key."""
+    import json
+    board_dir = tmp_path / "board"
+    (board_dir / "entries" / "disentanglement").mkdir(parents=True)
+    entry = {"entrant": {"algorithm": "vae"}, "results": {dataset_key: {"runs": [{"hash": "0" * 16}]}},
+             "provenance": {"sweep": str(tmp_path / "sweep"), "config_hashes": ["0" * 16], "seeds": [0],
+                            "code_version": "x"}}
+    (board_dir / "entries" / "disentanglement" / "vae.json").write_text(json.dumps(entry))
+    return board_dir
+
+
+def test_pictures_never_write_outside_the_board_folder(tmp_path, capsys):
+    board_dir = _board_with_entry(tmp_path, "../../../escaped")
+    before = set(tmp_path.rglob("*"))
+    code = main(["leaderboard", "pictures", "disentanglement", "--board-dir", str(board_dir)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and len(err) < 1000, err
+    assert set(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "SPEC", "--dir", ""], ["sweep", "SPEC", "--dir", "FILE"], ["sweep", "SPEC", "--dir", "FILE/sub"],
+    ["sweep", "SPEC", "--dir", "x" * 300], ["sweep", "status", "FILE"], ["sweep", "status", ""],
+    ["leaderboard", "render", "worst_group", "--board-dir", ""], ["leaderboard", "render", "worst_group", "--board-dir", "FILE"],
+    ["leaderboard", "render", "worst_group", "--board-dir", "y" * 300],
+    ["leaderboard", "submit", "worst_group", "FILE", "--board-dir", "B"], ["leaderboard", "submit", "worst_group", "", "--board-dir", "B"],
+    ["leaderboard", "verify", "worst_group", "--runs", "FILE"], ["collect", "FILE"], ["collect", ""],
+    ["collect", "DIR", "--output", "DIR"], ["collect", "DIR", "--frame", "FILE/x.csv"],
+    ["train", "output_dir=", "--print-config"], ["train", "output_dir=FILE", "--print-config"],
+    ["train", "output_dir=" + "z" * 300, "--print-config"], ["quickstart", "--dir", "FILE"],
+    ["quickstart", "--board-dir", "FILE", "--dir", "DIR"],
+])
+def test_a_bad_folder_argument_is_one_line_and_writes_nothing(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "FILE").write_text("a file\n")
+    (tmp_path / "DIR").mkdir()
+    (tmp_path / "SPEC").write_text(yaml.safe_dump(tiny_spec()))
+    before = set(tmp_path.rglob("*"))
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("harness: error: ") and err.count("\n") == 1 and len(err) < 1000, err
+    assert set(tmp_path.rglob("*")) == before

@@ -109,6 +109,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
+    for key in ("output_dir", "run_dir"):  # not a file, no name too long, before anything is written
+        if cfg[key] is not None:
+            files.folder_arg(cfg[key], key)
     _check_names(cfg)
     dataset = DATASETS.get(cfg["dataset"]["name"])
     cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,

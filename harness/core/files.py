@@ -160,6 +160,72 @@ def simple_name(value: Any, what: str) -> str:
     return value
 
 
+NAME_MAX = 255  # bytes in one name of a path (ext4, XFS, NFS, Lustre, GPFS)
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def inside(folder: str | Path, *names: Any, what: str = "file name") -> Path:
+    """``folder/names...`` after checking that each name is one plain name (a string, not empty,
+    not ``.`` or ``..``, no separator or NUL, at most NAME_MAX bytes) and that the path, symbolic
+    links resolved, lies inside ``folder``; else a HarnessError. Every path the harness writes
+    (or reads) from a name that came from a file or a command line is built with it."""
+    for name in names:
+        problem = _name_problem(name)
+        if problem:
+            raise HarnessError(f"{what} {shown(name)} {problem}: it must be one name, not a path")
+    path = Path(folder).joinpath(*names)
+    root = Path(folder).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise HarnessError(f"{what} {shown(str(path))} leads outside {shown(str(folder))} (a link points away)")
+    return path
+
+
+def _name_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return f"is of type {type(name).__name__}"
+    if name in ("", ".", ".."):
+        return "is not a name"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "holds a path separator or NUL"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        return f"is longer than the {NAME_MAX} bytes a file system allows"
+    return None
+
+
+def folder_arg(value: Any, what: str, must_exist: bool = False) -> Path:
+    """A folder given on a command line or in a config (``--board-dir``, ``--dir``, ``output_dir``):
+    not empty, no name in it too long for the file system, not a file, not under a file (and
+    existing when ``must_exist``); else a HarnessError saying which."""
+    text = str(value) if isinstance(value, (str, Path)) else None
+    if not text or not text.strip():
+        raise HarnessError(f"{what} must be a folder path, got {shown(value)}")
+    if "\0" in text or len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise HarnessError(f"{what} {shown(text)} is not a usable path (NUL, or over {PATH_MAX} bytes)")
+    path = Path(text)
+    long = [part for part in path.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
+    if long:
+        raise HarnessError(f"{what}: the name {shown(long[0])} is longer than the {NAME_MAX} bytes a file system allows")
+    for at in (path, *path.parents):
+        if at.exists() and not at.is_dir():
+            raise HarnessError(f"{what} {shown(text)}: {shown(str(at))} is a file, not a folder")
+    if must_exist and not path.is_dir():
+        raise HarnessError(f"{what} {shown(text)} is not a folder")
+    return path
+
+
+def file_arg(value: Any, what: str) -> Path:
+    """A file to write, given on a command line (``--output``): its folder as :func:`folder_arg`
+    checks it, and not an existing folder."""
+    path = Path(str(value))
+    if not str(value).strip() or path.name in ("", ".", ".."):
+        raise HarnessError(f"{what} must be a file path, got {shown(value)}")
+    folder_arg(path.parent, what)
+    if path.is_dir():
+        raise HarnessError(f"{what} {shown(str(value))} is a folder; give a file path")
+    inside(path.parent, path.name, what=what)
+    return path
+
+
 def sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -238,7 +238,7 @@ def entry_path(board: Board, entry: dict) -> Path:
             continue
         text = re.sub(r"[^A-Za-z0-9_.]+", "-", str(value)).strip("-.")
         parts.append(text if 0 < len(text) <= 40 else hashlib.md5(str(value).encode()).hexdigest()[:10])
-    return board.entries_dir / f"{'--'.join(parts) or 'entry'}.json"
+    return files.inside(board.entries_dir, f"{'--'.join(parts) or 'entry'}.json", what="entry file")
 
 
 def write_entries(board: Board, entries: list[dict]) -> list[Path]:
