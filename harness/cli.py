@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 
-from harness.core.errors import HarnessError, RunDiverged
+from harness.core.errors import HarnessError, RunDiverged, brief
 
 COMMANDS = {
     "quickstart": "sweep + worst-group leaderboard on colored_digits, in one command",
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {brief(str(exc))}", file=sys.stderr)
         return 2
     except RunDiverged as exc:
-        print(f"harness: run failed: {exc}", file=sys.stderr)
+        print(f"harness: run failed: {brief(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("harness: interrupted: rerun the same command to resume", file=sys.stderr)

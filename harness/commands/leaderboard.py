@@ -100,7 +100,7 @@ def checked_folders(args: argparse.Namespace) -> None:
     for option, label in labels.items():
         value = getattr(args, option, None)
         if value is not None:
-            files.folder_arg(value, label, must_exist=label in ("--runs", "SWEEP_DIR"))
+            files.folder_arg(value, label, must_exist=label == "SWEEP_DIR")
 
 
 def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = None, show: bool = False) -> None:

@@ -78,9 +78,9 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str,
 
 def parse_value(text: str) -> Any:
     """YAML scalar, with numbers like 1e-3 read as floats (YAML 1.1 reads them as strings)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    try:  # the bounded reader of files: an alias bomb on a command line is refused as in a file
+        value = files.parse_yaml(text, f"value {shown(text)}")
+    except files.InvalidYaml:
         return text
     if isinstance(value, str):
         for cast in (int, float):

@@ -100,6 +100,13 @@ MAX_YAML_NODES = 100_000
 SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
+class InvalidYaml(HarnessError):
+    """Text that is not YAML at all (a command-line value may then be taken as plain text)."""
+
+
+MAX_DEPTH = 100  # the deepest nesting of lists and mappings a YAML or JSON value may have
+
+
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML file's content; every way it can fail is a HarnessError naming the file."""
     try:
@@ -108,17 +115,71 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise HarnessError(f"{what} {str(path)!r} does not exist") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    return parse_yaml(text, f"{what} {str(path)!r}")
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML text's value, its alias expansion and nesting bounded (MAX_YAML_NODES, MAX_DEPTH):
+    the one reader of files and command-line values alike. Failures are a HarnessError naming ``what``."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML does not allow
+        raise InvalidYaml(f"{what} is not valid YAML: {shown(str(exc), 300)}") from None
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise HarnessError(f"{what} {str(path)!r} expands beyond {MAX_YAML_NODES} values through its aliases; "
+            raise HarnessError(f"{what} expands beyond {MAX_YAML_NODES} values through its aliases; "
                                "write the values out")
+        if node is not None and _depth(node, 0) > MAX_DEPTH:
+            raise HarnessError(f"{what} nests lists or mappings deeper than {MAX_DEPTH} levels")
         return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{what} {str(path)!r} is not valid YAML: {shown(str(exc), 300)}") from None
+        raise InvalidYaml(f"{what} is not valid YAML: {shown(str(exc), 300)}") from None
+    except RecursionError:
+        raise HarnessError(f"{what} nests lists or mappings deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
+
+
+def _depth(node: yaml.Node, depth: int) -> int:
+    """How deep ``node`` nests (stopping past MAX_DEPTH; a cycle is refused by the size check first)."""
+    if depth > MAX_DEPTH or not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        return depth
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    return max((_depth(child, depth + 1) for child in children), default=depth + 1)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file's value; not UTF-8, not JSON, or nested deeper than MAX_DEPTH: a HarnessError naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    if _json_depth(text) > MAX_DEPTH:
+        raise HarnessError(f"{what} {str(path)!r} nests lists or mappings deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+
+
+def _json_depth(text: str) -> int:
+    """An upper bound of a JSON text's nesting: brackets outside strings, counted without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:

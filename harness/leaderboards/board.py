@@ -254,10 +254,7 @@ def write_entries(board: Board, entries: list[dict]) -> list[Path]:
 def load_entries(board: Board) -> list[dict]:
     entries = []
     for path in sorted(board.entries_dir.glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"leaderboard entry {path} is not valid JSON: {exc}") from None
+        entry = files.read_json(path, "leaderboard entry")
         problem = shape_problem(entry, ENTRY_SHAPE, "")
         if problem:
             raise HarnessError(f"leaderboard entry {path}: {problem}")
