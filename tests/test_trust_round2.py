@@ -152,3 +152,22 @@ def test_a_bad_folder_argument_is_one_line_and_writes_nothing(argv, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("harness: error: ") and err.count("\n") == 1 and len(err) < 1000, err
     assert set(tmp_path.rglob("*")) == before
+
+
+# --- class 7: resume repairs what it can ------------------------------------------------------
+
+def test_leftover_takeover_tokens_of_dead_takers_are_removed(tmp_path):
+    import hashlib
+    import json
+    import socket
+    gone = {"pid": os.getpid(), "process_start": -9, "host": socket.gethostname(), "heartbeat": time.time()}
+    (tmp_path / LOCK).write_text(json.dumps(gone))
+    chain = hashlib.sha256((tmp_path / LOCK).read_bytes())
+    for n in range(2):  # two takers that died mid-takeover, one after the other
+        token = tmp_path / f".{LOCK}.takeover-{chain.hexdigest()[:16]}"
+        token.write_text(json.dumps({**gone, "process_start": -10 - n}))
+        chain.update(token.read_bytes())
+    lock = Lock.acquire(tmp_path)
+    assert lock is not None
+    lock.release()
+    assert not list(tmp_path.glob(".*takeover*"))

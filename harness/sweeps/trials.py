@@ -289,6 +289,7 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
     """Replace the stale lock ``stale`` by ``mine`` if this process wins the takeover token."""
     chain = hashlib.sha256(stale)
+    dead: list[Path] = []  # tokens of takers that died mid-takeover, removed once this one wins
     while True:
         token = run_dir / f".{LOCK}.takeover-{chain.hexdigest()[:16]}"
         try:
@@ -303,10 +304,13 @@ def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
             if taker is not None and holder_alive(taker):
                 return False
             chain.update(raw)  # its taker died mid-takeover: the next token of the chain
+            dead.append(token)
     try:
         if (run_dir / LOCK).read_bytes() != stale:
             return False
         os.replace(mine, run_dir / LOCK)
+        for leftover in dead:  # safe now: a late walker of the chain finds the lock no longer the stale one
+            leftover.unlink(missing_ok=True)
         return True
     except FileNotFoundError:
         return False
