@@ -171,3 +171,22 @@ def test_leftover_takeover_tokens_of_dead_takers_are_removed(tmp_path):
     assert lock is not None
     lock.release()
     assert not list(tmp_path.glob(".*takeover*"))
+
+
+# --- class 5: values legal alone, impossible together -----------------------------------------
+
+@pytest.mark.parametrize("argv", [["train", "probe.tasks=[digits]", "--print-config"],
+                                  ["discover", "algorithm.name=xrm", "probe.tasks=[digits]", "--print-config"]])
+def test_a_section_the_run_does_not_read_is_refused(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "config section 'probe' is read only by probe runs" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_with_a_section_its_kind_does_not_read_is_refused_writing_nothing(tmp_path, capsys):
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(tiny_spec(overrides={**TINY, "probe.tasks": ["digits"]})))
+    assert main(["sweep", str(tmp_path / "spec.yaml"), "--dir", str(tmp_path / "sweep")]) == 2
+    assert "read only by probe runs" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()

@@ -230,6 +230,15 @@ def config_hash(cfg: dict[str, Any]) -> str:
     return hashlib.md5(text.encode()).hexdigest()[:12]
 
 
+def check_read(kind: str, cfg: dict[str, Any]) -> None:
+    """Refuse a section set away from its default that a run of ``kind`` does not read: it
+    would change the run's hash (the same run in two folders) and do nothing."""
+    for name, section in _sections().items():
+        if section.read_by and kind not in section.read_by and cfg.get(name, section.default) != section.default:
+            raise HarnessError(f"config section {name!r} is read only by {', '.join(section.read_by)} runs; a {kind} "
+                               f"run ignores it: remove it, or run `harness {section.read_by[0]}`")
+
+
 def run_dir(cfg: dict[str, Any]) -> Path:
     return Path(cfg["run_dir"]) if cfg["run_dir"] else Path(cfg["output_dir"]) / config_hash(cfg)
 

@@ -75,7 +75,7 @@ def hashed_part(spec: Any) -> Any:
     return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
 
 
-@config_section("probe", default=None, identity=hashed_part, hashed_when_default=False)
+@config_section("probe", default=None, identity=hashed_part, hashed_when_default=False, read_by=("probe",))
 def check_section(value: Any) -> dict[str, Any] | None:
     """Transfer probes of the configured network on downstream tasks (null: no probe)."""
     if value is None:

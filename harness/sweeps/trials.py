@@ -53,6 +53,9 @@ class Trial:
     axes: dict[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        configs.check_read(self.kind, self.cfg)
+
     @property
     def kind_entry(self) -> TrialKind:
         return TRIAL_KINDS.get(self.kind).obj
