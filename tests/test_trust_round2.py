@@ -110,18 +110,27 @@ def test_inside_refuses_a_link_that_leads_out(tmp_path):
 
 
 def _board_with_entry(tmp_path: Path, dataset_key: str) -> Path:
-    """A copy of the disentanglement board's folder whose one entry names a result key."""
+    """A board folder whose one (well-formed) disentanglement entry has a result under ``dataset_key``."""
     import json
     board_dir = tmp_path / "board"
     (board_dir / "entries" / "disentanglement").mkdir(parents=True)
-    entry = {"entrant": {"algorithm": "vae"}, "results": {dataset_key: {"runs": [{"hash": "0" * 16}]}},
+    result = {"hparams_seed": 0, "hparams": {}, "seeds": [0], "candidates": ["0" * 16],
+              "runs": [{"hash": "0" * 16, "seed": 0, "step": 1}], "metrics": {}}
+    entry = {"board": "disentanglement", "protocol": "disentanglement", "entrant": {"algorithm": "vae"},
+             "selection": "last", "results": {dataset_key: result},
              "provenance": {"sweep": str(tmp_path / "sweep"), "config_hashes": ["0" * 16], "seeds": [0],
-                            "code_version": "x"}}
+                            "code_version": {}, "produced_by": "test"}}
     (board_dir / "entries" / "disentanglement" / "vae.json").write_text(json.dumps(entry))
     return board_dir
 
 
-def test_pictures_never_write_outside_the_board_folder(tmp_path, capsys):
+def test_pictures_never_write_outside_the_board_folder(tmp_path, capsys, monkeypatch):
+    import harness.reports.pictures
+
+    def drawn(run_dir: Path, path: Path) -> Path:  # stands for a run's drawing: writes where it is told
+        files.write_text(path, "png")
+        return Path(path)
+    monkeypatch.setattr(harness.reports.pictures, "run_pictures", drawn)
     board_dir = _board_with_entry(tmp_path, "../../../escaped")
     before = set(tmp_path.rglob("*"))
     code = main(["leaderboard", "pictures", "disentanglement", "--board-dir", str(board_dir)])
