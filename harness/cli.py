@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
-from harness.core.errors import HarnessError, RunDiverged
+from harness.core.errors import HarnessError, RunDiverged, brief
 
 COMMANDS = {
     "quickstart": "sweep + worst-group leaderboard on colored_digits, in one command",
@@ -65,14 +67,30 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "args") or any(e.startswith("-") for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.args += extra
+    previous = _interrupt_on_sigterm()
     try:
         return args.func(args)
     except HarnessError as exc:
-        print(f"harness: error: {exc}", file=sys.stderr)
+        print(f"harness: error: {brief(str(exc))}", file=sys.stderr)
         return 2
     except RunDiverged as exc:
-        print(f"harness: run failed: {exc}", file=sys.stderr)
+        print(f"harness: run failed: {brief(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("harness: interrupted; rerun the same command to resume", file=sys.stderr)
+        print("harness: interrupted: rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> object:
+    """Make SIGTERM (``kill``, a scheduler's stop) end a command as Ctrl-C does: the same message,
+    worker processes stopped and their semaphores freed. Returns the handler it replaced (None
+    off the main thread, where no handler can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, interrupt)

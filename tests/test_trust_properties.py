@@ -2,6 +2,7 @@
 refused with exit 2, one line naming the problem, and no new file."""
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -128,3 +129,103 @@ def test_yaml_that_is_not_a_mapping_is_refused(text, tmp_path, capsys):
     (tmp_path / "spec.yaml").write_text(text)
     assert main(["sweep", str(tmp_path / "spec.yaml"), "--dir", str(tmp_path / "sweep")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+# --- command-line values, entry files and folders (issue 22) ---------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+NASTY = st.one_of(st.text(max_size=30), st.integers(1, 3000).map(lambda n: "[" * n + "]" * n),
+                  st.integers(1, 3000).map(lambda n: "{a: " * n + "1" + "}" * n), st.just("{" + BOMB.replace("\n", ", ") + "}"),
+                  st.integers(1, 5000).map(lambda n: "x" * n), st.just("[&a [1,2], *a, *a]"),
+                  st.lists(st.sampled_from(NAMES), max_size=400).map(lambda v: "[" + ", ".join(v) + "]"),
+                  st.just("\udcff\udcfe"), st.sampled_from(["processes:0", "processes:-1", "{name: slurm, x: [[[1]]]}",
+                                                            "{name: " + "n" * 3000 + "}", "local"]))
+
+
+def refused_or_accepted(code: int, err: str) -> None:
+    event(f"exit {code}")
+    assert code in (0, 2), err
+    if code == 2:
+        assert err.startswith("harness: error: ") and err.count("\n") == 1 and len(err.encode()) < 1000, err
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(CONFIG_PATHS), value=NASTY)
+def test_any_command_line_value_is_read_by_the_bounded_reader(key, value, capsys):
+    capsys.readouterr()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        code = main(["train", f"output_dir={folder / 'runs'}", f"{key}={value}", "--print-config"])
+        refused_or_accepted(code, capsys.readouterr().err)
+        assert files_in(folder) == set()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(value=NASTY)
+def test_any_launcher_value_is_read_by_the_bounded_reader(value, capsys):
+    capsys.readouterr()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "spec.yaml").write_text(yaml.safe_dump({"datasets": ["colored_digits"], "algorithms": ["erm"]}))
+        code = main(["sweep", str(folder / "spec.yaml"), "--dir", str(folder / "sweep"), "--dry-run",
+                     "--launcher", value])
+        refused_or_accepted(code, capsys.readouterr().err)
+        assert files_in(folder) == {"spec.yaml"}
+
+
+JSON_LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.text(max_size=8), FLOATS)
+JSON_VALUES = st.recursive(JSON_LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                                st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                           max_leaves=12)
+ENTRY_KEYS = ["board", "protocol", "entrant", "selection", "results", "provenance"]
+ENTRY_BYTES = st.one_of(
+    st.fixed_dictionaries({}, optional={k: JSON_VALUES for k in ENTRY_KEYS}).map(lambda d: json.dumps(d).encode()),
+    st.integers(1, 5000).map(lambda n: ("[" * n + "]" * n).encode()), st.binary(max_size=40),
+    st.just(b'{"board": "\xff\xfe"}'), st.integers(1, 20000).map(lambda n: json.dumps({"k" * n: 1}).encode()),
+    st.integers(1, 2000).map(lambda n: json.dumps({"entrant": {"algorithm": "erm"}, "results": list(range(n))}).encode()))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(raw=ENTRY_BYTES, action=st.sampled_from(["verify", "render", "pictures"]))
+def test_any_entry_file_is_read_or_refused_in_one_line(raw, action, capsys):
+    capsys.readouterr()
+    with tempfile.TemporaryDirectory() as tmp:
+        board_dir = Path(tmp) / "board"
+        (board_dir / "entries" / "worst_group").mkdir(parents=True)
+        (board_dir / "entries" / "worst_group" / "e.json").write_bytes(raw)
+        before = files_in(Path(tmp))
+        code = main(["leaderboard", action, "worst_group", "--board-dir", str(board_dir)])
+        err = capsys.readouterr().err
+        refused_or_accepted(code, err)
+        assert files_in(Path(tmp)) - before <= {"board/worst_group.md"}
+
+
+# Folders below the working one (a folder named outside it, such as .., is where the user asked for the files).
+FOLDERS = st.one_of(st.text(max_size=20).filter(lambda t: ".." not in t and not t.startswith("/")),
+                    st.sampled_from(["", ".", "FILE", "FILE/x", "a" * 300, "DIR/" + "b" * 256, "\x00", "DIR/../FILE"]))
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(folder=FOLDERS, command=st.sampled_from(["sweep", "render", "collect", "status", "train"]))
+def test_any_folder_argument_is_used_or_refused_writing_nothing_outside(folder, command, capsys, monkeypatch):
+    capsys.readouterr()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        (root / "DIR").mkdir(parents=True)
+        (root / "FILE").write_text("file\n")
+        (root / "spec.yaml").write_text(yaml.safe_dump({"datasets": ["colored_digits"], "algorithms": ["erm"]}))
+        monkeypatch.chdir(root)
+        argv = {"sweep": ["sweep", "spec.yaml", "--dir", folder, "--dry-run"],
+                "render": ["leaderboard", "render", "worst_group", "--board-dir", folder],
+                "collect": ["collect", folder], "status": ["sweep", "status", folder],
+                "train": ["train", f"output_dir={folder}", "--print-config"]}[command]
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse: an empty option value read as a missing one
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code in (0, 1, 2), err
+        if code == 2 and err.startswith("harness: error: "):
+            assert err.count("\n") == 1 and len(err.encode()) < 1000, err
+        assert set(Path(tmp).iterdir()) == {root}, "written outside the working folder"

@@ -45,6 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    files.folder_arg(args.sweep_dir, "SWEEP_DIR", must_exist=True)
+    for option, value in (("--output", args.output), ("--frame", args.frame)):
+        if value is not None:
+            files.file_arg(value, option)
     done, unfinished = collect.run_folders(args.sweep_dir)
     done, left_out = collect.vet(done, named_by_hash=(Path(args.sweep_dir) / SPEC_FILE).exists())
     for line in left_out:

@@ -36,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     path, overrides = split_args(args.args)
     cfg = configs.load(path, ["groups=none", *overrides])
+    configs.check_read("discovery", cfg)
     if args.print_config:
         check(cfg)
         print(configs.dump(cfg), end="")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.core import config as configs
 from harness.core import files
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, shown
 from harness.leaderboards import board as boards
 from harness.leaderboards import bundle, levels, predictions, shipped
 from harness.reports import collect
@@ -83,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    checked_folders(args)
     if args.action == "reproduce":
         return reproduce(args)
     if args.action == "page":
@@ -120,6 +121,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"wrote {write_table(board)}")
     return 0
+
+
+def checked_folders(args: argparse.Namespace) -> None:
+    """Every folder option of the action, checked before anything is read or written."""
+    labels = {"board_dir": "--board-dir", "runs": "--runs",
+              "sweep_dir": "SWEEP_DIR" if args.action == "submit" else "--sweep-dir"}
+    for option, label in labels.items():
+        value = getattr(args, option, None)
+        if value is not None:
+            files.folder_arg(value, label, must_exist=label == "SWEEP_DIR")
 
 
 def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = None, show: bool = False) -> None:
@@ -238,8 +249,12 @@ def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
     for entry in boards.load_entries(board):
         where = Path(runs_dir or entry["provenance"]["sweep"])
         for dataset, result in entry["results"].items():
+            if dataset not in board.datasets:  # file names come only from names the board declares
+                raise HarnessError(f"leaderboard entry {entry['_path']}: result for {shown(dataset)}, not a dataset of "
+                                   f"board {board.name!r} ({', '.join(board.datasets)})")
             name = f"{boards.entry_path(board, entry).stem}--{dataset}.png"
-            out.append(run_pictures(where / result["runs"][0]["hash"], board.dir / "pictures" / board.name / name))
+            run = files.inside(where, result["runs"][0]["hash"], what=f"run of entry {entry['_path']}")
+            out.append(run_pictures(run, files.inside(board.dir / "pictures" / board.name, name, what="picture")))
     return out
 
 

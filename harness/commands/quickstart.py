@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from harness import quickstart
 from harness.commands.leaderboard import submit
 from harness.core import config as configs
+from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.sweeps import sweep
@@ -44,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.workers < 1:
         raise HarnessError(f"--workers must be >= 1, got {args.workers}")
-    folder = Path(args.dir)
-    board = boards.load_board("worst_group_smoke", args.board_dir or folder / "board")
+    folder = files.folder_arg(args.dir, "--dir")
+    board_dir = files.folder_arg(args.board_dir, "--board-dir") if args.board_dir is not None else folder / "board"
+    board = boards.load_board("worst_group_smoke", board_dir)
     launcher = configs.parse_value(args.launcher) if args.launcher else f"processes:{args.workers}"
     spec = sweep.parse_spec(quickstart.spec(args.steps, args.hparam_draws, launcher))
     names = [f"{a.algorithm} ({a.point['groups']} groups)" for a in spec.arms]

@@ -8,6 +8,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from harness.core import config as configs
+from harness.core import files
 from harness.core.errors import HarnessError
 from harness.sweeps import sweep
 from harness.sweeps.launch import details, launch, summary
@@ -75,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
     if args.target[0] == "status":
         if len(args.target) != 2:
             raise HarnessError("usage: harness sweep status SWEEP_DIR")
-        return show_status(sweep.load_plan(args.target[1]))
+        return show_status(sweep.load_plan(files.folder_arg(args.target[1], "SWEEP_DIR", must_exist=True)))
     if len(args.target) != 1:
         raise HarnessError(f"one spec file, got {args.target}; for states: harness sweep status SWEEP_DIR")
     spec = sweep.load_spec(args.target[0])
     if args.launcher:
         spec.launcher = override_launcher(spec.launcher, configs.parse_value(args.launcher))
-    folder = Path(args.dir) if args.dir else Path("sweeps") / spec.name
+    folder = files.folder_arg(args.dir, "--dir") if args.dir is not None else Path("sweeps") / spec.name
     if args.dry_run:
         return show_status(sweep.Plan(spec, folder), every_trial=True)
     report = launch(spec, folder)

@@ -60,6 +60,7 @@ def split_args(args: list[str]) -> tuple[str | None, list[str]]:
 def run(args: argparse.Namespace) -> int:
     path, overrides = split_args(args.args)
     cfg = configs.load(path, overrides)
+    configs.check_read("train", cfg)
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0

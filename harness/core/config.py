@@ -78,9 +78,9 @@ def load(path: str | Path | None = None, overrides: list[str] = ()) -> dict[str,
 
 def parse_value(text: str) -> Any:
     """YAML scalar, with numbers like 1e-3 read as floats (YAML 1.1 reads them as strings)."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    try:  # the bounded reader of files: an alias bomb on a command line is refused as in a file
+        value = files.parse_yaml(text, f"value {shown(text)}")
+    except files.InvalidYaml:
         return text
     if isinstance(value, str):
         for cast in (int, float):
@@ -109,6 +109,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
             raise unknown("config key", key, [*DEFAULTS, *sections])
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, {k: v for k, v in raw.items() if k in DEFAULTS}, DEFAULTS, prefix="")
+    for key in ("output_dir", "run_dir"):  # not a file, no name too long, before anything is written
+        if cfg[key] is not None:
+            files.folder_arg(cfg[key], key)
     _check_names(cfg)
     dataset = DATASETS.get(cfg["dataset"]["name"])
     cfg["dataset"]["options"] = _check_options("dataset.options", cfg["dataset"]["options"], dataset.obj,
@@ -225,6 +228,15 @@ def config_hash(cfg: dict[str, Any]) -> str:
     """md5 of the sorted JSON of what the run computes; 12 hex digits name its folder."""
     text = json.dumps(identity(cfg), sort_keys=True, default=list)
     return hashlib.md5(text.encode()).hexdigest()[:12]
+
+
+def check_read(kind: str, cfg: dict[str, Any]) -> None:
+    """Refuse a section set away from its default that a run of ``kind`` does not read: it
+    would change the run's hash (the same run in two folders) and do nothing."""
+    for name, section in _sections().items():
+        if section.read_by and kind not in section.read_by and cfg.get(name, section.default) != section.default:
+            raise HarnessError(f"config section {name!r} is read only by {', '.join(section.read_by)} runs; a {kind} "
+                               f"run ignores it: remove it, or run `harness {section.read_by[0]}`")
 
 
 def run_dir(cfg: dict[str, Any]) -> Path:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 SHOWN_CHARS = 80  # the most of an echoed value a message shows
+LINE_CHARS = 900  # the most of a message line the CLI prints (a last guard: values are cut by ``shown``)
 
 
 class HarnessError(Exception):
@@ -23,4 +24,13 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
 def unknown(kind: str, name: object, accepted: "list[str] | tuple[str, ...]") -> HarnessError:
     """The message for a name that is not one of the accepted ones."""
     listed = ", ".join(str(a) for a in accepted) or "(none registered)"
+    if len(listed) > 4 * SHOWN_CHARS:
+        listed = f"{listed[:4 * SHOWN_CHARS]}... ({len(accepted)} in all)"
     return HarnessError(f"unknown {kind} {shown(name)}; accepted: {listed}")
+
+
+def brief(message: str) -> str:
+    """Each line of ``message`` cut to LINE_CHARS characters, so that no echoed key or list
+    (a name from a file, a list of accepted values) makes an error line longer than 1 kB."""
+    return "\n".join(line if len(line) <= LINE_CHARS else f"{line[:LINE_CHARS]}... ({len(line)} characters)"
+                     for line in message.splitlines() or [""])

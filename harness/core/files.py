@@ -7,7 +7,7 @@ import io
 import json
 import os
 import re
-import tempfile
+import secrets
 import warnings
 import zipfile
 from contextlib import contextmanager
@@ -26,21 +26,28 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the same folder; renamed onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600: colleagues could not read results
+    fd, tmp = new_file(path.parent, f".{path.name}.", ".tmp")
     os.close(fd)
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def new_file(folder: Path, prefix: str, suffix: str = "") -> tuple[int, Path]:
+    """A new file of a unique name in ``folder``, open for writing, with the mode every file of
+    the harness gets: 0666 less the process umask, applied by the system. (``mkstemp`` makes
+    0600 files, colleagues could not read results; reading the umask means setting it, which
+    races with other threads.)"""
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def remove_temporaries(folder: str | Path) -> list[Path]:
@@ -93,6 +100,13 @@ MAX_YAML_NODES = 100_000
 SIMPLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
+class InvalidYaml(HarnessError):
+    """Text that is not YAML at all (a command-line value may then be taken as plain text)."""
+
+
+MAX_DEPTH = 100  # the deepest nesting of lists and mappings a YAML or JSON value may have
+
+
 def read_yaml(path: str | Path, what: str) -> Any:
     """A YAML file's content; every way it can fail is a HarnessError naming the file."""
     try:
@@ -101,17 +115,71 @@ def read_yaml(path: str | Path, what: str) -> Any:
         raise HarnessError(f"{what} {str(path)!r} does not exist") from None
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
-    loader = yaml.SafeLoader(text)
+    return parse_yaml(text, f"{what} {str(path)!r}")
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML text's value, its alias expansion and nesting bounded (MAX_YAML_NODES, MAX_DEPTH):
+    the one reader of files and command-line values alike. Failures are a HarnessError naming ``what``."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # a character YAML does not allow
+        raise InvalidYaml(f"{what} is not valid YAML: {shown(str(exc), 300)}") from None
     try:
         node = loader.get_single_node()
         if node is not None and _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise HarnessError(f"{what} {str(path)!r} expands beyond {MAX_YAML_NODES} values through its aliases; "
+            raise HarnessError(f"{what} expands beyond {MAX_YAML_NODES} values through its aliases; "
                                "write the values out")
+        if node is not None and _depth(node, 0) > MAX_DEPTH:
+            raise HarnessError(f"{what} nests lists or mappings deeper than {MAX_DEPTH} levels")
         return None if node is None else loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{what} {str(path)!r} is not valid YAML: {shown(str(exc), 300)}") from None
+        raise InvalidYaml(f"{what} is not valid YAML: {shown(str(exc), 300)}") from None
+    except RecursionError:
+        raise HarnessError(f"{what} nests lists or mappings deeper than {MAX_DEPTH} levels") from None
     finally:
         loader.dispose()
+
+
+def _depth(node: yaml.Node, depth: int) -> int:
+    """How deep ``node`` nests (stopping past MAX_DEPTH; a cycle is refused by the size check first)."""
+    if depth > MAX_DEPTH or not isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        return depth
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+    return max((_depth(child, depth + 1) for child in children), default=depth + 1)
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """A JSON file's value; not UTF-8, not JSON, or nested deeper than MAX_DEPTH: a HarnessError naming it."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    if _json_depth(text) > MAX_DEPTH:
+        raise HarnessError(f"{what} {str(path)!r} nests lists or mappings deeper than {MAX_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{what} {str(path)!r} is not valid JSON: {exc.msg} (line {exc.lineno})") from None
+
+
+def _json_depth(text: str) -> int:
+    """An upper bound of a JSON text's nesting: brackets outside strings, counted without parsing."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
@@ -151,6 +219,72 @@ def simple_name(value: Any, what: str) -> str:
         raise HarnessError(f"{what} must be a simple name (letters, digits, _ . -, not starting with . or -; "
                            f"at most 100 characters), got {shown(value)}")
     return value
+
+
+NAME_MAX = 255  # bytes in one name of a path (ext4, XFS, NFS, Lustre, GPFS)
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def inside(folder: str | Path, *names: Any, what: str = "file name") -> Path:
+    """``folder/names...`` after checking that each name is one plain name (a string, not empty,
+    not ``.`` or ``..``, no separator or NUL, at most NAME_MAX bytes) and that the path, symbolic
+    links resolved, lies inside ``folder``; else a HarnessError. Every path the harness writes
+    (or reads) from a name that came from a file or a command line is built with it."""
+    for name in names:
+        problem = _name_problem(name)
+        if problem:
+            raise HarnessError(f"{what} {shown(name)} {problem}: it must be one name, not a path")
+    path = Path(folder).joinpath(*names)
+    root = Path(folder).resolve()
+    if not path.resolve().is_relative_to(root):
+        raise HarnessError(f"{what} {shown(str(path))} leads outside {shown(str(folder))} (a link points away)")
+    return path
+
+
+def _name_problem(name: Any) -> str | None:
+    if not isinstance(name, str):
+        return f"is of type {type(name).__name__}"
+    if name in ("", ".", ".."):
+        return "is not a name"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "holds a path separator or NUL"
+    if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        return f"is longer than the {NAME_MAX} bytes a file system allows"
+    return None
+
+
+def folder_arg(value: Any, what: str, must_exist: bool = False) -> Path:
+    """A folder given on a command line or in a config (``--board-dir``, ``--dir``, ``output_dir``):
+    not empty, no name in it too long for the file system, not a file, not under a file (and
+    existing when ``must_exist``); else a HarnessError saying which."""
+    text = str(value) if isinstance(value, (str, Path)) else None
+    if not text or not text.strip():
+        raise HarnessError(f"{what} must be a folder path, got {shown(value)}")
+    if "\0" in text or len(text.encode("utf-8", "surrogateescape")) > PATH_MAX:
+        raise HarnessError(f"{what} {shown(text)} is not a usable path (NUL, or over {PATH_MAX} bytes)")
+    path = Path(text)
+    long = [part for part in path.parts if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX]
+    if long:
+        raise HarnessError(f"{what}: the name {shown(long[0])} is longer than the {NAME_MAX} bytes a file system allows")
+    for at in (path, *path.parents):
+        if at.exists() and not at.is_dir():
+            raise HarnessError(f"{what} {shown(text)}: {shown(str(at))} is a file, not a folder")
+    if must_exist and not path.is_dir():
+        raise HarnessError(f"{what} {shown(text)} is not a folder")
+    return path
+
+
+def file_arg(value: Any, what: str) -> Path:
+    """A file to write, given on a command line (``--output``): its folder as :func:`folder_arg`
+    checks it, and not an existing folder."""
+    path = Path(str(value))
+    if not str(value).strip() or path.name in ("", ".", ".."):
+        raise HarnessError(f"{what} must be a file path, got {shown(value)}")
+    folder_arg(path.parent, what)
+    if path.is_dir():
+        raise HarnessError(f"{what} {shown(str(value))} is a folder; give a file path")
+    inside(path.parent, path.name, what=what)
+    return path
 
 
 def sha256(path: str | Path) -> str:

@@ -243,6 +243,7 @@ class Section:
     identity: Callable[[Any], Any] = _as_is
     hashed_when_default: bool = True  # False: a config at the default hashes as if the section did not exist
     needs: Callable[[dict[str, Any]], list[Need]] = _no_needs  # upstream trials a config's value asks for
+    read_by: tuple[str, ...] = ()  # the trial kinds that read it (empty: every kind)
 
 
 ALGORITHMS = Registry("algorithms")
@@ -273,13 +274,15 @@ def trial_kind(name: str, done_files: Sequence[str], description: str | None = N
 
 def config_section(name: str, default: Any, identity: Callable[[Any], Any] = _as_is,
                    hashed_when_default: bool = True,
-                   needs: Callable[[dict[str, Any]], list[Need]] | None = None) -> Callable[[F], F]:
+                   needs: Callable[[dict[str, Any]], list[Need]] | None = None,
+                   read_by: Sequence[str] = ()) -> Callable[[F], F]:
     """Decorator: register ``check`` as the validator of the top-level config key ``name``
     (see :class:`Section`). ``hashed_when_default=False`` keeps the hashes of configs that
-    leave the section at its default (those written before it existed) unchanged."""
+    leave the section at its default (those written before it existed) unchanged. ``read_by``:
+    the trial kinds that read the section; a run of another kind with it set is refused."""
 
     def decorate(check: F) -> F:
-        section = Section(default, check, identity, hashed_when_default, needs or _no_needs)
+        section = Section(default, check, identity, hashed_when_default, needs or _no_needs, tuple(read_by))
         SECTIONS.register(name, description=_summary(check))(section)
         return check
 

@@ -240,7 +240,7 @@ def entry_path(board: Board, entry: dict) -> Path:
             continue
         text = re.sub(r"[^A-Za-z0-9_.]+", "-", str(value)).strip("-.")
         parts.append(text if 0 < len(text) <= 40 else hashlib.md5(str(value).encode()).hexdigest()[:10])
-    return board.entries_dir / f"{'--'.join(parts) or 'entry'}.json"
+    return files.inside(board.entries_dir, f"{'--'.join(parts) or 'entry'}.json", what="entry file")
 
 
 def write_entries(board: Board, entries: list[dict]) -> list[Path]:
@@ -256,10 +256,7 @@ def write_entries(board: Board, entries: list[dict]) -> list[Path]:
 def load_entries(board: Board) -> list[dict]:
     entries = []
     for path in sorted(board.entries_dir.glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"leaderboard entry {path} is not valid JSON: {exc}") from None
+        entry = files.read_json(path, "leaderboard entry")
         problem = shape_problem(entry, ENTRY_SHAPE, "")
         if problem:
             raise HarnessError(f"leaderboard entry {path}: {problem}")

@@ -75,7 +75,7 @@ def hashed_part(spec: Any) -> Any:
     return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
 
 
-@config_section("probe", default=None, identity=hashed_part, hashed_when_default=False)
+@config_section("probe", default=None, identity=hashed_part, hashed_when_default=False, read_by=("probe",))
 def check_section(value: Any) -> dict[str, Any] | None:
     """Transfer probes of the configured network on downstream tasks (null: no probe)."""
     if value is None:
@@ -148,7 +148,7 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         test_features = []
         for layer in layers:
             feats = {s: features.read_cached(paths[layer][s], ids[s]) for s in ids}
-            target = out / PREDICTIONS / name / f"{layer}.npz"
+            target = files.inside(out / PREDICTIONS, name, f"{layer}.npz", what="probe predictions file")
             if manifest.name(out, target) not in recorded:  # a file not yet recorded is made again
                 arrays = probe_layer(feats, ys, spec["cs"], spec["knn_k"], spec["max_iter"], cfg["seed"])
                 files.save_arrays(target, **arrays, **{f"{s}.ids": ids[s] for s in ids})

@@ -34,6 +34,7 @@ import functools
 import multiprocessing
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -187,6 +188,7 @@ def _init_worker(threads: int) -> None:
 
     torch.set_num_threads(threads)
     load_plugins()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops the workers
 
 
 @LAUNCHERS.register("processes", options={
@@ -207,15 +209,28 @@ class Processes(Launcher):
         outcomes: list[Outcome] = []
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
-        with pool, _bar(len(trials), f"{desc} ({workers} workers)") as bar:
-            futures = {pool.submit(execute_on_ranks, trial, self.ranks): trial for trial in trials}
-            for future in as_completed(futures):
-                try:
-                    outcomes.append(future.result())
-                except BrokenProcessPool as exc:  # a worker was killed: its trial resumes on relaunch
-                    outcomes.append(Outcome(futures[future].hash, "failed", f"worker process died ({exc})"))
-                _count(bar, outcomes)
+        try:  # not ``with pool``: its exit would wait for the running trials before an interrupt is seen
+            with _bar(len(trials), f"{desc} ({workers} workers)") as bar:
+                futures = {pool.submit(execute_on_ranks, trial, self.ranks): trial for trial in trials}
+                for future in as_completed(futures):
+                    try:
+                        outcomes.append(future.result())
+                    except BrokenProcessPool as exc:  # a worker was killed: its trial resumes on relaunch
+                        outcomes.append(Outcome(futures[future].hash, "failed", f"worker process died ({exc})"))
+                    _count(bar, outcomes)
+        except BaseException:
+            _stop(pool)
+            raise
+        pool.shutdown()
         return outcomes
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """On Ctrl-C, SIGTERM or any error: end the workers now (their trials resume on relaunch) and close the
+    pool, so that its queues' semaphores are released rather than leaked at exit."""
+    for process in list((pool._processes or {}).values()):  # no public way to reach them
+        process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def execute_on_ranks(trial: Trial, ranks: int) -> Outcome:

@@ -175,6 +175,8 @@ class Report:
         for o in outcomes:
             if o.status == "done":
                 self.ran += 1
+            elif o.status == "found done":
+                self.elsewhere += 1
             elif o.status != "busy":
                 self.failed[o.hash] = o.error or "failed"
 

@@ -21,7 +21,6 @@ import json
 import os
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -31,6 +30,7 @@ from typing import Any, Callable
 
 from harness.core import config as configs
 from harness.core import files
+from harness.core.errors import HarnessError
 from harness.core.registry import TRIAL_KINDS, TrialKind
 from harness.runs.run import CHECKPOINT, read_checkpoint
 
@@ -52,6 +52,9 @@ class Trial:
     cfg: dict[str, Any]
     axes: dict[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        configs.check_read(self.kind, self.cfg)
 
     @property
     def kind_entry(self) -> TrialKind:
@@ -76,8 +79,9 @@ class Trial:
 
 @dataclass
 class Outcome:
-    """What running a trial came to: ``done``, ``failed`` (``error`` says why) or ``busy``
-    (another live process holds it)."""
+    """What running a trial came to: ``done`` (run here), ``found done`` (finished by another
+    process before it started here), ``failed`` (``error`` says why) or ``busy`` (another live
+    process holds it)."""
 
     hash: str
     status: str
@@ -107,8 +111,8 @@ def execute(trial: Trial, log: Callable[[str], None] | None = None, progress: bo
     """Run (or resume, or skip) one trial; never raises for a failure of the trial itself.
     ``runner(cfg, progress=...)`` runs the config in place of the kind's function (a launcher
     that runs it on several ranks)."""
-    if is_done(trial):
-        return Outcome(trial.hash, "done")
+    if is_done(trial):  # finished by another process since it was planned
+        return Outcome(trial.hash, "found done")
     lock = Lock.acquire(trial.dir)
     if lock is None:
         return Outcome(trial.hash, "busy", f"held by {read_lock(trial.dir)}")
@@ -153,9 +157,18 @@ def _stamp(t: float) -> str:
 
 def read_lock(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / LOCK).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return _parse(_lock_bytes(run_dir / LOCK))
+    except FileNotFoundError:
         return None
+
+
+def _lock_bytes(path: Path) -> bytes:
+    """A lock's bytes; one the user may not read is a HarnessError saying so (FileNotFoundError passes)."""
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise HarnessError(f"cannot read the lock {str(path)!r} (permission denied): another user runs this "
+                           "sweep folder; use a folder of your own or ask them for read access") from None
 
 
 def holder_alive(holder: dict[str, Any]) -> bool:
@@ -228,7 +241,7 @@ class Lock:
                 except FileExistsError:
                     pass
                 try:
-                    held = path.read_bytes()
+                    held = _lock_bytes(path)
                 except FileNotFoundError:
                     continue
                 holder = _parse(held)
@@ -262,10 +275,10 @@ class Lock:
 
 def _complete_file(run_dir: Path, info: dict[str, Any]) -> Path:
     """A temp file holding ``info`` in full, to be linked or renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{LOCK}.")
+    fd, tmp = files.new_file(run_dir, f".{LOCK}.")
     with os.fdopen(fd, "w") as fh:
         json.dump(info, fh)
-    return Path(tmp)
+    return tmp
 
 
 def _parse(raw: bytes) -> dict[str, Any] | None:
@@ -279,6 +292,7 @@ def _parse(raw: bytes) -> dict[str, Any] | None:
 def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
     """Replace the stale lock ``stale`` by ``mine`` if this process wins the takeover token."""
     chain = hashlib.sha256(stale)
+    dead: list[Path] = []  # tokens of takers that died mid-takeover, removed once this one wins
     while True:
         token = run_dir / f".{LOCK}.takeover-{chain.hexdigest()[:16]}"
         try:
@@ -286,17 +300,20 @@ def _take_over(run_dir: Path, stale: bytes, mine: Path) -> bool:
             break
         except FileExistsError:
             try:
-                raw = token.read_bytes()
+                raw = _lock_bytes(token)
             except FileNotFoundError:  # its taker finished: the lock is no longer the stale one
                 return False
             taker = _parse(raw)
             if taker is not None and holder_alive(taker):
                 return False
             chain.update(raw)  # its taker died mid-takeover: the next token of the chain
+            dead.append(token)
     try:
         if (run_dir / LOCK).read_bytes() != stale:
             return False
         os.replace(mine, run_dir / LOCK)
+        for leftover in dead:  # safe now: a late walker of the chain finds the lock no longer the stale one
+            leftover.unlink(missing_ok=True)
         return True
     except FileNotFoundError:
         return False
