@@ -1,6 +1,7 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +134,31 @@ def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(t
     probed = frame[frame.protocol == "transfer"]
     assert sorted(probed.layer) == sorted(["block1", "block2", "backbone", "projector1", "output"])
     assert (probed.algorithm == "simclr").all() and (probed["test.probe_acc"].max() > 0.9)  # colour: easy
+
+
+def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_path):
+    """experiments/transfer_vit.yaml: 9 networks x 2 seeds probed; the random-init ViT has no
+    pretraining run, the 8 others one each; every probe has transfer_ssl's tasks and settings
+    plus the two position tasks, and every ViT arm the same ViT."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    plan = sweep.Plan(sweep.load_spec(root / "transfer_vit.yaml"), tmp_path / "sweep")
+    trials, waiting = plan.trials()
+    assert waiting == []
+    probes = [t for t in trials if t.kind == "probe"]
+    trains = [t for t in trials if t.kind == "train"]
+    assert len(probes) == 9 * 2 and len(trains) == 8 * 2
+    assert sorted(t.cfg["probe"]["init"] for t in probes).count("random") == 2
+    assert {n for t in probes for n in t.needs} == {t.hash for t in trains}
+    ssl_plan = sweep.Plan(sweep.load_spec(root / "transfer_ssl.yaml"), tmp_path / "ssl")
+    ssl = next(t.cfg["probe"] for t in ssl_plan.trials()[0] if t.kind == "probe")
+    positions = [{"name": name, "options": {}} for name in ("dsprites_posx", "dsprites_posy")]
+    for trial in probes:
+        spec = trial.cfg["probe"]
+        assert spec["tasks"] == ssl["tasks"] + positions
+        assert spec["cs"] == ssl["cs"] and spec["knn_k"] == ssl["knn_k"]
+    vits = [t.cfg["backbone"] for t in probes if t.cfg["backbone"]["name"] == "vit"]
+    assert len(vits) == 7 * 2 and all(b == vits[0] for b in vits)
+    from harness.models.backbones import vit
+
+    net = vit((3, 14, 14), **vits[0]["options"])  # the issue's ViT: 49 tokens of width 64, 4 blocks
+    assert net.grid == (7, 7) and net.embed_dim == 64 and len(net.blocks) == 4
