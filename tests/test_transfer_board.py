@@ -103,19 +103,46 @@ def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
     assert spec.arms[0].overrides == {"probe.tasks": ["digits"]}
 
 
-@pytest.mark.parametrize("name, rows", [("transfer", 3 * 3 * 6), ("transfer_best", 3 * 3)])
-def test_shipped_entries_verify_when_their_runs_exist(name, rows):
-    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs; CI has no
-    such runs unless that sweep ran, so this checks their shape, and verifies where the runs exist."""
+PROJECTOR_LAYERS = {"block1", "block2", "block3", "block4", "backbone", "projector1", "output"}
+MASKED_LAYERS = {"block1", "block2", "block3", "block4", "output"}
+# The shipped ViT entrants (experiments/transfer_vit.yaml; its VICReg and CNN arms are not probed yet): (algorithm, init, a part of the arm) -> layers
+VIT_ENTRANTS = {("simclr", "random", "crop_flip"): PROJECTOR_LAYERS, ("simclr", "trained", "crop_flip"): PROJECTOR_LAYERS,
+                ("ijepa", "trained", "ema_steps=100 backbone"): MASKED_LAYERS,
+                ("ijepa", "trained", "stop_sigma=0.25"): MASKED_LAYERS, ("mae", "trained", "vit"): MASKED_LAYERS,
+                ("supervised_pretrain", "trained", "vit"): PROJECTOR_LAYERS}
+
+
+def vit_entrant(entrant: dict) -> tuple[str, str, str]:
+    """The VIT_ENTRANTS key an entrant of the ViT rows matches (exactly one)."""
+    keys = [k for k in VIT_ENTRANTS if k[:2] == (entrant["algorithm"], entrant["init"]) and k[2] in entrant["arm"]]
+    assert len(keys) == 1, (entrant, keys)
+    return keys[0]
+
+
+@pytest.mark.parametrize("name, per_layer", [("transfer", True), ("transfer_best", False)])
+def test_shipped_entries_verify_when_their_runs_exist(name, per_layer):
+    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs (the CNN
+    rows) and experiments/transfer_vit.yaml's (the ViT rows, arm backbone.name="vit"); CI has no
+    such runs unless those sweeps ran, so this checks their shape, and verifies where the runs exist."""
     board = boards.load_board(name)
     entries = boards.load_entries(board)
-    assert len(entries) == rows  # 3 methods x 3 last-block widths (x 6 layers)
-    assert {e["entrant"]["algorithm"] for e in entries} == {"simclr", "vicreg", "supervised_pretrain"}
+    vit = [e for e in entries if 'backbone.name="vit"' in e["entrant"]["arm"]]
+    cnn = [e for e in entries if e not in vit]
+    assert len(cnn) == 3 * 3 * (6 if per_layer else 1)  # 3 methods x 3 last-block widths (x 6 layers)
+    assert {e["entrant"]["algorithm"] for e in cnn} == {"simclr", "vicreg", "supervised_pretrain"}
+    assert {e["provenance"]["sweep"] for e in cnn} == {"sweeps/transfer_ssl"}
+    layers: dict[tuple[str, str, str], set[str]] = {}
+    for entry in vit:
+        assert entry["provenance"]["sweep"] == "sweeps/transfer_vit"
+        layers.setdefault(vit_entrant(entry["entrant"]), set()).add(entry["entrant"].get("layer"))
+    assert set(layers) == set(VIT_ENTRANTS)  # each entrant once per layer, or once with the best layer
+    assert layers == (VIT_ENTRANTS if per_layer else {k: {None} for k in VIT_ENTRANTS})
+    assert len(vit) == (sum(map(len, VIT_ENTRANTS.values())) if per_layer else len(VIT_ENTRANTS))
     for entry in entries:
         assert entry["protocol"] == "transfer" and set(entry["entrant"]) == set(board.entrant)
         assert set(entry["results"]) == set(board.datasets) and entry["provenance"]["seeds"] == [0, 1]
     # verifying recomputes every layer of an entry's runs: all best-layer entries, the backbone's per layer
-    for entry in [e for e in entries if e["entrant"].get("layer", "backbone") == "backbone"]:
+    for entry in [e for e in entries if e["entrant"].get("layer", "backbone") in ("backbone", "block4")]:
         runs = entry["provenance"]["sweep"]
         diffs = boards.verify(board, entry)
         assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {runs}"), diffs
