@@ -1,6 +1,7 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,19 +103,46 @@ def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
     assert spec.arms[0].overrides == {"probe.tasks": ["digits"]}
 
 
-@pytest.mark.parametrize("name, rows", [("transfer", 3 * 3 * 6), ("transfer_best", 3 * 3)])
-def test_shipped_entries_verify_when_their_runs_exist(name, rows):
-    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs; CI has no
-    such runs unless that sweep ran, so this checks their shape, and verifies where the runs exist."""
+PROJECTOR_LAYERS = {"block1", "block2", "block3", "block4", "backbone", "projector1", "output"}
+MASKED_LAYERS = {"block1", "block2", "block3", "block4", "output"}
+# The shipped ViT entrants (experiments/transfer_vit.yaml; its VICReg and CNN arms are not probed yet): (algorithm, init, a part of the arm) -> layers
+VIT_ENTRANTS = {("simclr", "random", "crop_flip"): PROJECTOR_LAYERS, ("simclr", "trained", "crop_flip"): PROJECTOR_LAYERS,
+                ("ijepa", "trained", "ema_steps=100 backbone"): MASKED_LAYERS,
+                ("ijepa", "trained", "stop_sigma=0.25"): MASKED_LAYERS, ("mae", "trained", "vit"): MASKED_LAYERS,
+                ("supervised_pretrain", "trained", "vit"): PROJECTOR_LAYERS}
+
+
+def vit_entrant(entrant: dict) -> tuple[str, str, str]:
+    """The VIT_ENTRANTS key an entrant of the ViT rows matches (exactly one)."""
+    keys = [k for k in VIT_ENTRANTS if k[:2] == (entrant["algorithm"], entrant["init"]) and k[2] in entrant["arm"]]
+    assert len(keys) == 1, (entrant, keys)
+    return keys[0]
+
+
+@pytest.mark.parametrize("name, per_layer", [("transfer", True), ("transfer_best", False)])
+def test_shipped_entries_verify_when_their_runs_exist(name, per_layer):
+    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs (the CNN
+    rows) and experiments/transfer_vit.yaml's (the ViT rows, arm backbone.name="vit"); CI has no
+    such runs unless those sweeps ran, so this checks their shape, and verifies where the runs exist."""
     board = boards.load_board(name)
     entries = boards.load_entries(board)
-    assert len(entries) == rows  # 3 methods x 3 last-block widths (x 6 layers)
-    assert {e["entrant"]["algorithm"] for e in entries} == {"simclr", "vicreg", "supervised_pretrain"}
+    vit = [e for e in entries if 'backbone.name="vit"' in e["entrant"]["arm"]]
+    cnn = [e for e in entries if e not in vit]
+    assert len(cnn) == 3 * 3 * (6 if per_layer else 1)  # 3 methods x 3 last-block widths (x 6 layers)
+    assert {e["entrant"]["algorithm"] for e in cnn} == {"simclr", "vicreg", "supervised_pretrain"}
+    assert {e["provenance"]["sweep"] for e in cnn} == {"sweeps/transfer_ssl"}
+    layers: dict[tuple[str, str, str], set[str]] = {}
+    for entry in vit:
+        assert entry["provenance"]["sweep"] == "sweeps/transfer_vit"
+        layers.setdefault(vit_entrant(entry["entrant"]), set()).add(entry["entrant"].get("layer"))
+    assert set(layers) == set(VIT_ENTRANTS)  # each entrant once per layer, or once with the best layer
+    assert layers == (VIT_ENTRANTS if per_layer else {k: {None} for k in VIT_ENTRANTS})
+    assert len(vit) == (sum(map(len, VIT_ENTRANTS.values())) if per_layer else len(VIT_ENTRANTS))
     for entry in entries:
         assert entry["protocol"] == "transfer" and set(entry["entrant"]) == set(board.entrant)
         assert set(entry["results"]) == set(board.datasets) and entry["provenance"]["seeds"] == [0, 1]
     # verifying recomputes every layer of an entry's runs: all best-layer entries, the backbone's per layer
-    for entry in [e for e in entries if e["entrant"].get("layer", "backbone") == "backbone"]:
+    for entry in [e for e in entries if e["entrant"].get("layer", "backbone") in ("backbone", "block4")]:
         runs = entry["provenance"]["sweep"]
         diffs = boards.verify(board, entry)
         assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {runs}"), diffs
@@ -133,3 +161,31 @@ def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(t
     probed = frame[frame.protocol == "transfer"]
     assert sorted(probed.layer) == sorted(["block1", "block2", "backbone", "projector1", "output"])
     assert (probed.algorithm == "simclr").all() and (probed["test.probe_acc"].max() > 0.9)  # colour: easy
+
+
+def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_path):
+    """experiments/transfer_vit.yaml: 9 networks x 2 seeds probed; the random-init ViT has no
+    pretraining run, the 8 others one each; every probe has transfer_ssl's tasks and settings
+    plus the two position tasks, and every ViT arm the same ViT."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    plan = sweep.Plan(sweep.load_spec(root / "transfer_vit.yaml"), tmp_path / "sweep")
+    trials, waiting = plan.trials()
+    assert waiting == []
+    probes = [t for t in trials if t.kind == "probe"]
+    trains = [t for t in trials if t.kind == "train"]
+    assert len(probes) == 9 * 2 and len(trains) == 8 * 2
+    assert sorted(t.cfg["probe"]["init"] for t in probes).count("random") == 2
+    assert {n for t in probes for n in t.needs} == {t.hash for t in trains}
+    ssl_plan = sweep.Plan(sweep.load_spec(root / "transfer_ssl.yaml"), tmp_path / "ssl")
+    ssl = next(t.cfg["probe"] for t in ssl_plan.trials()[0] if t.kind == "probe")
+    positions = [{"name": name, "options": {}} for name in ("dsprites_posx", "dsprites_posy")]
+    for trial in probes:
+        spec = trial.cfg["probe"]
+        assert spec["tasks"] == ssl["tasks"] + positions
+        assert spec["cs"] == ssl["cs"] and spec["knn_k"] == ssl["knn_k"]
+    vits = [t.cfg["backbone"] for t in probes if t.cfg["backbone"]["name"] == "vit"]
+    assert len(vits) == 7 * 2 and all(b == vits[0] for b in vits)
+    from harness.models.backbones import vit
+
+    net = vit((3, 14, 14), **vits[0]["options"])  # the issue's ViT: 49 tokens of width 64, 4 blocks
+    assert net.grid == (7, 7) and net.embed_dim == 64 and len(net.blocks) == 4
