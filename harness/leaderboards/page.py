@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from harness.leaderboards import board as boards
-from harness.leaderboards import levels, ties
+from harness.leaderboards import levels
 from harness.reports.tables import metric_label
 
 STYLE = """
@@ -76,7 +76,7 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
     first = board.metrics[0]
     ordered = sorted(entries, key=lambda e: -(e["results"].get(board.datasets[0], {}).get("metrics", {})
                                                 .get(first, {}).get("mean") or -math.inf))
-    ranks = boards.ranks(board, ordered)
+    ranks, method = boards.ranking(board, ordered)
     shown = [k for k in board.entrant if any(e["entrant"].get(k) not in ("", None) for e in entries)]
     heads = ["rank", *shown, "selection"]
     heads += [f"{d}: {metric_label(board.scorer, m)}" for d in board.datasets for m in board.metrics]
@@ -101,7 +101,7 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
     return (f'<h2 id="{board.name}">{html.escape(board.title)} <small>({board.name}, {len(entries)} entries)</small></h2>'
             f'<p class="text">{html.escape(board.description.strip())}</p>'
-            f'<p class="text">Rank: {html.escape(ties.METHOD)} ({html.escape(first)} on {html.escape(board.datasets[0])}). '
+            f'<p class="text">Rank: {html.escape(method)} ({html.escape(first)} on {html.escape(board.datasets[0])}). '
             f'Verified: {html.escape(boards.VERIFIED_TEXT)}. Cells: mean ± standard error over seeds, the bar its 95% '
             f'bootstrap interval and the tick its mean (scaled per column). Click a column to sort.</p>'
             f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
