@@ -129,7 +129,7 @@ def checked_folders(args: argparse.Namespace) -> None:
               "sweep_dir": "SWEEP_DIR" if args.action == "submit" else "--sweep-dir"}
     for option, label in labels.items():
         value = getattr(args, option, None)
-        if value is not None:
+        if value is not None and not (label == "SWEEP_DIR" and Path(value).is_file()):  # a bundle archive
             files.folder_arg(value, label, must_exist=label == "SWEEP_DIR")
 
 
