@@ -30,7 +30,8 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard export worst_group_smoke sweeps/demo bundles/      # our runs as submission bundles
   harness leaderboard submit worst_group_smoke bundles/erm--annotated --board-dir myboard   # anyone's bundle
   harness leaderboard render worst_group                       # print the shipped table
-  harness leaderboard page --board-dir myboard                 # myboard/boards.html: one page, no network
+  harness leaderboard render worst_group --html --board-dir myboard   # myboard/worst_group.html: the board's page
+  harness leaderboard page --board-dir myboard                 # myboard/boards.html: every board on one page
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
                                                   # its protocol, into myboard/pictures/<board>/
@@ -55,7 +56,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                   "manifest.json, or a .zip/.tar of one), into a board folder, then its table"),
                        ("export", "write each entrant of a sweep folder that meets the board as a submission bundle"),
                        ("verify", "recompute entries from their runs' stored predictions"),
-                       ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
+                       ("render", "the markdown table from the entries, or with --html the board's page (printed, or "
+                                  "written into --board-dir)"),
                        ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
                        ("page", "one self-contained HTML page of the boards of a board folder (sortable, tie groups, "
                                 "verification levels, provenance): <board folder>/boards.html"),
@@ -87,6 +89,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--board-dir", required=name in ("submit", "page"), metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
                             + default.get(name, " (default: the shipped one)"))
+        if name == "render":
+            a.add_argument("--html", action="store_true",
+                           help="the board's self-contained HTML page instead (<board folder>/<board>.html): sortable and "
+                                "filterable, its entries downloadable as CSV and JSON, no network")
         if name in ("verify", "pictures", "rerun"):
             a.add_argument("--runs", metavar="DIR", help="folder holding the listed runs (default: each entry's sweep)")
         if name == "reproduce":
@@ -133,6 +139,12 @@ def run(args: argparse.Namespace) -> int:
             raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
         for path in paths:
             print(f"picture: {path}")
+        return 0
+    if args.html:
+        if args.board_dir is None:
+            print(board_page(board), end="")
+        else:
+            print(f"wrote {write_board_page(board)}")
         return 0
     if args.board_dir is None:
         print(boards.render(board, boards.load_entries(board)), end="")
@@ -311,6 +323,19 @@ def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
             run = files.inside(where, result["runs"][0]["hash"], what=f"run of entry {entry['_path']}")
             out.append(run_pictures(run, files.inside(board.dir / "pictures" / board.name, name, what="picture")))
     return out
+
+
+def board_page(board: boards.Board) -> str:
+    from harness.leaderboards.page import render_page
+
+    return render_page([(board, boards.load_entries(board))], board.title)
+
+
+def write_board_page(board: boards.Board) -> Path:
+    """``<board folder>/<board>.html``: one board's self-contained page."""
+    path = board.dir / f"{board.name}.html"
+    files.write_text(path, board_page(board))
+    return path
 
 
 def write_page(names: list[str], board_dir: Path) -> Path:

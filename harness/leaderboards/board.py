@@ -375,7 +375,7 @@ def render(board: Board, entries: list[dict]) -> str:
                 display = board.scorer.metrics[m.split(".", 1)[1]]
                 row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
         row += [" ".join(map(str, entry["provenance"]["seeds"])), levels.label(entry),
-                _version(entry["provenance"]["code_version"])]
+                version_text(entry["provenance"]["code_version"])]
         rows.append(row)
     if isinstance(board.selection, str):
         rules = board.selection
@@ -441,10 +441,10 @@ def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Exam
     return None if found is None else ties.Examples(*found)
 
 
-def _version(version: Any) -> str:
+def version_text(version: Any) -> str:
     """``shift-harness 0.1 @ 1234abcd (dirty)``; several versions: each; none recorded: ``-``."""
     if isinstance(version, list):
-        return "; ".join(map(_version, version))
+        return "; ".join(map(version_text, version))
     if not isinstance(version, dict):
         return "-"
     commit = (version.get("git_commit") or "")[:10]
