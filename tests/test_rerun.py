@@ -102,3 +102,33 @@ def test_on_a_gpu_predicted_classes_may_differ_within_the_stated_tolerance():
     floats = {"mu": np.ones(4)}
     assert rerun._compare(floats, {"mu": np.ones(4) + 5e-4}, True, is_class) == (1, [])
     assert rerun._compare(floats, {"mu": np.ones(4) + 5e-4}, False, is_class)[1]
+
+
+def test_an_entry_without_compact_predictions_is_compared_with_its_run_folder(small_sweep, tmp_path, capsys):
+    """The entry's runs are here (its sweep folder): the re-run's arrays are compared with the stored
+    run's, array by array, at the thread count the run recorded."""
+    from conftest import tiny_spec
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
+    definition.update(name="tiny_board", required_seeds=2, sweeps=[str(spec)])
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    (folder / "tiny_board.yaml").write_text(yaml.safe_dump(definition))
+    board_yaml = str(folder / "tiny_board.yaml")
+    assert main(["leaderboard", "submit", board_yaml, str(small_sweep), "--board-dir", str(folder)]) == 0
+    path = folder / "entries" / "tiny_board" / "erm--annotated.json"
+    entry = json.loads(path.read_text())
+    del entry["predictions"]  # an entry from before compact predictions: only its runs can check it
+    path.write_text(json.dumps(entry))
+    capsys.readouterr()
+    assert main(["leaderboard", "rerun", board_yaml, "erm--annotated", "--board-dir", str(folder),
+                 "--scratch", str(tmp_path / "scratch"), "--draw", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "by random.Random(3)" in out and "(the count the run recorded)" in out and "marked re-run" in out
+    run = json.loads(path.read_text())["verification"]["rerun"]["run"]
+    recorded = json.loads((small_sweep / run / "info.json").read_text())
+    assert f"with {recorded['threads']} thread(s)" in out and recorded["device"] == "cpu"
+    stored = sorted(p.name for p in (small_sweep / run / "predictions").iterdir())
+    assert sorted(p.name for p in (tmp_path / "scratch" / run / "predictions").iterdir()) == stored
