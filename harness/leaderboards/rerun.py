@@ -19,7 +19,7 @@ import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -138,7 +138,7 @@ def compare_stored(board: boards.Board, stored_run: Path, folder: Path, gpu: boo
 
 
 def _compare(stored: dict[str, np.ndarray], fresh: dict[str, np.ndarray], gpu: bool,
-             is_class: Any) -> tuple[int, list[str]]:
+             is_class: Callable[[str], bool]) -> tuple[int, list[str]]:
     diffs = []
     if set(stored) != set(fresh):
         missing, extra = sorted(set(stored) - set(fresh)), sorted(set(fresh) - set(stored))
