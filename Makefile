@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# docs/boards-screenshot.png: a board's page in headless chromium (apt-get install chromium chromium-driver)
+screenshot: $(STAMP)
+	$(BIN)/python docs/boards_screenshot.py
 
 clean:
 	rm -rf runs .pytest_cache

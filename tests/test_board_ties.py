@@ -1,9 +1,15 @@
 """Tie groups and verification levels in a board's table."""
+import json
+import shutil
+
+import numpy as np
 import pytest
 from scipy import stats
 
 from harness.core.errors import HarnessError
+from harness.leaderboards import board as boards
 from harness.leaderboards import levels, ties
+from harness.protocols.classification import classification_metrics
 from harness.leaderboards.ties import Score
 
 
@@ -37,3 +43,80 @@ def test_levels_are_stamped_read_and_refused_when_unknown():
         levels.stamp("trusted")
     with pytest.raises(HarnessError, match="verification of entry"):
         levels.level_of({"verification": {"level": "sure"}})
+
+
+# --- the paired bootstrap -------------------------------------------------------------------
+
+def _examples(correct, groups=None, seeds=(0, 1, 2)):
+    return ties.Examples(tuple(seeds), np.asarray(correct, dtype=bool), None if groups is None else np.asarray(groups))
+
+
+def _seed_spread_case():
+    """Entry a: per seed a different share of 600 examples right (50%, 70%, 90%: a wide spread
+    over seeds); entry b: a's predictions, plus 18 examples more right in every seed."""
+    rng = np.random.default_rng(5)
+    a = np.stack([rng.random(600) < p for p in (0.5, 0.7, 0.9)])
+    b = a.copy()
+    for row in b:
+        row[rng.choice(np.flatnonzero(~row), 18, replace=False)] = True
+    return a, b
+
+
+def test_the_paired_bootstrap_separates_what_welch_cannot():
+    a, b = _seed_spread_case()
+    per_seed = lambda c: [row.mean() for row in c]  # noqa: E731
+    score = lambda c: Score(float(np.mean(per_seed(c))), float(stats.sem(per_seed(c))), 3)  # noqa: E731
+    assert not ties.differ(score(b), score(a))  # 3 points apart, ~11 points of seed spread
+    draws_b, draws_a = ties.paired_draws([_examples(b), _examples(a)])
+    assert ties.paired_differ(draws_b, draws_a)
+    # the same predictions unpaired (b's seeds in another order: seed 0 of b is seed 2 of a) do not separate
+    shuffled = ties.paired_draws([_examples(b[::-1], seeds=(3, 4, 5)), _examples(a)])
+    assert not ties.paired_differ(*shuffled)
+
+
+def test_the_paired_bootstrap_ties_what_the_examples_cannot_tell_apart():
+    a, _ = _seed_spread_case()
+    rng = np.random.default_rng(6)
+    b = a.copy()
+    for row in b:  # as many examples newly wrong as newly right
+        right, wrong = np.flatnonzero(row), np.flatnonzero(~row)
+        row[rng.choice(right, 15, replace=False)] = False
+        row[rng.choice(wrong, 15, replace=False)] = True
+    assert not ties.paired_differ(*ties.paired_draws([_examples(a), _examples(b)]))
+    same = ties.paired_draws([_examples(a), _examples(a.copy())])
+    assert not ties.paired_differ(*same) and np.array_equal(same[0], same[1])
+
+
+def test_the_bootstrap_is_seeded_and_its_statistic_is_the_protocols_metric():
+    rng = np.random.default_rng(7)
+    y, attr = rng.integers(0, 2, 300), rng.integers(0, 4, 300)
+    pred = np.where(rng.random(300) < 0.7, y, 1 - y)
+    m = classification_metrics(y, np.eye(2)[pred], attr, 4, 2)
+    ones = np.ones((1, 300))
+    correct = pred == y
+    assert ties.statistic(ones, correct, attr)[0] == pytest.approx(m["worst_group_acc"])
+    assert ties.statistic(ones, correct, y)[0] == pytest.approx(m["worst_class_acc"])
+    assert ties.statistic(ones, correct, None)[0] == pytest.approx(m["avg_acc"])
+    entry = _examples(np.stack([correct, ~correct, correct]), attr)
+    first, again = ties.paired_draws([entry]), ties.paired_draws([entry])
+    assert np.array_equal(first[0], again[0]) and not np.array_equal(first[0], ties.paired_draws([entry], seed=1)[0])
+
+
+def test_a_board_ranks_by_the_paired_bootstrap_and_marks_entries_without_per_example_predictions(tmp_path):
+    board = boards.load_board("worst_group_smoke")
+    entries = boards.load_entries(board)
+    labels, method = boards.ranking(board, entries)
+    assert method == ties.PAIRED_METHOD and "†" not in "".join(labels)
+    folder = tmp_path / "b"
+    shutil.copytree(boards.BOARD_DIR / "entries" / "worst_group_smoke", folder / "entries" / "worst_group_smoke")
+    path = folder / "entries" / "worst_group_smoke" / "erm--annotated.json"
+    old = json.loads(path.read_text())
+    del old["predictions"]  # an entry from before compact predictions
+    path.write_text(json.dumps(old))
+    copy = boards.load_board("worst_group_smoke", folder)
+    table = boards.render(copy, boards.load_entries(copy))
+    assert "paired bootstrap" in table and "marked † ships no per-example predictions" in table
+    erm_row = next(line for line in table.splitlines() if "| erm " in line)
+    assert "†" in erm_row.split("|")[1]
+    # a board where no entry ships them keeps Welch's test, and says so
+    assert ties.METHOD in boards.render(boards.load_board("worst_group"), boards.load_entries(boards.load_board("worst_group")))

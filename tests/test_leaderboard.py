@@ -223,5 +223,5 @@ def test_a_board_definition_without_a_required_key_says_what_it_needs(board_dir)
     path.write_text(yaml.safe_dump(definition))
     with pytest.raises(boards.HarnessError, match="required_seeds of board .* is required: distinct seeds an entry"):
         boards.load_board(str(path), board_dir)
-    board = boards.load_board("worst_group_smoke")  # defaults filled: title given, description given, no sweeps
-    assert (board.name, board.required_seeds, board.sweeps) == ("worst_group_smoke", 3, [])
+    board = boards.load_board("disentanglement")  # defaults filled: title given, description given, no sweeps
+    assert (board.name, board.required_seeds, board.sweeps) == ("disentanglement", 3, [])

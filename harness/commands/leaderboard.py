@@ -1,6 +1,7 @@
-"""``harness leaderboard submit|export|verify|render|page|pictures|reproduce``: entries from sweeps
-or submission bundles, checked against their stored (or shipped compact) predictions, rendered to
-markdown and one HTML page; ``reproduce`` runs a board's own sweep specs first."""
+"""``harness leaderboard submit|export|verify|render|page|pictures|reproduce|rerun``: entries from
+sweeps or submission bundles, checked against their stored (or shipped compact) predictions,
+rendered to markdown and HTML; ``reproduce`` runs a board's own sweep specs first, ``rerun``
+trains one seed of an entry again and compares its predictions."""
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,8 @@ chosen runs and checkpoints, seeds, code version).
   harness leaderboard export worst_group_smoke sweeps/demo bundles/      # our runs as submission bundles
   harness leaderboard submit worst_group_smoke bundles/erm--annotated --board-dir myboard   # anyone's bundle
   harness leaderboard render worst_group                       # print the shipped table
-  harness leaderboard page --board-dir myboard                 # myboard/boards.html: one page, no network
+  harness leaderboard render worst_group --html --board-dir myboard   # myboard/worst_group.html: the board's page
+  harness leaderboard page --board-dir myboard                 # myboard/boards.html: every board on one page
   harness leaderboard render worst_group --board-dir myboard   # write myboard/worst_group.md
   harness leaderboard pictures disentanglement --board-dir myboard   # each entry's first run, drawn by
                                                   # its protocol, into myboard/pictures/<board>/
@@ -37,6 +39,9 @@ chosen runs and checkpoints, seeds, code version).
                                                   # enter, verify and render into sweeps/<spec name>/board
   harness leaderboard reproduce worst_group --launcher processes:4 --sweep-dir /scratch/wg
   harness leaderboard reproduce worst_group --board-dir harness/leaderboards   # rewrite the shipped entries (maintainers)
+  harness leaderboard rerun worst_group_smoke erm--annotated   # train one drawn seed again (scratch folder),
+                                                  # compare its predictions with the shipped ones
+  harness leaderboard rerun worst_group_smoke erm--annotated --board-dir myboard   # and mark it re-run there
 
 Nothing is written into the shipped board unless its folder is named with --board-dir (the
 project's maintainers do so, from a checkout: --board-dir harness/leaderboards). verify exits 2 and lists
@@ -51,11 +56,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                   "manifest.json, or a .zip/.tar of one), into a board folder, then its table"),
                        ("export", "write each entrant of a sweep folder that meets the board as a submission bundle"),
                        ("verify", "recompute entries from their runs' stored predictions"),
-                       ("render", "the markdown table from the entries (printed, or written into --board-dir)"),
+                       ("render", "the markdown table from the entries, or with --html the board's page (printed, or "
+                                  "written into --board-dir)"),
                        ("pictures", "draw each entry's first chosen run (reconstructions, traversals) as a PNG"),
                        ("page", "one self-contained HTML page of the boards of a board folder (sortable, tie groups, "
                                 "verification levels, provenance): <board folder>/boards.html"),
-                       ("reproduce", "run the board's sweep specs, then submit, verify and render, with the wall time")):
+                       ("reproduce", "run the board's sweep specs, then submit, verify and render, with the wall time"),
+                       ("rerun", "train one drawn seed of an entry made by the harness again (in a scratch folder) and "
+                                 "compare its predictions with the stored ones; with --board-dir, mark it re-run there")):
         a = actions.add_parser(name, help=text, description=text)
         if name == "page":
             a.add_argument("board", metavar="BOARD", nargs="*",
@@ -64,6 +72,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             a.add_argument("board", metavar="BOARD", help="a shipped board's name (e.g. worst_group) or a definition .yaml")
         if name == "submit":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR_OR_BUNDLE")
+        if name == "rerun":
+            a.add_argument("entry", metavar="ENTRY", help="the entry's file name in entries/<board>/ (with or without .json)")
+            a.add_argument("--scratch", metavar="DIR", help="folder the run is trained into (default: a new temporary "
+                                                            "folder, removed when the predictions match)")
+            a.add_argument("--draw", type=int, default=0, metavar="N", help="seed of the draw of the entry's seed (default 0)")
+            a.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                           help="cpu (default: predictions must be identical) or cuda (a stated tolerance)")
+            a.add_argument("--threads", type=int, metavar="N", help="torch threads where the entry records none (default 1)")
+            a.add_argument("--spec", action="append", metavar="SPEC", help="sweep spec the entry's runs came from "
+                                                                        "(default: the board's `sweeps`); repeatable")
         if name == "export":
             a.add_argument("sweep_dir", metavar="SWEEP_DIR")
             a.add_argument("out", metavar="OUT", help="folder the bundles are written into, one folder per entrant")
@@ -71,7 +89,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         a.add_argument("--board-dir", required=name in ("submit", "page"), metavar="DIR",
                        help="board folder holding entries/<board>/ and <board>.md"
                             + default.get(name, " (default: the shipped one)"))
-        if name in ("verify", "pictures"):
+        if name == "render":
+            a.add_argument("--html", action="store_true",
+                           help="the board's self-contained HTML page instead (<board folder>/<board>.html): sortable and "
+                                "filterable, its entries downloadable as CSV and JSON, no network")
+        if name in ("verify", "pictures", "rerun"):
             a.add_argument("--runs", metavar="DIR", help="folder holding the listed runs (default: each entry's sweep)")
         if name == "reproduce":
             a.add_argument("--sweep-dir", metavar="DIR",
@@ -90,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {write_page(args.board, Path(args.board_dir))}")
         return 0
     board = boards.load_board(args.board, args.board_dir)
+    if args.action == "rerun":
+        return rerun(board, args)
     if args.action == "submit":
         source = Path(args.sweep_dir)
         if source.is_file() or (source / "manifest.json").is_file():
@@ -116,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
         for path in paths:
             print(f"picture: {path}")
         return 0
+    if args.html:
+        if args.board_dir is None:
+            print(board_page(board), end="")
+        else:
+            print(f"wrote {write_board_page(board)}")
+        return 0
     if args.board_dir is None:
         print(boards.render(board, boards.load_entries(board)), end="")
         return 0
@@ -125,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
 
 def checked_folders(args: argparse.Namespace) -> None:
     """Every folder option of the action, checked before anything is read or written."""
-    labels = {"board_dir": "--board-dir", "runs": "--runs",
+    labels = {"board_dir": "--board-dir", "runs": "--runs", "scratch": "--scratch",
               "sweep_dir": "SWEEP_DIR" if args.action == "submit" else "--sweep-dir"}
     for option, label in labels.items():
         value = getattr(args, option, None)
@@ -237,6 +267,43 @@ def mark_reruns(board: boards.Board, earlier: dict[str, dict]) -> list[str]:
     return confirmed
 
 
+def rerun(board: boards.Board, args: argparse.Namespace) -> int:
+    """Train one drawn seed of the entry again and compare; with --board-dir, mark the entry
+    re-run there (atomically) and rewrite the table; a difference refuses the mark (exit 2)."""
+    import shutil
+    import tempfile
+
+    from harness.leaderboards import rerun as reruns
+
+    if args.threads is not None and args.threads < 1:
+        raise HarnessError(f"--threads must be an integer >= 1, got {args.threads}")
+    name = args.entry[:-len(".json")] if args.entry.endswith(".json") else args.entry
+    path = files.inside(board.entries_dir, f"{files.simple_name(name, 'ENTRY')}.json", what="ENTRY")
+    entries = {Path(e["_path"]).name: e for e in boards.load_entries(board)}
+    if path.name not in entries:
+        raise HarnessError(f"board {board.name!r} has no entry {name!r} in {board.entries_dir}; entries: "
+                           + ", ".join(Path(n).stem for n in sorted(entries)))
+    entry = entries[path.name]
+    verify_entries(board, [entry], args.runs)  # the stored predictions themselves first
+    scratch = Path(args.scratch) if args.scratch else Path(tempfile.mkdtemp(prefix="harness-rerun-"))
+    specs = [Path(s) for s in args.spec] if args.spec else None
+    result = reruns.rerun(board, entry, scratch, args.draw, args.device, args.threads, specs, args.runs)
+    print(result.summary())
+    if result.differences:
+        raise HarnessError(f"re-run of {path.name} does not reproduce its stored predictions ({len(result.differences)} "
+                           f"difference(s); the run is in {scratch / result.drawn.run}); not marked:\n  "
+                           + "\n  ".join(result.differences[:20]))
+    if not args.scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    if args.board_dir is None:
+        print(f"reproduced: {path.name}'s predictions (not marked: pass --board-dir with its board folder to mark it "
+              "re-run there)")
+        return 0
+    files.write_json(path, reruns.mark(entry, result))
+    print(f"marked re-run: {path}\ntable: {write_table(board)}")
+    return 0
+
+
 def write_table(board: boards.Board) -> Path:
     files.write_text(board.table_path, boards.render(board, boards.load_entries(board)))
     return board.table_path
@@ -258,6 +325,19 @@ def pictures(board: boards.Board, runs_dir: str | None) -> list[Path]:
             run = files.inside(where, result["runs"][0]["hash"], what=f"run of entry {entry['_path']}")
             out.append(run_pictures(run, files.inside(board.dir / "pictures" / board.name, name, what="picture")))
     return out
+
+
+def board_page(board: boards.Board) -> str:
+    from harness.leaderboards.page import render_page
+
+    return render_page([(board, boards.load_entries(board))], board.title)
+
+
+def write_board_page(board: boards.Board) -> Path:
+    """``<board folder>/<board>.html``: one board's self-contained page."""
+    path = board.dir / f"{board.name}.html"
+    files.write_text(path, board_page(board))
+    return path
 
 
 def write_page(names: list[str], board_dir: Path) -> Path:

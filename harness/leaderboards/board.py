@@ -35,7 +35,7 @@ import pandas as pd
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option, check_options
-from harness.leaderboards import levels, ties
+from harness.leaderboards import levels, predictions, ties
 from harness.protocols.base import Protocol, Rule, protocol
 from harness.protocols.selection import choose
 from harness.reports import collect
@@ -366,7 +366,8 @@ def render(board: Board, entries: list[dict]) -> str:
     headers += ["seeds", "verified", "code"]
     rows = []
     ordered = sorted(entries, key=score, reverse=True)
-    for rank, entry in zip(ranks(board, ordered), ordered):
+    labels, method = ranking(board, ordered)
+    for rank, entry in zip(labels, ordered):
         row = [rank, *(entry["entrant"].get(k, "") for k in shown), entry["selection"]]
         for dataset in board.datasets:
             result = entry["results"].get(dataset)
@@ -374,7 +375,7 @@ def render(board: Board, entries: list[dict]) -> str:
                 display = board.scorer.metrics[m.split(".", 1)[1]]
                 row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
         row += [" ".join(map(str, entry["provenance"]["seeds"])), levels.label(entry),
-                _version(entry["provenance"]["code_version"])]
+                version_text(entry["provenance"]["code_version"])]
         rows.append(row)
     if isinstance(board.selection, str):
         rules = board.selection
@@ -386,7 +387,7 @@ def render(board: Board, entries: list[dict]) -> str:
             f"seeds). Cells: mean ± standard error over {board.required_seeds}+ seeds [95% bootstrap interval]"
             + (", accuracies in %" if percent else "") + ". Every number is recomputed from the listed runs' stored "
             f"predictions by `harness leaderboard verify {board.name}`; entries are in `entries/{board.name}/`. "
-            f"Rank: {ties.METHOD} ({first} on {board.datasets[0]}). Verified: {VERIFIED_TEXT}.\n\n"
+            f"Rank: {method} ({first} on {board.datasets[0]}). Verified: {VERIFIED_TEXT}.\n\n"
             + render_table(headers, rows, "markdown") + "\n")
 
 
@@ -395,22 +396,55 @@ VERIFIED_TEXT = ("recomputed (every number from stored predictions by the protoc
                  "not ours: recomputed, the training not checked), with the date")
 
 
-def ranks(board: Board, ordered: list[dict]) -> list[str]:
-    """Rank labels of entries sorted best first: tie groups by the board's first metric on its
-    first dataset (harness.leaderboards.ties)."""
+def ranking(board: Board, ordered: list[dict]) -> tuple[list[str], str]:
+    """Rank labels of entries sorted best first, tie groups by the board's first metric on its
+    first dataset (harness.leaderboards.ties): a paired bootstrap between entries that ship
+    per-example predictions, Welch's test for a pair without (those entries marked †); and the
+    method in words, for the rendering."""
     first, dataset = board.metrics[0], board.datasets[0]
     scores = []
     for entry in ordered:
         result = entry["results"].get(dataset)
         stat = result["metrics"].get(first, {}) if result else {}
         scores.append(ties.Score(stat.get("mean"), stat.get("stderr"), len(result["seeds"]) if result else 0))
-    return ties.rank_labels(scores)
+    examples = [_examples(board, entry, dataset, first) for entry in ordered]
+    paired = [i for i, x in enumerate(examples) if x is not None and scores[i].mean is not None]
+    draws = dict(zip(paired, ties.paired_draws([examples[i] for i in paired])))
+
+    def differs(i: int, j: int) -> bool:
+        if i in draws and j in draws:
+            return ties.paired_differ(draws[i], draws[j])
+        return ties.differ(scores[i], scores[j])
+
+    labels = ties.ranges(len(ordered), differs)
+    if not draws:
+        return labels, ties.METHOD
+    if len(draws) == len(ordered):
+        return labels, ties.PAIRED_METHOD
+    return [f"{label}{'' if i in draws else ' †'}" for i, label in enumerate(labels)], ties.PAIRED_METHOD + ties.FALLBACK
 
 
-def _version(version: Any) -> str:
+def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Examples | None:
+    """An entry's per-example correctness for the paired bootstrap, from its compact predictions
+    (checked against their checksum) and the board's published examples; None without them."""
+    meta, result = entry.get("predictions"), entry["results"].get(dataset)
+    if not isinstance(meta, dict) or not result or not isinstance(meta.get("file"), str) or "_path" not in entry:
+        return None
+    path = Path(entry["_path"]).parent / meta["file"]
+    if path.name != meta["file"] or not path.is_file() or files.sha256(path) != meta.get("sha256"):
+        return None
+    reference = (predictions.load_reference(board.dir, board.name, dataset)
+                 or predictions.load_reference(BOARD_DIR, board.name, dataset))
+    if reference is None:
+        return None
+    found = predictions.per_example(files.load_arrays(path), result["runs"], reference[0], metric)
+    return None if found is None else ties.Examples(*found)
+
+
+def version_text(version: Any) -> str:
     """``shift-harness 0.1 @ 1234abcd (dirty)``; several versions: each; none recorded: ``-``."""
     if isinstance(version, list):
-        return "; ".join(map(_version, version))
+        return "; ".join(map(version_text, version))
     if not isinstance(version, dict):
         return "-"
     commit = (version.get("git_commit") or "")[:10]

@@ -3,9 +3,10 @@
 
 - ``recomputed``: every number computed from stored predictions by the board's protocol and
   selection rule (an entry made by ``submit`` from a sweep folder or from a bundle of our code);
-- ``re-run``: besides, a ``reproduce`` into a fresh sweep folder trained the runs again and got
-  the numbers, chosen runs and checkpoints of the board folder's earlier entry (or the shipped
-  one) of the same entrant;
+- ``re-run``: besides, runs were trained again here with the same results: ``harness leaderboard
+  rerun`` (one drawn seed, its predictions identical on CPU; the field then also says which run,
+  device and threads), or a ``reproduce`` into a fresh sweep folder that got the numbers, chosen
+  runs and checkpoints of the board folder's earlier entry (or the shipped one) of the same entrant;
 - ``claimed``: predictions of code that is not ours (a foreign bundle): recomputed from them,
   but the training behind them is the submitter's word.
 

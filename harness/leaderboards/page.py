@@ -1,17 +1,22 @@
-"""One self-contained HTML page of boards: inline CSS, a few lines of inline JS that sort a table
-by the clicked column, no network. Per board: its text (what each dataset tests), the method of
-the rank ranges and levels, and a table of tie-group ranks, cells as mean ± s.e. with the 95%
-interval drawn, each row's verification level and its provenance (seeds, hparams, candidate
-runs, code version) folded under the row."""
+"""Self-contained HTML pages of boards (one board: ``harness leaderboard render BOARD --html``; all
+of a folder's: ``page``): inline CSS, a few lines of inline JS, no network, so a page opens from
+disk. Per board: its text (what each dataset tests), the method of the rank ranges and levels, a
+text box that filters the rows (every word must occur in a row), the entries' data as CSV and
+JSON to download (embedded in the page, saved through a Blob), and a table sorted by the clicked
+column: tie-group ranks, cells as mean ± s.e. with the 95% interval drawn, each row's
+verification level and its provenance (config hashes, seeds, hparams, chosen and candidate runs,
+code version) folded under the row."""
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import math
 from typing import Any
 
 from harness.leaderboards import board as boards
-from harness.leaderboards import levels, ties
+from harness.leaderboards import levels
 from harness.reports.tables import metric_label
 
 STYLE = """
@@ -29,6 +34,7 @@ td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
 .level{padding:1px 6px;border-radius:9px;font-size:12px;white-space:nowrap}
 .re-run{background:#c9f0d2}.recomputed{background:#d6e6fb}.claimed{background:#fbe5c8}
 details{font-size:12px;max-width:420px}pre{white-space:pre-wrap;margin:2px 0}
+.tools{margin:8px 0}.tools input{padding:3px 6px;width:260px}.tools button{margin-left:8px}
 """
 SCRIPT = """
 document.querySelectorAll('table.board th').forEach((th, col) => th.addEventListener('click', () => {
@@ -39,6 +45,21 @@ document.querySelectorAll('table.board th').forEach((th, col) => th.addEventList
   const key = r => { const v = r.cells[col].dataset.sort; const n = parseFloat(v); return isNaN(n) ? v : n; };
   [...body.rows].sort((a, b) => { const x = key(a), y = key(b);
     return (x < y ? -1 : x > y ? 1 : 0) * (asc ? 1 : -1); }).forEach(r => body.appendChild(r));
+}));
+document.querySelectorAll('input.filter').forEach(box => box.addEventListener('input', () => {
+  const words = box.value.toLowerCase().split(/\\s+/).filter(w => w);
+  const rows = [...document.getElementById('table-' + box.dataset.board).tBodies[0].rows];
+  rows.forEach(r => { const text = r.textContent.toLowerCase(); r.hidden = !words.every(w => text.includes(w)); });
+  box.nextElementSibling.textContent = rows.filter(r => !r.hidden).length + ' of ' + rows.length + ' rows';
+}));
+function boardData(board, kind) { return JSON.parse(document.getElementById(kind + '-' + board).textContent); }
+document.querySelectorAll('button.download').forEach(b => b.addEventListener('click', () => {
+  const kind = b.dataset.kind, data = boardData(b.dataset.board, kind);
+  const text = kind === 'json' ? JSON.stringify(data, null, 1) : data;
+  const link = document.createElement('a');
+  link.href = URL.createObjectURL(new Blob([text], {type: kind === 'json' ? 'application/json' : 'text/csv'}));
+  link.download = b.dataset.board + '.' + kind;
+  document.body.appendChild(link); link.click(); link.remove();
 }));
 """
 
@@ -76,7 +97,7 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
     first = board.metrics[0]
     ordered = sorted(entries, key=lambda e: -(e["results"].get(board.datasets[0], {}).get("metrics", {})
                                                 .get(first, {}).get("mean") or -math.inf))
-    ranks = boards.ranks(board, ordered)
+    ranks, method = boards.ranking(board, ordered)
     shown = [k for k in board.entrant if any(e["entrant"].get(k) not in ("", None) for e in entries)]
     heads = ["rank", *shown, "selection"]
     heads += [f"{d}: {metric_label(board.scorer, m)}" for d in board.datasets for m in board.metrics]
@@ -91,7 +112,8 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
         level, date = levels.level_of(entry)
         cells.append(_cell(f'<span class="level {level}">{html.escape(level)}</span> {html.escape(date)}',
                            levels.LEVELS.index(level)))
-        prov = {"seeds": entry["provenance"]["seeds"], "code_version": entry["provenance"]["code_version"],
+        prov = {"config_hashes": entry["provenance"]["config_hashes"], "seeds": entry["provenance"]["seeds"],
+                "code_version": entry["provenance"]["code_version"],
                 "produced_by": entry["provenance"]["produced_by"],
                 **{d: {"hparams": r["hparams"], "chosen runs": " ".join(f"{x['hash']}@{x['step']}" for x in r["runs"]),
                        "candidate runs": " ".join(r["candidates"])} for d, r in entry["results"].items()}}
@@ -99,18 +121,58 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
                            "</details>", ""))
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f"<th>{html.escape(h)}</th>" for h in heads)
+    tools = (f'<div class="tools"><input class="filter" type="search" data-board="{board.name}" '
+             f'placeholder="filter rows: words that must all occur" aria-label="filter {board.name}"> '
+             f'<span class="count">{len(rows)} of {len(rows)} rows</span>'
+             f'<button class="download" data-board="{board.name}" data-kind="csv">entries as CSV</button>'
+             f'<button class="download" data-board="{board.name}" data-kind="json">entries as JSON</button></div>'
+             f'{_embedded(f"csv-{board.name}", table_csv(board, ordered, ranks))}'
+             f'{_embedded(f"json-{board.name}", [_plain_entry(e) for e in ordered])}')
     return (f'<h2 id="{board.name}">{html.escape(board.title)} <small>({board.name}, {len(entries)} entries)</small></h2>'
             f'<p class="text">{html.escape(board.description.strip())}</p>'
-            f'<p class="text">Rank: {html.escape(ties.METHOD)} ({html.escape(first)} on {html.escape(board.datasets[0])}). '
+            f'<p class="text">Rank: {html.escape(method)} ({html.escape(first)} on {html.escape(board.datasets[0])}). '
             f'Verified: {html.escape(boards.VERIFIED_TEXT)}. Cells: mean ± standard error over seeds, the bar its 95% '
             f'bootstrap interval and the tick its mean (scaled per column). Click a column to sort.</p>'
-            f'<table class="board"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+            f'{tools}<table class="board" id="table-{board.name}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def render_page(sections: list[tuple[boards.Board, list[dict]]]) -> str:
-    """The whole page: every board's section, linked from a list at the top."""
+def _plain_entry(entry: dict) -> dict:
+    return {k: v for k, v in entry.items() if k != "_path"}
+
+
+def _embedded(element_id: str, value: Any) -> str:
+    """``value`` as JSON in an inert script element (``</`` escaped, so no text ends it early)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":")).replace("</", "<\\/")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def table_csv(board: boards.Board, ordered: list[dict], ranks: list[str]) -> str:
+    """The entries as CSV, one row each in the table's order: rank, entrant, selection, per dataset and
+    metric mean, standard error and 95% interval, seeds, verification level and date, code
+    version, config hashes."""
+    stats = [(d, m) for d in board.datasets for m in board.metrics]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["rank", *board.entrant, "selection",
+                     *(f"{d}:{m}:{part}" for d, m in stats for part in ("mean", "stderr", "ci95_low", "ci95_high")),
+                     "seeds", "level", "date", "code_version", "config_hashes"])
+    for rank, entry in zip(ranks, ordered):
+        cells: list[Any] = [rank, *(entry["entrant"].get(k, "") for k in board.entrant), entry["selection"]]
+        for d, m in stats:
+            stat = entry["results"].get(d, {}).get("metrics", {}).get(m) or {}
+            low, high = stat.get("ci95") or [None, None]
+            cells += ["" if v is None else repr(float(v)) for v in (stat.get("mean"), stat.get("stderr"), low, high)]
+        level, date = levels.level_of(entry)
+        cells += [" ".join(map(str, entry["provenance"]["seeds"])), level, date,
+                  boards.version_text(entry["provenance"]["code_version"]), " ".join(entry["provenance"]["config_hashes"])]
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+def render_page(sections: list[tuple[boards.Board, list[dict]]], title: str = "shift-harness boards") -> str:
+    """A page of the boards' sections, linked from a list at the top when there are several."""
     links = " · ".join(f'<a href="#{b.name}">{html.escape(b.title)}</a>' for b, _ in sections)
     body = "".join(board_section(b, e) for b, e in sections)
-    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>shift-harness boards</title>"
-            f"<style>{STYLE}</style></head><body><h1>shift-harness boards</h1><p>{links}</p>{body}"
-            f"<script>{SCRIPT}</script></body></html>\n")
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            + (f"<p>{links}</p>" if len(sections) > 1 else "") + f"{body}<script>{SCRIPT}</script></body></html>\n")

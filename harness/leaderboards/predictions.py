@@ -155,3 +155,34 @@ def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[
         if column not in out:
             out[column] = pd.Series(dtype=float if column in scorer.metric_columns() else object)
     return out
+
+
+# what each paired-bootstrap-able metric takes the worst of: a reference array, or None for the plain accuracy
+PER_EXAMPLE_METRICS = {"avg_acc": None, "worst_group_acc": "attr", "worst_class_acc": "y"}
+
+
+def per_example(arrays: Mapping[str, np.ndarray], runs: list[dict[str, Any]], ref: Mapping[str, np.ndarray],
+                metric: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None] | None:
+    """The chosen ``runs`` ({hash, seed, step}) per-example correctness on ``metric``'s split, in
+    the reference's order, one row per seed (sorted), and the groups the metric takes the worst
+    of: what a paired bootstrap reads. None where the metric is not an accuracy of the predicted
+    class, or a run's predictions do not cover every published example of the split."""
+    split, _, name = metric.partition(".")
+    if name not in PER_EXAMPLE_METRICS or f"{split}.y" not in ref:
+        return None
+    y = ref[f"{split}.y"]
+    rows = {}
+    for run in runs:
+        pred = arrays.get(f"{run['hash']}/{run['step']}/{split}.pred")
+        at = arrays.get(f"{run['hash']}/{split}.pos")
+        if pred is None or len(pred) != len(y) or run["seed"] in rows:
+            return None
+        order = np.arange(len(y)) if at is None else at.astype(np.int64)
+        if len(np.unique(order)) != len(y) or order.min(initial=0) < 0 or order.max(initial=0) >= len(y):
+            return None
+        correct = np.zeros(len(y), dtype=bool)
+        correct[order] = pred.astype(np.int64) == y[order]
+        rows[run["seed"]] = correct
+    seeds = tuple(sorted(rows))
+    groups = PER_EXAMPLE_METRICS[name]
+    return seeds, np.stack([rows[s] for s in seeds]), None if groups is None else ref[f"{split}.{groups}"]

@@ -68,40 +68,52 @@ def references(board: boards.Board) -> dict[str, tuple[dict[str, np.ndarray], di
 
 def attach(board: boards.Board, entry: dict[str, Any], sweep_dir: str | Path) -> Path:
     """Write the entry's compact predictions (every candidate run and checkpoint) beside it, matched
-    against the board's published references, and record file, checksum and runs in the entry."""
-    splits, where = board_splits(board), Path(sweep_dir)
+    against the board's published references, and record file, checksum and runs in the entry
+    (each run's seed, hparam draw, hparams and the torch threads and device it recorded)."""
+    where = Path(sweep_dir)
     arrays: dict[str, np.ndarray] = {}
     runs: dict[str, dict[str, Any]] = {}
     for dataset, result in entry["results"].items():
+        ref = references(board).get(dataset)
+        if ref is None:
+            raise HarnessError(f"board {board.name!r} publishes no reference of {dataset}; "
+                               "publish_references from the sweep first")
         for run in result["candidates"]:
             folder = where / run
             cfg = files.read_yaml_mapping(folder / "config.yaml", "run config")
             info = json.loads((folder / "info.json").read_text())
-            evaluations = board.scorer.evaluations(folder)
-            ref = references(board).get(dataset)
-            if ref is None:
-                raise HarnessError(f"board {board.name!r} publishes no reference of {dataset}; "
-                                   "publish_references from the sweep first")
-            ref_arrays, ref_meta = ref
             runs[run] = {"dataset": dataset, "seed": int(cfg["seed"]), "hparams_seed": int(cfg["algorithm"]["hparams_seed"]),
-                         "hparams": cfg["algorithm"]["hparams"], "source_num_groups": int(info.get("source_num_groups") or 0)}
-            for key, path in evaluations:
-                stored = files.load_arrays(path)
-                for split in splits:
-                    at = preds.positions(ref_arrays[f"{split}.ids"], stored[f"{split}.ids"])
-                    if not np.array_equal(ref_arrays[f"{split}.y"][at], stored[f"{split}.y"]):
-                        raise HarnessError(f"run {run}: labels of {split} differ from the board's reference of {dataset}")
-                    if len(at) != len(ref_arrays[f"{split}.ids"]) or not np.array_equal(at, np.arange(len(at))):
-                        arrays[f"{run}/{split}.pos"] = preds.small_int(at, len(ref_arrays[f"{split}.ids"]))
-                    top = int(ref_meta["num_classes"])
-                    arrays[f"{run}/{key['step']}/{split}.pred"] = preds.small_int(stored[f"{split}.probs"].argmax(1), top)
-                    group = stored[f"{split}.group"]
-                    if info.get("group_source") != "annotated" and (group >= 0).any():
-                        arrays[f"{run}/{split}.group"] = preds.small_int(group, int(group.max()))
+                         "hparams": cfg["algorithm"]["hparams"], "source_num_groups": int(info.get("source_num_groups") or 0),
+                         **({"threads": int(info["threads"])} if isinstance(info.get("threads"), int) else {}),
+                         **({"device": str(info["device"])} if "device" in info else {})}
+            arrays.update(run_arrays(board, run, folder, ref))
     path = boards.entry_path(board, entry).with_suffix(".npz")
     files.save_arrays(path, **arrays)
     entry["predictions"] = {"file": path.name, "sha256": files.sha256(path), "runs": runs}
     return path
+
+
+def run_arrays(board: boards.Board, name: str, folder: Path,
+               ref: tuple[dict[str, np.ndarray], dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One run's compact predictions, keyed ``<name>/<step>/<split>.pred`` (and ``<name>/<split>.pos``,
+    ``<name>/<split>.group`` where it has them): what ``attach`` ships and ``rerun`` compares."""
+    info = json.loads((folder / "info.json").read_text())
+    ref_arrays, ref_meta = ref
+    arrays: dict[str, np.ndarray] = {}
+    for key, path in board.scorer.evaluations(folder):
+        stored = files.load_arrays(path)
+        for split in board_splits(board):
+            at = preds.positions(ref_arrays[f"{split}.ids"], stored[f"{split}.ids"])
+            if not np.array_equal(ref_arrays[f"{split}.y"][at], stored[f"{split}.y"]):
+                raise HarnessError(f"run {name}: labels of {split} differ from the board's reference")
+            if len(at) != len(ref_arrays[f"{split}.ids"]) or not np.array_equal(at, np.arange(len(at))):
+                arrays[f"{name}/{split}.pos"] = preds.small_int(at, len(ref_arrays[f"{split}.ids"]))
+            top = int(ref_meta["num_classes"])
+            arrays[f"{name}/{key['step']}/{split}.pred"] = preds.small_int(stored[f"{split}.probs"].argmax(1), top)
+            group = stored[f"{split}.group"]
+            if info.get("group_source") != "annotated" and (group >= 0).any():
+                arrays[f"{name}/{split}.group"] = preds.small_int(group, int(group.max()))
+    return arrays
 
 
 def has_predictions(entry: dict[str, Any]) -> bool:

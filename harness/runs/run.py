@@ -149,7 +149,7 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     info = {"hash": configs.config_hash(cfg), "protocol": protocol.name, **protocol.info(cfg, dataset, state),
             "split_sizes": {s: len(dataset.splits[s]) for s in protocol.splits}, "metadata": dataset.metadata_info(),
             "dataset_info": dataset.info, "code_version": code_version(),
-            "parameters": parameters(cfg, dataset, algo), "threads": threads,
+            "parameters": parameters(cfg, dataset, algo), "threads": threads, "device": device.type,
             "evaluated": {s: len(dataset.splits[s]) if p is None else len(p) for s, p in plan.items()}}
     if held_out is not None:  # which validation examples the algorithm fitted on; selection never reads them
         info["held_out"] = {"split": "val", "ids": held_out.split.ids.tolist()}
