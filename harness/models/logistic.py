@@ -38,13 +38,13 @@ class LogisticPath:
     weights: np.ndarray
     bias: np.ndarray
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted classes, (len(cs), n): the largest logit, ties to the first class as
-        scikit-learn's ``predict``."""
-        logits = np.einsum("nd,cdk->cnk", np.asarray(x, dtype=np.float64), self.weights) + self.bias[:, None]
+    def predict(self, x: np.ndarray, which: int | slice = slice(None)) -> np.ndarray:
+        """Predicted classes of the Cs ``which`` (default all: len(cs) × n; an index: n): the
+        largest logit, ties to the first class as scikit-learn's ``predict``."""
+        logits = np.asarray(x, dtype=np.float64) @ self.weights[which] + self.bias[which][..., None, :]
         if self.weights.shape[2] == 1:
             return self.classes[(logits[..., 0] > 0).astype(np.int64)]
-        return self.classes[logits.argmax(2)]
+        return self.classes[logits.argmax(-1)]
 
 
 def fit_path(x: np.ndarray, y: np.ndarray, cs: Sequence[float], max_iter: int = 1000, tol: float = 1e-4,
@@ -99,33 +99,41 @@ def _newton(z: torch.Tensor, onehot: torch.Tensor, lam: torch.Tensor, max_iter: 
         grad, probs, modelled = grad[:, active], probs[:, active], modelled[:, active]
         curvature = modelled * (1 - modelled)
 
-        def hessian_times(v: torch.Tensor) -> torch.Tensor:
+        def hessian_times(v: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+            """H v for the Cs ``which`` (indices into the active ones)."""
             a = (z @ v.reshape(r1, -1)).view(n, -1, k)
-            mixed = curvature * a if binomial else probs * (a - (probs * a).sum(2, keepdim=True))
-            return (z.T @ mixed.reshape(n, -1)).view(r1, -1, k) / n + lam_a * penalised * v
+            if binomial:
+                mixed = curvature[:, which] * a
+            else:
+                p = probs[:, which]
+                mixed = p * (a - (p * a).sum(2, keepdim=True))
+            return (z.T @ mixed.reshape(n, -1)).view(r1, -1, k) / n + lam_a[:, which] * penalised * v
 
         diagonal = (z.square().T @ curvature.reshape(n, -1)).view(r1, -1, k) / n + lam_a * penalised + 1e-12
-        step = _conjugate_gradients(hessian_times, grad, diagonal)
+        step = _conjugate_gradients(hessian_times, grad, diagonal, tol)
         theta[:, active], stalled = _backtrack(objective, theta[:, active], step, grad, lam_a.flatten())
         done[active[stalled]] = True
     return theta
 
 
-def _conjugate_gradients(hessian_times, grad: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:
+def _conjugate_gradients(hessian_times, grad: torch.Tensor, diagonal: torch.Tensor, tol: float) -> torch.Tensor:
     """The Newton step: H s = -g solved by preconditioned conjugate gradients per C, each to the
-    usual truncated-Newton accuracy (residual below min(0.5, √|g|) |g|)."""
+    usual truncated-Newton accuracy (residual below min(0.5, √|g|) |g|), but no further than
+    half the gradient tolerance: the residual is about the next step's gradient."""
     step = torch.zeros_like(grad)
     residual = -grad
     preconditioned = residual / diagonal
     direction = preconditioned.clone()
     product = (residual * preconditioned).sum((0, 2))
     norm = grad.square().sum((0, 2)).sqrt()
-    target = torch.clamp(norm.sqrt(), max=0.5) * norm
+    target = torch.clamp(torch.clamp(norm.sqrt(), max=0.5) * norm, min=tol / 2)
     running = norm > 0
     for _ in range(2 * grad.shape[0] * grad.shape[2]):
-        if not running.any():
+        which = torch.nonzero(running).flatten()
+        if len(which) == 0:
             break
-        curved = hessian_times(direction)
+        curved = torch.zeros_like(direction)  # a C whose steps have converged leaves the products
+        curved[:, which] = hessian_times(direction[:, which], which)
         alpha = torch.where(running, product / (direction * curved).sum((0, 2)), 0.0).view(1, -1, 1)
         step = step + alpha * direction
         residual = residual - alpha * curved

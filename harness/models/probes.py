@@ -34,7 +34,7 @@ class LinearProbe:
     chosen: int                 # index into cs
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.path.predict((x - self.mean) / self.scale)[self.chosen].astype(np.int64)
+        return self.path.predict((x - self.mean) / self.scale, self.chosen).astype(np.int64)
 
 
 def choose_c(val_predictions: np.ndarray, val_y: np.ndarray) -> int:
