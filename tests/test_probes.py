@@ -142,6 +142,17 @@ def test_a_label_missing_from_training_is_never_predicted_and_one_class_predicts
     assert set(fit_path(x, np.full(200, 4), [0.1, 1.0]).predict(x[:5]).ravel()) == {4}
 
 
+def test_separable_classes_and_constant_features_give_finite_weights_at_any_c():
+    """Nearly no penalty on separable classes (the weights grow until the arithmetic stops them)
+    and features without variance: the fit ends, finite, and separates the classes."""
+    x = np.repeat(np.array([[-2.0, 1.0, 5.0], [-1.0, 1.0, 5.0], [1.0, 1.0, 5.0], [2.0, 1.0, 5.0]]), 5, axis=0)
+    for y in (np.repeat([0, 0, 1, 1], 5), np.repeat([0, 1, 2, 2], 5)):
+        path = fit_path(x, y, [1e-3, 1.0, 1e8], max_iter=200)
+        assert np.isfinite(path.weights).all() and np.isfinite(path.bias).all()
+        assert np.array_equal(path.predict(x)[-1], y)
+        assert np.allclose(path.weights[:, 1:], 0)  # the constant features carry nothing
+
+
 @pytest.fixture(scope="module")
 def digits_features():
     """Every layer's features of digits under a small random-init CNN (the probe_cost benchmark's

@@ -134,7 +134,9 @@ def _conjugate_gradients(hessian_times, grad: torch.Tensor, diagonal: torch.Tens
             break
         curved = torch.zeros_like(direction)  # a C whose steps have converged leaves the products
         curved[:, which] = hessian_times(direction[:, which], which)
-        alpha = torch.where(running, product / (direction * curved).sum((0, 2)), 0.0).view(1, -1, 1)
+        along = (direction * curved).sum((0, 2))
+        running &= along > 0  # no curvature left along the direction (rounding): the step so far
+        alpha = torch.where(running, product / along, 0.0).view(1, -1, 1)
         step = step + alpha * direction
         residual = residual - alpha * curved
         running &= residual.square().sum((0, 2)).sqrt() > target
@@ -149,9 +151,10 @@ def _conjugate_gradients(hessian_times, grad: torch.Tensor, diagonal: torch.Tens
 def _backtrack(objective, theta: torch.Tensor, step: torch.Tensor, grad: torch.Tensor,
                lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Armijo backtracking per C from the full Newton step; returns the new θ and which Cs found
-    no decrease (converged as far as the arithmetic allows)."""
+    no decrease or no descent direction (converged as far as the arithmetic allows)."""
     start = objective(theta, lam)
     slope = (grad * step).sum((0, 2))
+    ascent = ~(slope < 0)
     size = torch.ones_like(slope)
     failing = torch.ones_like(slope, dtype=torch.bool)
     for _ in range(MAX_HALVINGS):
@@ -159,5 +162,6 @@ def _backtrack(objective, theta: torch.Tensor, step: torch.Tensor, grad: torch.T
         if not failing.any():
             break
         size = torch.where(failing, size / 2, size)
-    size = torch.where(failing, 0.0, size)
-    return theta + size.view(1, -1, 1) * step, failing
+    stalled = failing | ascent
+    size = torch.where(stalled, 0.0, size)
+    return theta + size.view(1, -1, 1) * step, stalled
