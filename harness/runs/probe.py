@@ -57,7 +57,7 @@ OPTIONS: dict[str, Option] = {
     "cs": Option(list(DEFAULT_CS), list, "inverse regularisations of the logistic-regression probe",
                  items=Option(type=float, low=0, low_open=True), non_empty=True),
     "knn_k": Option(20, int, low=1),
-    "max_iter": Option(1000, int, low=1),
+    "max_iter": Option(1000, int, "Newton steps of the probe's solver at most, per C (about 10 are used)", low=1),
     "batch_size": Option(256, int, low=1),
 }
 NOT_HASHED = ("batch_size",)
