@@ -1,10 +1,14 @@
 """Probes: above chance where the labels are in the features, at chance where they are not, and
 the regularisation chosen on validation only."""
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 from harness.models import probes
-from harness.models.probes import choose_c, knn_predict, linear_probe, probe_layer
+from harness.models.logistic import fit_path
+from harness.models.probes import DEFAULT_CS, choose_c, knn_predict, linear_probe, probe_layer
 
 
 def toy(n, seed, shuffled=False):
@@ -50,7 +54,7 @@ def test_c_is_the_best_on_validation_ties_to_the_smallest():
     assert list(probe.cs) == [1e-6, 1.0, 10.0]
     accuracies = (probe.val_predictions == y["val"]).mean(1)
     assert probe.chosen == int(np.argmax(accuracies)) and probe.chosen > 0  # C=1e-6 predicts one class
-    assert probe.model.C == probe.cs[probe.chosen]
+    assert np.array_equal(probe.predict(x["val"]), probe.val_predictions[probe.chosen])
 
 
 class Reads(dict):
@@ -94,3 +98,95 @@ def test_probe_layer_stores_the_spectrum_of_each_split():
     out = probe_layer(x, y, k=5)
     assert out["train.spectrum"].shape == (8,)
     assert out["train.spectrum"] == pytest.approx(np.linalg.svd(x["train"], compute_uv=False))
+
+
+def sklearn_fits(train_x, train_y, cs, tol=1e-4, max_iter=1000):
+    """The probe as it was fitted before the batched solver: standardisation, then one
+    scikit-learn ``LogisticRegression`` (lbfgs) per C."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        models = [LogisticRegression(C=c, tol=tol, max_iter=max_iter).fit(scaler.transform(train_x), train_y)
+                  for c in cs]
+    return lambda x: np.stack([m.predict(scaler.transform(x)) for m in models])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_batched_fit_finds_scikit_learns_optimum_on_random_problems(seed):
+    """The same objective (binomial for two classes, multinomial else, intercept unpenalised,
+    penalty 1/(2C)): on random problems, converged scikit-learn and the batched fit give the same
+    coefficients, for every C of a grid, correlated features included."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    n, dim, classes = 150 + 50 * seed, 3 + 2 * seed, 2 + seed % 3
+    mixing = rng.normal(size=(dim, dim)) * rng.uniform(0.05, 3, size=dim)  # unequal, correlated features
+    x = rng.normal(size=(n, dim)) @ mixing
+    y = (x @ rng.normal(size=(dim, classes)) + rng.gumbel(size=(n, classes)) * 2).argmax(1)
+    cs = [0.01, 0.3, 10.0]
+    path = fit_path(x, y, cs, tol=1e-9)
+    for i, c in enumerate(cs):
+        model = LogisticRegression(C=c, tol=1e-10, max_iter=100_000).fit(x, y)
+        assert path.weights[i].T == pytest.approx(model.coef_, abs=2e-4 * max(1, np.abs(model.coef_).max()))
+        assert np.array_equal(path.predict(x)[i], model.predict(x))
+
+
+def test_a_label_missing_from_training_is_never_predicted_and_one_class_predicts_it():
+    x, y = toy(200, 0)
+    path = fit_path(x, y * 3, [1.0])  # classes 0 and 3
+    assert set(path.predict(x)[0]) == {0, 3}
+    assert set(fit_path(x, np.full(200, 4), [0.1, 1.0]).predict(x[:5]).ravel()) == {4}
+
+
+def test_separable_classes_and_constant_features_give_finite_weights_at_any_c():
+    """Nearly no penalty on separable classes (the weights grow until the arithmetic stops them)
+    and features without variance: the fit ends, finite, and separates the classes."""
+    x = np.repeat(np.array([[-2.0, 1.0, 5.0], [-1.0, 1.0, 5.0], [1.0, 1.0, 5.0], [2.0, 1.0, 5.0]]), 5, axis=0)
+    for y in (np.repeat([0, 0, 1, 1], 5), np.repeat([0, 1, 2, 2], 5)):
+        path = fit_path(x, y, [1e-3, 1.0, 1e8], max_iter=200)
+        assert np.isfinite(path.weights).all() and np.isfinite(path.bias).all()
+        assert np.array_equal(path.predict(x)[-1], y)
+        assert np.allclose(path.weights[:, 1:], 0)  # the constant features carry nothing
+
+
+@pytest.fixture(scope="module")
+def digits_features():
+    """Every layer's features of digits under a small random-init CNN (the probe_cost benchmark's
+    kind of network): real, correlated, low-rank features."""
+    from harness.data.tasks import fit_inputs, labels, task_dataset
+    from harness.models.backbones import cnn
+    from harness.runs.features import encode_layers
+
+    dataset, column = task_dataset("digits")
+    dataset = fit_inputs(dataset, (2, 16, 16))
+    torch.manual_seed(0)
+    net = cnn(dataset.input_shape).eval()
+    by_split = {s: encode_layers(net, split, 256, torch.device("cpu"), net.layer_names)
+                for s, split in dataset.splits.items()}
+    return {layer: {s: f[layer] for s, f in by_split.items()} for layer in net.layer_names}, labels(dataset, column)
+
+
+def test_the_batched_probe_chooses_the_c_and_reaches_the_accuracy_of_one_fit_per_c(digits_features):
+    """On every layer of a real network's digits features, over the default grid: the C that
+    scikit-learn's lbfgs fits at their defaults (the probe before the batched solver) choose, and
+    its test accuracy within 0.5 points; and for every C, against those fits converged (at its
+    defaults lbfgs stops short at large C), validation accuracy within one example and test
+    accuracy within 0.5 points."""
+    features, ys = digits_features
+    for layer, x in features.items():
+        probe = linear_probe(x["train"], ys["train"], x["val"], ys["val"])
+        current = sklearn_fits(x["train"], ys["train"], DEFAULT_CS)
+        chosen = choose_c(current(x["val"]), ys["val"])
+        assert probe.chosen == chosen, (layer, (probe.val_predictions == ys["val"]).mean(1))
+        assert abs((probe.predict(x["test"]) == ys["test"]).mean() - (current(x["test"])[chosen] == ys["test"]).mean()) \
+            <= 0.005, layer
+        converged = sklearn_fits(x["train"], ys["train"], DEFAULT_CS, tol=1e-8, max_iter=10_000)
+        val_gap = (probe.val_predictions == ys["val"]).mean(1) - (converged(x["val"]) == ys["val"]).mean(1)
+        test_new = probe.path.predict((x["test"] - probe.mean) / probe.scale) == ys["test"]
+        test_gap = test_new.mean(1) - (converged(x["test"]) == ys["test"]).mean(1)
+        assert np.abs(val_gap).max() <= 1 / len(ys["val"]) + 1e-9, (layer, val_gap)
+        assert np.abs(test_gap).max() <= 0.005, (layer, test_gap)

@@ -1,5 +1,6 @@
 """The transfer boards from a sweep of probe trials: trained and random-init CNNs on
 colored_digits' tasks, entries verified from the stored probe predictions."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import yaml
 from harness.leaderboards import board as boards
 
 from harness.core.errors import HarnessError
+from harness.models.probes import DEFAULT_CS
 from harness.reports import collect
 from harness.sweeps import sweep
 from harness.sweeps.launchers import Local
@@ -58,6 +60,55 @@ def test_transfer_boards_build_verify_and_render(probe_sweep, tmp_path, name, ro
     entry = entries[0]
     entry["results"]["digits"]["metrics"]["test.probe_acc"]["mean"] += 0.01
     assert any("test.probe_acc" in d for d in boards.verify(board, entry))
+
+
+def test_an_entry_records_and_shows_each_runs_chosen_c(probe_sweep, tmp_path):
+    """Every chosen run of an entry records the C validation chose (the spec's grid: 0.1 or 1),
+    the table shows them per task, verify checks them, and an entry made before C was recorded
+    verifies and reads "not recorded"."""
+    definition = {**yaml.safe_load((boards.BOARD_DIR / "transfer.yaml").read_text()), "datasets": TASKS}
+    (tmp_path / "transfer.yaml").write_text(yaml.safe_dump(definition))
+    board = boards.load_board(str(tmp_path / "transfer.yaml"), tmp_path)
+    entries, _ = boards.build_entries(board, probe_sweep, "test")
+    frame = collect.load_runs(collect.run_folders(probe_sweep)[0])
+    for entry in entries:
+        for task, result in entry["results"].items():
+            for run in result["runs"]:
+                row = frame[(frame.run == run["hash"]) & (frame.dataset == task) & (frame.layer == entry["entrant"]["layer"])]
+                assert run["val.C"] in (0.1, 1.0) and run["val.C"] == row["val.C"].item()
+    entry = entries[0]
+    header, _, row = [line for line in boards.render(board, [entry]).splitlines() if line.startswith("|")]
+    columns = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert columns["digits: C chosen on val, per seed"] == " ".join(f"{r['val.C']:g}" for r in entry["results"]["digits"]["runs"])
+    # a changed C is caught; an entry without C (made before it was recorded) is read as not recorded
+    original = entry["results"]["digits"]["runs"][0]["val.C"]
+    entry["results"]["digits"]["runs"][0]["val.C"] = 1.1 - original
+    assert any("digits.runs[0].val.C" in d for d in boards.verify(board, entry))
+    for result in entry["results"].values():
+        for run in result["runs"]:
+            del run["val.C"]
+    assert boards.verify(board, entry) == []
+    assert "| not recorded " in boards.render(board, [entry])
+
+
+# The planned trial hashes of the transfer specs (md5 of the sorted hashes, first 12 digits), as the
+# code before issue 23 planned them: the shipped transfer entries keep naming these runs.
+PLANNED = {"transfer_ssl": (36, "0b7603e12f83"), "transfer_vit": (34, "6606979416c8"),
+           "transfer_supervised": (14, "707552f9320c")}
+
+
+@pytest.mark.parametrize("name", sorted(PLANNED))
+def test_the_transfer_specs_keep_their_planned_hashes(name, tmp_path):
+    """The specs pin their C grid (probe.cs), so a new default grid changes none of their runs;
+    the shipped entries' runs are among the ones planned."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    trials, waiting = sweep.Plan(sweep.load_spec(root / f"{name}.yaml"), tmp_path / name).trials()
+    hashes = sorted(t.hash for t in trials)
+    assert waiting == [] and (len(hashes), hashlib.md5(" ".join(hashes).encode()).hexdigest()[:12]) == PLANNED[name]
+    assert all(t.cfg["probe"]["cs"] != list(DEFAULT_CS) for t in trials if t.kind == "probe")
+    shipped = {h for board in ("transfer", "transfer_best") for e in boards.load_entries(boards.load_board(board))
+               if e["provenance"]["sweep"] == f"sweeps/{name}" for h in e["provenance"]["config_hashes"]}
+    assert shipped <= set(hashes) and (shipped or name == "transfer_supervised")
 
 
 def test_a_sweep_kind_must_be_a_registered_trial_kind():

@@ -184,8 +184,8 @@ def numbers(board: Board, frame: pd.DataFrame, entrant: dict[str, Any]) -> tuple
             "hparams_seed": int(agg["hparams_seed"]),
             "hparams": json.loads(chosen["hparams"].iloc[0]),
             "seeds": [int(s) for s in chosen["seed"]],
-            "runs": [{"hash": r, "seed": int(s), "step": int(t)}
-                     for r, s, t in zip(chosen["run"], chosen["seed"], chosen["step"])],
+            "runs": [{"hash": row["run"], "seed": int(row["seed"]), "step": int(row["step"]),
+                      **{c: _num(row.get(c)) for c in board.scorer.choices}} for _, row in chosen.iterrows()],
             "candidates": sorted(part["run"].unique().tolist()),
             "metrics": {m: {"mean": _num(agg[m]), "stderr": _num(agg[f"{m}.se"]),
                             "ci95": [_num(agg[f"{m}.ci_low"]), _num(agg[f"{m}.ci_high"])]} for m in board.metrics},
@@ -328,12 +328,24 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     diffs += problems
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:
-            diffs += _compare(f"{dataset}", claimed, recomputed[dataset])
+            diffs += _compare(f"{dataset}", claimed, as_recorded(board, claimed, recomputed[dataset]))
     if not left_out and not problems:
         claimed = entry["provenance"]
         for key, actual in provenance(where, recomputed).items():
             diffs += _compare(f"provenance.{key}", claimed.get(key) if isinstance(claimed, dict) else None, actual)
     return diffs
+
+
+def as_recorded(board: Board, claimed: dict[str, Any], recomputed: dict[str, Any]) -> dict[str, Any]:
+    """``recomputed`` without the protocol's choices that the entry's runs do not record (an
+    entry made before they were recorded: read as not recorded, not as a difference)."""
+    runs = claimed.get("runs")
+    if not isinstance(runs, list) or len(runs) != len(recomputed["runs"]):
+        return recomputed
+    kept = [{k: v for k, v in mine.items()
+             if k not in board.scorer.choices or (isinstance(theirs, dict) and k in theirs)}
+            for theirs, mine in zip(runs, recomputed["runs"])]
+    return {**recomputed, "runs": kept}
 
 
 def _compare(where: str, claimed: Any, actual: Any) -> list[str]:
@@ -363,6 +375,7 @@ def render(board: Board, entries: list[dict]) -> str:
     headers = ["rank", *shown, "selection"]
     for dataset in board.datasets:
         headers += [f"{dataset}: {metric_label(board.scorer, m)}" for m in board.metrics]
+        headers += [f"{dataset}: {label}" for label in board.scorer.choices.values()]
     headers += ["seeds", "verified", "code"]
     rows = []
     ordered = sorted(entries, key=score, reverse=True)
@@ -374,6 +387,7 @@ def render(board: Board, entries: list[dict]) -> str:
             for m in board.metrics:
                 display = board.scorer.metrics[m.split(".", 1)[1]]
                 row.append(cell(_flat(result["metrics"][m], m), m, display) if result else "-")
+            row += [chosen_values(result, c) for c in board.scorer.choices]
         row += [" ".join(map(str, entry["provenance"]["seeds"])), levels.label(entry),
                 version_text(entry["provenance"]["code_version"])]
         rows.append(row)
@@ -394,6 +408,16 @@ def render(board: Board, entries: list[dict]) -> str:
 VERIFIED_TEXT = ("recomputed (every number from stored predictions by the protocol and selection rule), re-run "
                  "(besides, the runs trained again gave the same numbers) or claimed (predictions of code that is "
                  "not ours: recomputed, the training not checked), with the date")
+
+
+def chosen_values(result: dict[str, Any] | None, choice: str) -> str:
+    """A choice of each of a result's runs (``0.1 1``), in their order; ``not recorded`` for an
+    entry made before it was recorded."""
+    if not result:
+        return "-"
+    if any(choice not in run for run in result["runs"]):
+        return "not recorded"
+    return " ".join("-" if run[choice] is None else f"{run[choice]:g}" for run in result["runs"])
 
 
 def ranking(board: Board, ordered: list[dict]) -> tuple[list[str], str]:

@@ -100,7 +100,8 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
     ranks, method = boards.ranking(board, ordered)
     shown = [k for k in board.entrant if any(e["entrant"].get(k) not in ("", None) for e in entries)]
     heads = ["rank", *shown, "selection"]
-    heads += [f"{d}: {metric_label(board.scorer, m)}" for d in board.datasets for m in board.metrics]
+    heads += [h for d in board.datasets for h in [*(f"{d}: {metric_label(board.scorer, m)}" for m in board.metrics),
+                                                  *(f"{d}: {label}" for label in board.scorer.choices.values())]]
     heads += ["verified", "provenance"]
     scales = {(d, m): _scale(board, entries, d, m) for d in board.datasets for m in board.metrics}
     rows = []
@@ -108,7 +109,10 @@ def board_section(board: boards.Board, entries: list[dict]) -> str:
         cells = [_cell(html.escape(rank), position)]
         cells += [_cell(html.escape(str(entry["entrant"].get(k) or "")), entry["entrant"].get(k) or "") for k in shown]
         cells.append(_cell(html.escape(entry["selection"]), entry["selection"]))
-        cells += [_stat(board, m, entry["results"].get(d), scales[(d, m)]) for d in board.datasets for m in board.metrics]
+        for d in board.datasets:
+            cells += [_stat(board, m, entry["results"].get(d), scales[(d, m)]) for m in board.metrics]
+            cells += [_cell(html.escape(text), text) for c in board.scorer.choices
+                      for text in [boards.chosen_values(entry["results"].get(d), c)]]
         level, date = levels.level_of(entry)
         cells.append(_cell(f'<span class="level {level}">{html.escape(level)}</span> {html.escape(date)}',
                            levels.LEVELS.index(level)))

@@ -9,16 +9,13 @@ read once the probe is fixed.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:  # scikit-learn is imported where a probe is fitted, not by `harness list`
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+from harness.models.logistic import LogisticPath, fit_path
 from harness.models.representation import spectrum
 
 DEFAULT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
@@ -26,16 +23,18 @@ DEFAULT_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 
 @dataclass
 class LinearProbe:
-    """Standardisation (fitted on train) and the logistic regression of the chosen C."""
+    """Standardisation (fitted on train) and the logistic regressions of every candidate C, one
+    of them chosen."""
 
-    scaler: StandardScaler
-    model: LogisticRegression
+    mean: np.ndarray
+    scale: np.ndarray
+    path: LogisticPath
     cs: np.ndarray              # candidate Cs, ascending
     val_predictions: np.ndarray  # (len(cs), n_val): each candidate's predicted classes
     chosen: int                 # index into cs
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(self.scaler.transform(x)).astype(np.int64)
+        return self.path.predict((x - self.mean) / self.scale, self.chosen).astype(np.int64)
 
 
 def choose_c(val_predictions: np.ndarray, val_y: np.ndarray) -> int:
@@ -45,26 +44,18 @@ def choose_c(val_predictions: np.ndarray, val_y: np.ndarray) -> int:
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                 cs: Sequence[float] = DEFAULT_CS, max_iter: int = 1000, seed: int = 0) -> LinearProbe:
-    """Fit a logistic regression on standardised train features for every C and keep the one
-    with the best validation accuracy."""
+                 cs: Sequence[float] = DEFAULT_CS, max_iter: int = 1000,
+                 device: torch.device | str = "cpu") -> LinearProbe:
+    """Fit a logistic regression on standardised train features for every C (all at once:
+    ``harness.models.logistic``) and keep the one with the best validation accuracy."""
     cs = np.sort(np.asarray(cs, dtype=np.float64))
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(train_x)
-    xt, xv = scaler.transform(train_x), scaler.transform(val_x)
-    models, predictions = [], []
-    for c in cs:
-        with warnings.catch_warnings():  # a large C on separable features stops at max_iter: fine for a probe
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model = LogisticRegression(C=float(c), max_iter=max_iter, random_state=seed).fit(xt, train_y)
-        models.append(model)
-        predictions.append(model.predict(xv))
-    val_predictions = np.stack(predictions).astype(np.int64)
+    train_x = np.asarray(train_x, dtype=np.float64)
+    mean, scale = train_x.mean(0), train_x.std(0)
+    scale[scale == 0] = 1.0  # a constant feature stays 0, as scikit-learn's StandardScaler leaves it
+    path = fit_path((train_x - mean) / scale, train_y, cs, max_iter, device=device)
+    val_predictions = path.predict((np.asarray(val_x, dtype=np.float64) - mean) / scale).astype(np.int64)
     chosen = choose_c(val_predictions, np.asarray(val_y))
-    return LinearProbe(scaler, models[chosen], cs, val_predictions, chosen)
+    return LinearProbe(mean, scale, path, cs, val_predictions, chosen)
 
 
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
@@ -76,14 +67,14 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int)
 
 
 def probe_layer(features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], cs: Sequence[float] = DEFAULT_CS,
-                k: int = 20, max_iter: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
+                k: int = 20, max_iter: int = 1000, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """Both probes of one layer for one task. ``features`` and ``labels`` map ``train``,
     ``val`` and ``test`` to arrays; the test split is read only after C is chosen. Returns
     ``<split>.y``, ``<split>.probe``, ``<split>.knn`` (val and test), ``<split>.spectrum``,
     ``cs`` and ``val.probe_by_c``."""
     train_x, train_y = features["train"], labels["train"]
     val_x, val_y = features["val"], labels["val"]
-    probe = linear_probe(train_x, train_y, val_x, val_y, cs, max_iter, seed)
+    probe = linear_probe(train_x, train_y, val_x, val_y, cs, max_iter, device)
     out = {"cs": probe.cs, "val.probe_by_c": probe.val_predictions}
     for split in ("train", "val", "test"):
         x = features[split]

@@ -90,6 +90,10 @@ class Protocol:
     # seeded subset (harness.runs.run.evaluation_plan)
     train_eval_size: int = 0
     metrics: dict[str, Display] = {}
+    # Values its scores report that a run chose rather than measured (``split.name``: a label),
+    # e.g. transfer's probe C chosen on validation: collect's frame has them; a board entry records
+    # each chosen run's, and its table shows them per seed; they are never averaged.
+    choices: dict[str, str] = {}
     rules: tuple[Rule, ...] = ()
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables
     columns: tuple[str, ...] = ()        # identity columns besides algorithm and dataset

@@ -44,6 +44,7 @@ class Transfer(Protocol):
         Rule("val-probe", "val", "probe_acc", needs="the task's validation labels"),
         Rule("oracle", "test", "probe_acc", needs="the task's test labels (an upper bound, not a result)"),
     )
+    choices = {"val.C": "C chosen on val, per seed"}
     reported = ("test.probe_acc", "test.knn_acc", "train.rankme")
     columns = ("init", "pretrain_dataset", "layer")
 

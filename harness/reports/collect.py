@@ -79,8 +79,8 @@ def runs_code_version(runs: Iterable[Path]) -> Any:
 
 def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> pd.DataFrame:
     """One row per (run, evaluated checkpoint): the run's identity (its protocol's columns and the
-    values of ``config_paths``) and every scalar metric of every split, recomputed by the
-    protocol from the stored arrays."""
+    values of ``config_paths``) and every scalar metric of every split, and the protocol's
+    ``choices``, recomputed by the protocol from the stored arrays."""
     rows, identity, metrics = [], [], []
     config_paths = list(config_paths)
     for run in map(Path, runs):
@@ -88,7 +88,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
         info = json.loads((run / "info.json").read_text())
         scorer = protocol(info["protocol"])
         identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]
-        metrics += [c for c in scorer.metric_columns() if c not in metrics]
+        metrics += [c for c in (*scorer.metric_columns(), *scorer.choices) if c not in metrics]
         base = {"run": run.name, "protocol": scorer.name, "algorithm": cfg["algorithm"]["name"],
                 "dataset": cfg["dataset"]["name"], "arm": cfg.get("arm", ""), **scorer.identity(cfg, run),
                 **{p: config_value(cfg, p) for p in config_paths},
@@ -98,7 +98,7 @@ def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> p
             scores = scorer.scores(files.load_arrays(path), info)
             rows.append({**base, **key,
                          **{f"{split}.{name}": value for split, m in scores.items() for name, value in m.items()
-                            if name in scorer.metrics}})
+                            if name in scorer.metrics or f"{split}.{name}" in scorer.choices}})
     columns = [*BASE_COLUMNS, *identity, "hparams_seed", "seed", "step", "hparams", "path", *metrics]
     frame = pd.DataFrame(rows)
     for column in columns:

@@ -57,7 +57,7 @@ OPTIONS: dict[str, Option] = {
     "cs": Option(list(DEFAULT_CS), list, "inverse regularisations of the logistic-regression probe",
                  items=Option(type=float, low=0, low_open=True), non_empty=True),
     "knn_k": Option(20, int, low=1),
-    "max_iter": Option(1000, int, low=1),
+    "max_iter": Option(1000, int, "Newton steps of the probe's solver at most, per C (about 10 are used)", low=1),
     "batch_size": Option(256, int, low=1),
 }
 NOT_HASHED = ("batch_size",)
@@ -150,7 +150,7 @@ def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
             feats = {s: features.read_cached(paths[layer][s], ids[s]) for s in ids}
             target = files.inside(out / PREDICTIONS, name, f"{layer}.npz", what="probe predictions file")
             if manifest.name(out, target) not in recorded:  # a file not yet recorded is made again
-                arrays = probe_layer(feats, ys, spec["cs"], spec["knn_k"], spec["max_iter"], cfg["seed"])
+                arrays = probe_layer(feats, ys, spec["cs"], spec["knn_k"], spec["max_iter"], device)
                 files.save_arrays(target, **arrays, **{f"{s}.ids": ids[s] for s in ids})
                 manifest.record(out, recorded, target)
             spectra.setdefault(name, {})[layer] = files.load_arrays(target)["train.spectrum"]
