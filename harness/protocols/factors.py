@@ -58,7 +58,7 @@ def fit_factor(estimator: str, x_train: np.ndarray, y_train: np.ndarray, x_test:
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1), warnings.catch_warnings():
-        # "more classes than half the points" (histogram boosting): expected on small sets
+        # "more classes than half the points": expected on small sets
         warnings.simplefilter("ignore", UserWarning)
         if estimator == "gradient_boosting":
             model = GradientBoostingClassifier(random_state=seed).fit(x_train, y_train)
@@ -97,7 +97,8 @@ def dci(codes: np.ndarray, factors: np.ndarray, estimator: str = "gradient_boost
 
 def map_fits(jobs: list[tuple], workers: int, cost: list[int]) -> list[tuple[np.ndarray, float, float]]:
     """``fit_factor`` of every job, in order: a plain loop, or in ``workers`` loky processes (kept
-    for the next call) with the costliest jobs sent first, so that two workers finish together."""
+    for the next call) with the costliest jobs sent first, each to the first free worker, so that
+    the workers finish close together."""
     workers = min(workers, len(jobs))
     if workers <= 1:
         return [fit_factor(*job) for job in jobs]
