@@ -160,6 +160,15 @@ def test_the_disentanglement_board_from_a_tiny_sweep_submits_verifies_and_draws_
     entries = sorted((tmp_path / "board" / "entries" / "disentanglement").glob("*.json"))
     assert [p.name for p in entries] == ["beta_vae--posX-posY.json", "beta_vae.json"]
     assert main(["leaderboard", "verify", str(board), "--board-dir", str(tmp_path / "board")]) == 0
+    # the board's scoring reaches verify: entries scored as the shipped ones (histogram boosting)
+    # differ, in DCI only, when a board recomputes them with the reference estimator
+    assert definition["scoring"] == {"dci_estimator": "hist_gradient_boosting"}
+    reference = tmp_path / "reference" / "disentanglement.yaml"
+    reference.parent.mkdir()
+    reference.write_text(yaml.safe_dump({**definition, "required_seeds": 1, "scoring": {}}))
+    other = boards.load_board(str(reference), tmp_path / "board")
+    diffs = [d for entry in boards.load_entries(other) for d in boards.verify(other, entry)]
+    assert any(".test.dci_d." in d for d in diffs) and all(".test.dci_" in d for d in diffs), diffs
     table = (tmp_path / "board" / "disentanglement.md").read_text()
     assert "DCI disentanglement" in table and "posX:posY" in table
     assert main(["leaderboard", "pictures", str(board), "--board-dir", str(tmp_path / "board")]) == 0

@@ -11,15 +11,21 @@ Scores (:mod:`harness.protocols.factors` has the arithmetic), every one recomput
 arrays:
 
 - every split: ``loss`` (negative ELBO per image: Bernoulli reconstruction + KL), ``rec``, ``kl``;
-- ``test`` (independent factors): DCI disentanglement, completeness and informativeness
-  (histogram gradient boosting per factor, 2/3 of the points to fit, 1/3 to score) and MIG
-  (20 equal-width bins, gap over the factor's entropy);
+- ``test`` (independent factors): DCI disentanglement, completeness and informativeness (test
+  and training accuracy) as disentanglement_lib (its gradient boosting per factor, 2/3 of the
+  points to fit, 1/3 to score; a board may fix another estimator, ``scoring: {dci_estimator:
+  ...}``: the shipped board's entries were scored with histogram boosting) and MIG (20
+  equal-width bins, gap over the factor's entropy);
 - ``test`` and ``shift``: ``factor_acc``, a logistic probe per factor trained on the training
   split's (correlated) codes; on ``shift`` (another pairing) it is accuracy under correlation shift.
 
 Selection: ``val-loss`` (lowest validation negative ELBO: no factor labels), ``final`` (each
 run's last checkpoint, the hparam draw by validation negative ELBO: no factor labels either) or
 ``oracle`` (highest test DCI-D: an upper bound).
+
+Every metric uses the run's ``threads`` (``info.json``; at most the usable cores): the DCI fits
+in that many processes of one thread each, the BLAS/OpenMP pools of the rest limited to it. The
+numbers do not depend on it.
 """
 from __future__ import annotations
 
@@ -32,10 +38,11 @@ from torch import nn
 
 from harness.core import figures
 from harness.core.errors import HarnessError
+from harness.core.options import Option
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.protocols.base import Display, Protocol, Rule
-from harness.protocols.factors import dci, mig, probe_accuracy
+from harness.protocols.factors import DCI_ESTIMATORS, dci, mig, probe_accuracy
 
 PROBE_POINTS = 5000
 TRAVERSAL = (-2.0, 2.0)  # latent values a traversal sweeps (prior standard deviations)
@@ -51,6 +58,7 @@ class Disentanglement(Protocol):
         "dci_d": Display("DCI disentanglement", percent=False, precision=3),
         "dci_c": Display("DCI completeness", percent=False, precision=3),
         "dci_i": Display("DCI informativeness", percent=False, precision=3),
+        "dci_i_train": Display("DCI informativeness (train)", percent=False, precision=3),
         "mig": Display("MIG", percent=False, precision=3),
         "factor_acc": Display("factor probe acc"),
         "loss": Display("neg. ELBO", percent=False, precision=1),
@@ -65,6 +73,9 @@ class Disentanglement(Protocol):
     )
     reported = ("test.dci_d", "test.mig", "shift.factor_acc")
     progress = ("val.loss", "test.dci_d")
+    scoring = {"dci_estimator": Option(
+        DCI_ESTIMATORS[0], str, "DCI's importance model: gradient_boosting (disentanglement_lib's) or "
+        "hist_gradient_boosting (the shipped board's entries until it is rebuilt)", choices=DCI_ESTIMATORS)}
     small_dataset = ("procedural_dsprites", {"correlated": "shape:scale", "n_train": 48, "n_val": 16,
                                              "n_test": 24, "n_shift": 16})
 
@@ -100,6 +111,14 @@ class Disentanglement(Protocol):
                 "factors": torch.stack([split.column(f)[:n] for f in state], 1).cpu().numpy()}
 
     def scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        from joblib import cpu_count  # the usable cores (affinity, cgroup quota)
+        from threadpoolctl import threadpool_limits
+
+        threads = max(1, min(int(info.get("threads") or 1), cpu_count()))
+        with threadpool_limits(threads):
+            return self._scores(arrays, info, threads)
+
+    def _scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any], threads: int) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for split in self.splits:
             if f"{split}.mu" not in arrays:
@@ -108,7 +127,8 @@ class Disentanglement(Protocol):
             out[split] = {"loss": float((rec + kl).mean()), "rec": float(rec.mean()), "kl": float(kl.mean())}
         if "test.mu" in arrays:
             codes, factors = arrays["test.mu"].astype(np.float64), arrays["test.factors"]
-            out["test"].update(dci(codes, factors))
+            estimator = info.get("dci_estimator", self.scoring["dci_estimator"].default)
+            out["test"].update(dci(codes, factors, estimator, workers=threads))
             out["test"]["mig"], gaps = mig(codes, factors)
             out["test"]["mig_per_factor"] = dict(zip(info["factors"], gaps))
         if "train.mu" in arrays:
