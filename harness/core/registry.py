@@ -200,8 +200,10 @@ class Need:
     value): every trial of ``kind`` the sweep itself plans with those values, of the dependent's
     seed (a sweep's ``discovery`` block says how seeds pair). With ``complete``, the dependent's
     config is only known once they are all done: ``complete(cfg, their run folders)`` returns it
-    (the best of several discoveries named as its groups). ``label`` names them in messages
-    ("2 xrm discovery run(s)"); ``unmet`` is the message when a sweep plans none to match."""
+    (the best of several discoveries named as its groups), and ``chosen(cfg, one run folder)``
+    returns the config it gets if that one is chosen, so that every config a spec may lead to is
+    known without running anything (a board checks an entry against them). ``label`` names them
+    in messages ("2 xrm discovery run(s)"); ``unmet`` is the message when a sweep plans none to match."""
 
     kind: str
     label: str
@@ -209,6 +211,7 @@ class Need:
     match: dict[str, Any] | None = None
     complete: Callable[[dict[str, Any], list[Any]], dict[str, Any]] | None = None
     unmet: str = ""
+    chosen: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
 
 def _no_needs(cfg: dict[str, Any]) -> list[Need]:

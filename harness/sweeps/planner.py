@@ -101,6 +101,21 @@ class Planner:
             self._place(trial, waiting)
         return list(self._trials.values()), waiting
 
+    def possible(self, trial: Trial) -> set[str]:
+        """Every hash the root ``trial`` may get, planned without running anything: its own, or,
+        where its config is completed by upstream trials it chooses among, one per choice."""
+        configs_ = [trial.cfg]
+        for need in needs_of(trial):
+            if need.complete is None:
+                continue
+            if need.chosen is None:
+                raise HarnessError(f"{describe(trial)}: its {need.label} need declares no `chosen`, so the "
+                                   "configs it may lead to cannot be planned")
+            upstream = self._matching(need, trial) if need.match is not None else \
+                [placed(need.kind, cfg) for cfg in need.configs]
+            configs_ = [need.chosen(cfg, u.dir) for cfg in configs_ for u in upstream]
+        return {placed(trial.kind, cfg).hash for cfg in configs_}
+
     def _matching(self, need: Need, trial: Trial) -> list[Trial]:
         seed = self.upstream_seed(trial.cfg["seed"])
         return [t for t in self.pool if t.kind == need.kind and t.cfg["seed"] == seed

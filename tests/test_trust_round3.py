@@ -1,0 +1,100 @@
+"""Trust, second round, the rest (issue 22): each test fails before its fix."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.leaderboards import board as boards
+from harness.leaderboards import whole_sweep
+from harness.sweeps import sweep
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+# --- class 2: an entry accounts for its whole sweep -----------------------------------------
+
+@pytest.fixture
+def smoke_board(tmp_path):
+    """The quickstart's board, asking for the 2 seeds of the small sweep."""
+    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
+    definition["required_seeds"], definition["name"] = 2, "worst_group"
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    (folder / "worst_group.yaml").write_text(yaml.safe_dump(definition))
+    return folder
+
+
+@pytest.mark.parametrize("which", ["best on test", "worst on validation"])
+def test_an_entry_from_a_sweep_copy_with_a_draw_removed_is_caught_and_the_run_named(small_sweep, smoke_board,
+                                                                                   tmp_path, capsys, which):
+    copy = tmp_path / "copy"
+    shutil.copytree(small_sweep, copy)
+    rows = []
+    for run in copy.iterdir():
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "done").exists() else None
+        if cfg and cfg["algorithm"]["name"] == "erm":
+            last = json.loads((run / "results.jsonl").read_text().splitlines()[-1])
+            rows.append((last["metrics"], cfg["algorithm"]["hparams_seed"], run))
+    metric, sign = ("test", -1) if which == "best on test" else ("val", 1)
+    draw = min(rows, key=lambda r: sign * r[0][metric]["worst_group_acc"])[1]
+    removed = sorted(run.name for _, d, run in rows if d == draw)  # the draw: its runs of every seed
+    for name in removed:
+        shutil.rmtree(copy / name)
+    definition = str(smoke_board / "worst_group.yaml")
+    assert main(["leaderboard", "submit", definition, str(copy), "--board-dir", str(smoke_board)]) == 0
+    capsys.readouterr()
+    assert main(["leaderboard", "verify", definition, "--board-dir", str(smoke_board)]) == 2
+    err = capsys.readouterr().err
+    assert f"whole sweep: 2 run(s) its spec plans for this entrant are not among its candidates: {', '.join(removed)}" in err
+    assert "group_dro--annotated.json" not in err  # the other entrant is whole
+
+
+def test_an_entry_made_from_a_whole_sweep_records_its_spec_and_verifies(small_sweep, smoke_board, capsys):
+    definition = str(smoke_board / "worst_group.yaml")
+    assert main(["leaderboard", "submit", definition, str(small_sweep), "--board-dir", str(smoke_board)]) == 0
+    entry = json.loads((smoke_board / "entries" / "worst_group" / "erm--annotated.json").read_text())
+    assert entry["provenance"]["spec"] == yaml.safe_load((small_sweep / sweep.SPEC_FILE).read_text())
+    assert main(["leaderboard", "verify", definition, "--board-dir", str(smoke_board)]) == 0
+
+
+def test_a_shipped_entry_verified_from_its_predictions_must_list_what_its_spec_plans():
+    path = boards.BOARD_DIR / "entries" / "worst_group_smoke" / "group_dro--inferred-xrm.json"
+    entry = json.loads(path.read_text())
+    assert whole_sweep.unaccounted(entry, None) == []
+    result = entry["results"]["colored_digits"]
+    dropped = sorted(set(result["candidates"]) - {r["hash"] for r in result["runs"]})[0]
+    result["candidates"].remove(dropped)
+    problems = whole_sweep.unaccounted(entry, None)
+    # a trial on inferred groups may become one of several hashes (one per discovery it may choose)
+    assert len(problems) == 1 and "1 run(s) its spec plans" in problems[0] and dropped in problems[0]
+    del entry["provenance"]["spec"]
+    assert "records no spec" in whole_sweep.unaccounted(entry, None)[0]
+
+
+def _entry_of(spec_path: Path, tmp_path: Path) -> tuple[dict, set[str]]:
+    """An entry whose candidates are every run its spec plans for the first arm's algorithm."""
+    raw = yaml.safe_load(spec_path.read_text())
+    raw.setdefault("name", spec_path.stem)
+    plan = sweep.Plan(sweep.parse_spec(raw), tmp_path / spec_path.stem)
+    first = plan.roots[0].cfg
+    family = {r.hash for r in plan.roots if whole_sweep._family(r.cfg) == whole_sweep._family(first)}
+    entry = {"results": {first["dataset"]["name"]: {"candidates": sorted(family)}},
+             "provenance": {"sweep": str(tmp_path / spec_path.stem), "spec": raw}}
+    return entry, family
+
+
+@pytest.mark.parametrize("spec", ["transfer_ssl.yaml", "disentanglement_board_posxy.yaml"])
+def test_transfer_and_disentanglement_entries_account_for_their_whole_sweep(spec, tmp_path):
+    entry, family = _entry_of(EXPERIMENTS / spec, tmp_path)
+    assert len(family) > 1 and whole_sweep.unaccounted(entry, None) == []
+    candidates = entry["results"][next(iter(entry["results"]))]["candidates"]
+    dropped = candidates.pop()
+    problems = whole_sweep.unaccounted(entry, None)
+    assert len(problems) == 1 and problems[0].endswith(f"not among its candidates: {dropped}")
+    candidates.append("f" * 12)
+    assert "1 candidate run(s) its spec does not plan: ffffffffffff" in whole_sweep.unaccounted(entry, None)[-1]
