@@ -129,6 +129,8 @@ def checked_folders(args: argparse.Namespace) -> None:
               "sweep_dir": "SWEEP_DIR" if args.action == "submit" else "--sweep-dir"}
     for option, label in labels.items():
         value = getattr(args, option, None)
+        if label == "SWEEP_DIR" and value and Path(value).is_file():
+            continue  # a bundle archive (.zip, .tar), which bundle.enter checks
         if value is not None:
             files.folder_arg(value, label, must_exist=label == "SWEEP_DIR")
 

@@ -76,10 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    from harness.runs.visualize import check
-
-    check(cfg)
-    report = run_plan(Planner([resolved_run("visualize", cfg)]), Local())
+    planner = Planner([resolved_run("visualize", cfg)])
+    planner.check()
+    report = run_plan(planner, Local())
     if not report.ok:
         reasons = list(report.failed.values()) + report.blocked + report.waiting
         reason = reasons[0].splitlines()[-1] if reasons else "no reason recorded"

@@ -218,17 +218,24 @@ def _no_needs(cfg: dict[str, Any]) -> list[Need]:
     return []
 
 
+def _no_check(cfg: dict[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class TrialKind:
     """What a sweep can run: ``run(resolved config, progress=...)`` trains (or resumes, or skips)
     the run in the config's run folder; the trial is done once every ``done_files`` exists there.
     ``needs(cfg)``: the upstream trials it waits for (:class:`Need`); ``sets``: dotted config
-    values every trial of the kind has (a discovery uses no groups)."""
+    values every trial of the kind has (a discovery uses no groups); ``check(cfg)``: a HarnessError
+    for what ``run`` would refuse (an unknown layer, a batch larger than its split), raised before
+    anything is written; a sweep calls it for every planned trial before it creates any folder."""
 
     run: Callable[..., Any]
     done_files: tuple[str, ...]
     needs: Callable[[dict[str, Any]], list[Need]] = _no_needs
     sets: tuple[tuple[str, Any], ...] = ()
+    check: Callable[[dict[str, Any]], None] = _no_check
 
 
 def _as_is(value: Any) -> Any:
@@ -263,12 +270,14 @@ REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LA
 
 def trial_kind(name: str, done_files: Sequence[str], description: str | None = None,
                needs: Callable[[dict[str, Any]], list[Need]] | None = None,
-               sets: dict[str, Any] | None = None) -> Callable[[F], F]:
+               sets: dict[str, Any] | None = None,
+               check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[F], F]:
     """Decorator: register ``run(cfg, progress=...)`` as the trial kind ``name``, done once
-    every one of ``done_files`` exists in the run folder; ``needs`` and ``sets``: see :class:`TrialKind`."""
+    every one of ``done_files`` exists in the run folder; ``needs``, ``sets`` and ``check``: see
+    :class:`TrialKind`."""
 
     def decorate(run: F) -> F:
-        kind = TrialKind(run, tuple(done_files), needs or _no_needs, tuple((sets or {}).items()))
+        kind = TrialKind(run, tuple(done_files), needs or _no_needs, tuple((sets or {}).items()), check or _no_check)
         TRIAL_KINDS.register(name, description=description or _summary(run))(kind)
         return run
 

@@ -13,6 +13,7 @@ The run folder holds:
 """
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import random
@@ -103,7 +104,56 @@ def protocol_of(cfg: dict[str, Any]) -> Protocol:
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
 
 
-@trial_kind("train", done_files=("done",))
+def check_trainable(cfg: dict[str, Any], protocol: Protocol) -> None:
+    """The run's algorithm is trained by the loop (its protocol trains)."""
+    if not protocol.trains:
+        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
+        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
+                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
+                           f"the {training} protocols")
+
+
+def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset) -> None:
+    """The dataset suits the run: unlabelled examples only for a protocol that accepts them, a
+    batch no larger than the training split it is drawn from."""
+    if dataset.unlabelled and not protocol.unlabelled_ok:
+        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
+        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
+                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
+                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
+    batch_size, n = cfg["algorithm"]["hparams"].get("batch_size"), len(dataset.splits["train"])
+    if isinstance(batch_size, int) and batch_size > n:
+        raise HarnessError(f"algorithm.hparams.batch_size {batch_size} is larger than the training split it draws "
+                           f"from ({n} examples of {cfg['dataset']['name']!r}); accepted: at most {n}")
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(key: str) -> ShiftDataset:
+    name, options = json.loads(key)
+    return DATASETS.get(name).obj(**options)
+
+
+def checked_dataset(cfg: dict[str, Any]) -> ShiftDataset:
+    """The config's dataset as checks see it: built once per process for a name and options, no
+    features applied (they change neither the splits' sizes nor the labels, and cost a network)."""
+    return dataset_named(cfg["dataset"]["name"], cfg["dataset"]["options"])
+
+
+def dataset_named(name: str, options: dict[str, Any]) -> ShiftDataset:
+    """The dataset ``name`` with ``options``, built once per process (what checks read)."""
+    return _dataset(json.dumps([name, options], sort_keys=True))
+
+
+def check_train(cfg: dict[str, Any]) -> None:
+    """What ``train`` refuses before its folder exists: an algorithm the loop does not train,
+    hyperparameters the run cannot honour, a dataset that does not suit it."""
+    protocol = protocol_of(cfg)
+    check_trainable(cfg, protocol)
+    ALGORITHMS.get(cfg["algorithm"]["name"]).obj.check_run(cfg["algorithm"]["hparams"], cfg["steps"])
+    check_data(cfg, protocol, checked_dataset(cfg))
+
+
+@trial_kind("train", done_files=("done",), check=check_train)
 def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume, or skip if done) the run described by the resolved config ``cfg``."""
     out = configs.run_dir(cfg)
@@ -120,17 +170,9 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
         torch.set_flush_denormal(True)
     protocol = protocol_of(cfg)
-    if not protocol.trains:
-        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
-        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
-                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
-                           f"the {training} protocols")
+    check_trainable(cfg, protocol)
     dataset = build_dataset(cfg)
-    if dataset.unlabelled and not protocol.unlabelled_ok:
-        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
-        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
-                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
-                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
+    check_data(cfg, protocol, dataset)
     state = protocol.prepare(cfg, dataset, device)
     held_out = None
     if ALGORITHMS.get(cfg["algorithm"]["name"]).obj.holds_out_validation:

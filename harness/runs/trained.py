@@ -6,6 +6,8 @@ probe reads: one recipe, so that the three cannot rebuild a run three slightly d
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,20 @@ def load_trained(run: str | Path | dict[str, Any], device: torch.device, checkpo
         algo.load_checkpoint_state(files.load_torch(run_dir / CHECKPOINT)["algorithm"])
     algo.eval()
     return Trained(cfg, dataset, protocol, state, algo, run_dir)
+
+
+# What a config holds that does not change its network's layers.
+NOT_NETWORK = ("seed", "run_dir", "output_dir", "arm")
+
+
+@functools.lru_cache(maxsize=4)
+def _untrained(key: str) -> Trained:
+    return load_trained(json.loads(key), torch.device("cpu"), checkpoint=False)
+
+
+def untrained(cfg: dict[str, Any]) -> Trained:
+    """The run of ``cfg`` as a seed initialises it, on the CPU, built once per process for configs
+    that differ only in their seed or folder: what checks read (layer names, input shape)."""
+    return _untrained(json.dumps({k: v for k, v in cfg.items() if k not in NOT_NETWORK} | {"seed": 0, "run_dir": None,
+                                                                                            "output_dir": "."},
+                                 sort_keys=True, default=str))
