@@ -98,3 +98,84 @@ def test_transfer_and_disentanglement_entries_account_for_their_whole_sweep(spec
     assert len(problems) == 1 and problems[0].endswith(f"not among its candidates: {dropped}")
     candidates.append("f" * 12)
     assert "1 candidate run(s) its spec does not plan: ffffffffffff" in whole_sweep.unaccounted(entry, None)[-1]
+
+
+# --- class 4: a sweep refuses what a single run would refuse, before writing anything ---------
+
+PROBE = {"steps": 10, "eval_every": 10}
+BAD_SPECS = {
+    "unknown probe layer": ({"algorithms": ["simclr"], "kind": "probe",
+                             "overrides": {**PROBE, "probe": {"tasks": ["digits"], "layers": ["nope"]}}},
+                            "unknown probe.layers entry 'nope'; accepted: "),
+    "unknown visualize layer": ({"algorithms": ["simclr"], "kind": "visualize",
+                                 "overrides": {**PROBE, "visualize": {"layer": "nope"}}},
+                                "unknown visualize.layer 'nope'; accepted: "),
+    "worst-group method on unlabelled data": ({"datasets": ["fashion_mnist"], "algorithms": ["erm"],
+                                               "overrides": PROBE},
+                                              "unlabelled examples, which the worst_group protocol of 'erm' cannot"),
+    "a pretraining method trained as a probe's upstream, on a batch larger than its split": (
+        {"algorithms": ["simclr"], "kind": "probe",
+         "overrides": {**PROBE, "algorithm.hparams.batch_size": 5000, "probe": {"tasks": ["digits"]}}},
+        "train trial simclr on colored_digits, seed 0: algorithm.hparams.batch_size 5000 is larger than the training "
+        "split it draws from ("),
+    "a discovery with a batch larger than its split": (
+        {"algorithms": [{"name": "group_dro", "groups": ["inferred:xrm"]}],
+         "discovery": {"algorithms": ["xrm"], "overrides": {"algorithm.hparams.batch_size": 5000}}, "overrides": PROBE},
+        "discovery trial xrm on colored_digits, seed 0: algorithm.hparams.batch_size 5000 is larger"),
+    "kNN k larger than the task's training split": (
+        {"algorithms": ["simclr"], "kind": "probe",
+         "overrides": {**PROBE, "probe": {"tasks": ["digits"], "knn_k": 100000}}},
+        "probe.knn_k 100000 is larger than the training split of task 'digits' it draws neighbours from ("),
+    "more sampling steps than diffusion timesteps": (
+        {"algorithms": ["simclr"], "kind": "visualize",
+         "overrides": {**PROBE, "visualize": {"train_timesteps": 10, "sampling_steps": 20}}},
+        "visualize.sampling_steps 20 is more than the 10 visualize.train_timesteps"),
+}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else b"/" for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_sweep_refuses_what_a_single_run_would_refuse_before_writing_anything(case, dry_run, tmp_path, capsys):
+    changes, message = BAD_SPECS[case]
+    spec = {"name": "bad", "datasets": ["colored_digits"], "launcher": "local", **changes}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    existing = tmp_path / "existing"  # a sweep folder with something in it already: left byte-identical
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine\n")
+    for folder in (tmp_path / "fresh", existing):
+        before = _tree(tmp_path)
+        assert main(["sweep", str(tmp_path / "spec.yaml"), "--dir", str(folder), *(["--dry-run"] if dry_run else [])]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and len(err) < 1000 and message in err, err
+        assert _tree(tmp_path) == before
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_a_good_probe_spec_still_plans(tmp_path, capsys):
+    spec = {"name": "good", "datasets": ["colored_digits"], "launcher": "local", "algorithms": ["simclr"],
+            "kind": "probe", "overrides": {**PROBE, "probe": {"tasks": ["digits"], "layers": ["backbone"]}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(tmp_path / "spec.yaml"), "--dir", str(tmp_path / "s"), "--dry-run"]) == 0
+    assert "probe" in capsys.readouterr().out and not (tmp_path / "s").exists()
+
+
+# --- class 5: values legal alone, impossible together ------------------------------------------
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_a_non_finite_dataset_option_is_refused_naming_it(value, tmp_path, capsys):
+    code = main(["train", "dataset.name=procedural_dsprites", f"dataset.options.sigma={value}",
+                 "algorithm.name=beta_vae", f"output_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "'dataset.options.sigma' must be a finite number" in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_with_both_numbers(tmp_path, capsys):
+    code = main(["train", "algorithm.hparams.batch_size=5000", f"output_dir={tmp_path / 'runs'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "batch_size 5000 is larger than the training split it draws from (958 examples" in err, err
+    assert not (tmp_path / "runs").exists()

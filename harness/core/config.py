@@ -14,6 +14,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,6 +176,8 @@ def _typed(path: str, value: Any, default: Any) -> Any:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise HarnessError(f"config key {shown(path)} must be a finite number (like {default!r}), got {value}")
     elif isinstance(default, (tuple, list)):
         ok = isinstance(value, (tuple, list))
         value = type(default)(value) if ok else value
