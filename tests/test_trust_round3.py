@@ -179,3 +179,60 @@ def test_a_batch_larger_than_the_training_split_is_refused_with_both_numbers(tmp
     err = capsys.readouterr().err
     assert code == 2 and "batch_size 5000 is larger than the training split it draws from (958 examples" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+# --- class 7: resume repairs what it can and says how otherwise ---------------------------------
+
+def _rows(run: Path) -> list[dict]:
+    from harness.core import files
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in files.read_jsonl(run / "results.jsonl")]
+
+
+@pytest.mark.parametrize("damage", ["the last row lost after its checkpoint", "a damaged row in the middle",
+                                    "every row lost"])
+def test_resume_makes_lost_or_damaged_rows_again_from_the_stored_predictions(damage, tiny_cfg, tmp_path):
+    from harness.core import config
+    from harness.runs.run import RepairedRowWarning, train
+    cfg = tiny_cfg()
+    reference = train(dict(cfg, run_dir=str(tmp_path / "reference")))
+    out = config.run_dir(cfg)
+    train(cfg)
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    if damage == "the last row lost after its checkpoint":
+        lines = lines[:-1]
+    elif damage == "a damaged row in the middle":
+        lines[1] = lines[1][: len(lines[1]) // 2] + "\n"
+    else:
+        lines = []
+    (out / "results.jsonl").write_text("".join(lines))
+    (out / "done").unlink()  # as a kill leaves it: the checkpoint written, the run not marked done
+    with pytest.warns(RepairedRowWarning, match="made again from step_"):
+        train(cfg)
+    assert (out / "done").exists()
+    assert _rows(out) == _rows(reference)
+
+
+def test_a_lost_row_whose_predictions_are_gone_too_is_named_with_what_to_do(tiny_cfg, capsys):
+    from harness.core import config
+    from harness.core.errors import HarnessError
+    from harness.runs.run import train
+    cfg = tiny_cfg()
+    out = config.run_dir(cfg)
+    train(cfg)
+    lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
+    (out / "results.jsonl").write_text("".join(lines[:-1]))
+    (out / "done").unlink()
+    (out / "predictions" / "step_0000060.npz").unlink()
+    with pytest.raises(HarnessError, match="the row of step 60 is lost and its predictions .* missing or altered.* "
+                                           "remove the run folder"):
+        train(cfg)
+
+
+def test_a_damaged_row_of_a_finished_run_is_named_with_the_command_that_repairs_it(tmp_path):
+    from harness.core import files
+    from harness.core.errors import HarnessError
+    (tmp_path / "results.jsonl").write_text('{"step": 1}\n{bad\n{"step": 3}\n')
+    with pytest.raises(HarnessError, match="line 2 is not valid JSON.*remove the run's `done` file and rerun its "
+                                           "command"):
+        files.read_jsonl(tmp_path / "results.jsonl")

@@ -202,6 +202,15 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     return out
 
 
+class RepairedRowWarning(UserWarning):
+    """A result row lost or damaged, made again from its stored predictions on resume."""
+
+
+def evaluation_steps(steps: int, eval_every: int, upto: int) -> list[int]:
+    """The steps a run evaluates at (every ``eval_every`` and the last), up to ``upto``."""
+    return [s for s in range(1, min(steps, upto) + 1) if s % eval_every == 0 or s == steps]
+
+
 def _check_data_parallel(cfg: dict[str, Any], algo: Algorithm, world: int) -> None:
     name, batch_size = cfg["algorithm"]["name"], cfg["algorithm"]["hparams"]["batch_size"]
     if not algo.data_parallel:
@@ -305,11 +314,39 @@ class Run:
         random.setstate(_py_state(rng["python"]))
         if self.rank > 0:
             return state["step"], []
-        rows = [r for r in files.read_jsonl(self.results_path) if r["step"] <= state["step"]]
-        files.write_jsonl(self.results_path, rows)
         self.manifest = {name: digest for name, digest in manifest.read(self.out).items()
                          if int(name[len("step_"):-len(".npz")]) <= state["step"]}
+        rows = self._repaired_rows(state)
+        files.write_jsonl(self.results_path, rows)
         return state["step"], rows
+
+    def _repaired_rows(self, state: dict[str, Any]) -> list[dict]:
+        """The result rows up to the checkpoint's step, one per evaluation: those read intact, and
+        any lost (a kill after the checkpoint's predictions, before or during the row's append) or
+        damaged (a line that is not a row) made again from the stored predictions of that step by
+        the protocol's ``scores`` (the function that made it), with the training logs the
+        checkpoint kept. An evaluation whose predictions are missing or altered cannot be made
+        again: a HarnessError naming it."""
+        intact = {r["step"]: r for r in files.read_rows(self.results_path)
+                  if isinstance(r.get("step"), int) and isinstance(r.get("metrics"), dict) and r["step"] <= state["step"]}
+        logs = state.get("logs") or {}
+        rows = []
+        for step in evaluation_steps(self.cfg["steps"], self.cfg["eval_every"], state["step"]):
+            if step in intact:
+                rows.append(intact[step])
+                continue
+            path = self.out / "predictions" / f"step_{step:07d}.npz"
+            if not path.exists() or self.manifest.get(path.name) != files.sha256(path):
+                raise HarnessError(f"{self.results_path}: the row of step {step} is lost and its predictions "
+                                   f"({path.name}) are missing or altered, so it cannot be made again; remove the run "
+                                   f"folder {str(self.out)!r} and rerun its command")
+            kept = logs.get(str(step), {})
+            warnings.warn(f"{self.results_path}: the row of step {step} was lost or damaged; made again from "
+                          f"{path.name}", RepairedRowWarning, stacklevel=2)
+            rows.append({"step": step, "train_logs": kept.get("train_logs", {}),
+                         "train_seconds": kept.get("train_seconds"),
+                         "metrics": self.protocol.scores(files.load_arrays(path), self.info)})
+        return rows
 
     @torch.no_grad()
     def _evaluate(self, step: int, train_logs: dict[str, float], train_seconds: float) -> dict:
@@ -333,7 +370,9 @@ class Run:
         ``rngs``: every rank's RNG state in a data-parallel run."""
         with open(self.results_path, "a") as fh:
             fh.write(json.dumps(rows[-1], sort_keys=True) + "\n")
-        state = {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": _rng_state()}
+        # the training logs of every evaluation: what a lost row's stored predictions do not hold
+        logs = {str(r["step"]): {"train_logs": r["train_logs"], "train_seconds": r["train_seconds"]} for r in rows}
+        state = {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": _rng_state(), "logs": logs}
         if rngs:
             state["rng_ranks"] = rngs
         files.save_torch(self.checkpoint_path, state)
