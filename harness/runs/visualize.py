@@ -223,7 +223,7 @@ def visualize(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     manifest.record(out, recorded, target)
     factors = _factor_predictions(fitted, held, real, samples, cfg["seed"])
     for name, arrays in factors.items():
-        target = out / PREDICTIONS / FACTORS / f"{name}.npz"
+        target = files.inside(out / PREDICTIONS, FACTORS, f"{name}.npz", what="factor predictions file")
         files.save_arrays(target, **arrays, k=np.array(k))
         manifest.record(out, recorded, target)
     info = {"hash": configs.config_hash(cfg), "protocol": "visualization", "code_version": code_version(),
