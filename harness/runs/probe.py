@@ -44,8 +44,8 @@ from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
 from harness.runs import features, manifest
 from harness.runs.hardware import pick_device
-from harness.runs.run import claim, dataset_named
-from harness.runs.trained import load_trained, untrained
+from harness.runs.run import claim, dataset_facts
+from harness.runs.trained import load_trained, network_facts
 
 INITS = ("trained", "random")
 TASK = Option(type=(Option(type=str, noun="downstream task"),
@@ -111,12 +111,12 @@ def check(cfg: dict[str, Any]) -> None:
         raise HarnessError("a probe trial needs the probe section, e.g. probe.tasks=[digits]; "
                            "see `harness list tasks`")
     if spec["layers"]:
-        net = untrained(pretraining_config(cfg)).algorithm.probe_network()
+        net = network_facts(pretraining_config(cfg))
         for layer in spec["layers"]:
             check_layer(net, layer, "probe.layers entry")
     for item in spec["tasks"]:
         task = TASKS.get(item["name"]).obj
-        n = len(dataset_named(task.dataset, {**task.options, **item["options"]}).splits["train"])
+        n = dataset_facts(task.dataset, {**task.options, **item["options"]}).train_size
         if spec["knn_k"] > n:
             raise HarnessError(f"probe.knn_k {spec['knn_k']} is larger than the training split of task "
                                f"{item['name']!r} it draws neighbours from ({n} examples); accepted: at most {n}")

@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,35 +114,48 @@ def check_trainable(cfg: dict[str, Any], protocol: Protocol) -> None:
                            f"the {training} protocols")
 
 
-def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset) -> None:
+def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset | DataFacts) -> None:
     """The dataset suits the run: unlabelled examples only for a protocol that accepts them, a
     batch no larger than the training split it is drawn from."""
-    if dataset.unlabelled and not protocol.unlabelled_ok:
+    facts = dataset if isinstance(dataset, DataFacts) else DataFacts.of(dataset)
+    if facts.unlabelled and not protocol.unlabelled_ok:
         accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
-        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
+        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {facts.unlabelled} unlabelled examples, which "
                            f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
                            f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
-    batch_size, n = cfg["algorithm"]["hparams"].get("batch_size"), len(dataset.splits["train"])
+    batch_size, n = cfg["algorithm"]["hparams"].get("batch_size"), facts.train_size
     if isinstance(batch_size, int) and batch_size > n:
         raise HarnessError(f"algorithm.hparams.batch_size {batch_size} is larger than the training split it draws "
                            f"from ({n} examples of {cfg['dataset']['name']!r}); accepted: at most {n}")
 
 
-@functools.lru_cache(maxsize=4)
-def _dataset(key: str) -> ShiftDataset:
+@dataclass(frozen=True)
+class DataFacts:
+    """What checks read of a dataset: the size of its training split, its unlabelled examples."""
+
+    train_size: int
+    unlabelled: int
+
+    @classmethod
+    def of(cls, dataset: ShiftDataset) -> DataFacts:
+        return cls(len(dataset.splits["train"]), int(dataset.unlabelled))
+
+
+@functools.lru_cache(maxsize=None)
+def _facts(key: str) -> DataFacts:
     name, options = json.loads(key)
-    return DATASETS.get(name).obj(**options)
+    return DataFacts.of(DATASETS.get(name).obj(**options))
 
 
-def checked_dataset(cfg: dict[str, Any]) -> ShiftDataset:
-    """The config's dataset as checks see it: built once per process for a name and options, no
-    features applied (they change neither the splits' sizes nor the labels, and cost a network)."""
-    return dataset_named(cfg["dataset"]["name"], cfg["dataset"]["options"])
+def checked_dataset(cfg: dict[str, Any]) -> DataFacts:
+    """The config's dataset as checks see it, no features applied (they change neither the
+    splits' sizes nor the labels, and cost a network)."""
+    return dataset_facts(cfg["dataset"]["name"], cfg["dataset"]["options"])
 
 
-def dataset_named(name: str, options: dict[str, Any]) -> ShiftDataset:
-    """The dataset ``name`` with ``options``, built once per process (what checks read)."""
-    return _dataset(json.dumps([name, options], sort_keys=True))
+def dataset_facts(name: str, options: dict[str, Any]) -> DataFacts:
+    """The facts of dataset ``name`` with ``options``, the dataset built once per process for them."""
+    return _facts(json.dumps([name, options], sort_keys=True))
 
 
 def check_train(cfg: dict[str, Any]) -> None:

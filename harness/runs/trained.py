@@ -65,14 +65,25 @@ def load_trained(run: str | Path | dict[str, Any], device: torch.device, checkpo
 NOT_NETWORK = ("seed", "run_dir", "output_dir", "arm")
 
 
-@functools.lru_cache(maxsize=4)
-def _untrained(key: str) -> Trained:
-    return load_trained(json.loads(key), torch.device("cpu"), checkpoint=False)
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What checks read of a run's network (``probe_network()``): its layers, its input shape."""
+
+    layer_names: list[str]
+    layer_dims: dict[str, int]
+    input_shape: tuple[int, ...]
 
 
-def untrained(cfg: dict[str, Any]) -> Trained:
-    """The run of ``cfg`` as a seed initialises it, on the CPU, built once per process for configs
-    that differ only in their seed or folder: what checks read (layer names, input shape)."""
-    return _untrained(json.dumps({k: v for k, v in cfg.items() if k not in NOT_NETWORK} | {"seed": 0, "run_dir": None,
-                                                                                            "output_dir": "."},
-                                 sort_keys=True, default=str))
+@functools.lru_cache(maxsize=None)
+def _facts(key: str) -> NetworkFacts:
+    built = load_trained(json.loads(key), torch.device("cpu"), checkpoint=False)
+    net = built.algorithm.probe_network()
+    return NetworkFacts(list(net.layer_names), dict(net.layer_dims), tuple(built.dataset.input_shape))
+
+
+def network_facts(cfg: dict[str, Any]) -> NetworkFacts:
+    """The layers and input shape of the network of ``cfg`` (built untrained on the CPU), once
+    per process for configs that differ only in their seed or folder: what checks read."""
+    return _facts(json.dumps({k: v for k, v in cfg.items() if k not in NOT_NETWORK} | {"seed": 0, "run_dir": None,
+                                                                                        "output_dir": "."},
+                             sort_keys=True, default=str))

@@ -51,7 +51,7 @@ from harness.runs import manifest
 from harness.runs.features import encode
 from harness.runs.hardware import pick_device
 from harness.runs.run import claim
-from harness.runs.trained import load_trained, untrained
+from harness.runs.trained import load_trained, network_facts
 
 CHECKPOINT = "checkpoint.pt"
 SAMPLE_SETS = ("samples", "shuffled", "unconditional")
@@ -155,8 +155,8 @@ def check(cfg: dict[str, Any]) -> None:
     spec = cfg.get("visualize")
     if spec is None:
         raise HarnessError("a visualize trial needs the visualize section, e.g. visualize.layer=backbone")
-    built = untrained(pretraining_config(cfg))
-    check_network(built.algorithm.probe_network(), spec["layer"], built.dataset.input_shape)
+    net = network_facts(pretraining_config(cfg))
+    check_network(net, spec["layer"], net.input_shape)
 
 
 @trial_kind("visualize", done_files=("done",), needs=pretraining_needs, check=check)
