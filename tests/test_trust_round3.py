@@ -113,15 +113,14 @@ BAD_SPECS = {
     "worst-group method on unlabelled data": ({"datasets": ["fashion_mnist"], "algorithms": ["erm"],
                                                "overrides": PROBE},
                                               "unlabelled examples, which the worst_group protocol of 'erm' cannot"),
-    "a pretraining method trained as a probe's upstream, on a batch larger than its split": (
-        {"algorithms": ["simclr"], "kind": "probe",
-         "overrides": {**PROBE, "algorithm.hparams.batch_size": 5000, "probe": {"tasks": ["digits"]}}},
-        "train trial simclr on colored_digits, seed 0: algorithm.hparams.batch_size 5000 is larger than the training "
-        "split it draws from ("),
-    "a discovery with a batch larger than its split": (
-        {"algorithms": [{"name": "group_dro", "groups": ["inferred:xrm"]}],
-         "discovery": {"algorithms": ["xrm"], "overrides": {"algorithm.hparams.batch_size": 5000}}, "overrides": PROBE},
-        "discovery trial xrm on colored_digits, seed 0: algorithm.hparams.batch_size 5000 is larger"),
+    "a probe's upstream training run that its kind refuses": (
+        {"datasets": ["fashion_mnist"], "algorithms": ["erm"], "kind": "probe",
+         "overrides": {**PROBE, "probe": {"tasks": ["digits"]}}},
+        "train trial erm on fashion_mnist, seed 0: dataset 'fashion_mnist' has"),
+    "a discovery its kind refuses": (
+        {"algorithms": [{"name": "group_dro", "groups": ["inferred:erm"]}], "discovery": {"algorithms": ["erm"]},
+         "overrides": PROBE},
+        "discovery trial erm on colored_digits, seed 0: algorithm 'erm' does not discover environments"),
     "kNN k larger than the task's training split": (
         {"algorithms": ["simclr"], "kind": "probe",
          "overrides": {**PROBE, "probe": {"tasks": ["digits"], "knn_k": 100000}}},
@@ -171,13 +170,6 @@ def test_a_non_finite_dataset_option_is_refused_naming_it(value, tmp_path, capsy
                  "algorithm.name=beta_vae", f"output_dir={tmp_path / 'runs'}"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "'dataset.options.sigma' must be a finite number" in err, err
-    assert not (tmp_path / "runs").exists()
-
-
-def test_a_batch_larger_than_the_training_split_is_refused_with_both_numbers(tmp_path, capsys):
-    code = main(["train", "algorithm.hparams.batch_size=5000", f"output_dir={tmp_path / 'runs'}"])
-    err = capsys.readouterr().err
-    assert code == 2 and "batch_size 5000 is larger than the training split it draws from (958 examples" in err, err
     assert not (tmp_path / "runs").exists()
 
 

@@ -333,11 +333,16 @@ def read_rows(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
     rows = []
-    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+    for number, line in enumerate(lines, 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}: dropped its torn last line (line {number}, a write cut short)",
+                              TornLineWarning, stacklevel=2)
             continue
         if isinstance(row, dict):
             rows.append(row)

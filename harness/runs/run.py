@@ -115,18 +115,13 @@ def check_trainable(cfg: dict[str, Any], protocol: Protocol) -> None:
 
 
 def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset | DataFacts) -> None:
-    """The dataset suits the run: unlabelled examples only for a protocol that accepts them, a
-    batch no larger than the training split it is drawn from."""
+    """The dataset suits the run: unlabelled examples only for a protocol that accepts them."""
     facts = dataset if isinstance(dataset, DataFacts) else DataFacts.of(dataset)
     if facts.unlabelled and not protocol.unlabelled_ok:
         accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
         raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {facts.unlabelled} unlabelled examples, which "
                            f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
                            f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
-    batch_size, n = cfg["algorithm"]["hparams"].get("batch_size"), facts.train_size
-    if isinstance(batch_size, int) and batch_size > n:
-        raise HarnessError(f"algorithm.hparams.batch_size {batch_size} is larger than the training split it draws "
-                           f"from ({n} examples of {cfg['dataset']['name']!r}); accepted: at most {n}")
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ def dataset_facts(name: str, options: dict[str, Any]) -> DataFacts:
 
 def check_train(cfg: dict[str, Any]) -> None:
     """What ``train`` refuses before its folder exists: an algorithm the loop does not train,
-    hyperparameters the run cannot honour, a dataset that does not suit it."""
+    hyperparameters the run cannot honour, unlabelled data its protocol cannot train on."""
     protocol = protocol_of(cfg)
     check_trainable(cfg, protocol)
     ALGORITHMS.get(cfg["algorithm"]["name"]).obj.check_run(cfg["algorithm"]["hparams"], cfg["steps"])
