@@ -176,8 +176,6 @@ def _typed(path: str, value: Any, default: Any) -> Any:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-        if ok and not math.isfinite(value):
-            raise HarnessError(f"config key {shown(path)} must be a finite number (like {default!r}), got {value}")
     elif isinstance(default, (tuple, list)):
         ok = isinstance(value, (tuple, list))
         value = type(default)(value) if ok else value
@@ -211,6 +209,9 @@ def _check_options(path: str, options: dict, obj: Any, constraints: dict[str, Ca
         checked[name] = value if default is inspect.Parameter.empty else _typed(f"{path}.{name}", value, default)
         if name in constraints:
             checked[name] = constraints[name](f"{path}.{name}", checked[name])
+        elif isinstance(checked[name], float) and not math.isfinite(checked[name]):
+            raise HarnessError(f"config key {shown(f'{path}.{name}')} must be a finite number (like {default!r}), "
+                               f"got {checked[name]}")
     return checked
 
 
