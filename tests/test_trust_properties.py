@@ -187,7 +187,7 @@ ENTRY_BYTES = st.one_of(
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(raw=ENTRY_BYTES, action=st.sampled_from(["verify", "render", "pictures"]))
+@given(raw=ENTRY_BYTES, action=st.sampled_from(["verify", "render", "pictures", "page"]))
 def test_any_entry_file_is_read_or_refused_in_one_line(raw, action, capsys):
     capsys.readouterr()
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,7 +198,7 @@ def test_any_entry_file_is_read_or_refused_in_one_line(raw, action, capsys):
         code = main(["leaderboard", action, "worst_group", "--board-dir", str(board_dir)])
         err = capsys.readouterr().err
         refused_or_accepted(code, err)
-        assert files_in(Path(tmp)) - before <= {"board/worst_group.md"}
+        assert files_in(Path(tmp)) - before <= {"board/worst_group.md", "board/boards.html"}
 
 
 # Folders below the working one (a folder named outside it, such as .., is where the user asked for the files).
@@ -207,7 +207,8 @@ FOLDERS = st.one_of(st.text(max_size=20).filter(lambda t: ".." not in t and not 
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(folder=FOLDERS, command=st.sampled_from(["sweep", "render", "collect", "status", "train"]))
+@given(folder=FOLDERS, command=st.sampled_from(["sweep", "render", "collect", "status", "train", "page", "export",
+                                                "export-out", "submit", "visualize"]))
 def test_any_folder_argument_is_used_or_refused_writing_nothing_outside(folder, command, capsys, monkeypatch):
     capsys.readouterr()
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,7 +220,12 @@ def test_any_folder_argument_is_used_or_refused_writing_nothing_outside(folder, 
         argv = {"sweep": ["sweep", "spec.yaml", "--dir", folder, "--dry-run"],
                 "render": ["leaderboard", "render", "worst_group", "--board-dir", folder],
                 "collect": ["collect", folder], "status": ["sweep", "status", folder],
-                "train": ["train", f"output_dir={folder}", "--print-config"]}[command]
+                "train": ["train", f"output_dir={folder}", "--print-config"],
+                "page": ["leaderboard", "page", "--board-dir", folder],
+                "export": ["leaderboard", "export", "worst_group", folder, "DIR"],
+                "export-out": ["leaderboard", "export", "worst_group", "DIR", folder],
+                "submit": ["leaderboard", "submit", "worst_group", folder, "--board-dir", "DIR"],
+                "visualize": ["visualize", "--run", folder]}[command]
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse: an empty option value read as a missing one

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "verify":
         entries = boards.load_entries(board)
         if not entries:
-            raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
+            raise HarnessError(f"board {board.name!r} has no entries in {shown(str(board.entries_dir))}")
         verify_entries(board, entries, args.runs, show=True)
         print(f"{len(entries)} entries verified: every number recomputed from stored predictions"
               + ("" if args.runs else f" ({sum(map(shipped.has_predictions, entries))} from the shipped ones)"))
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "pictures":
         paths = pictures(board, args.runs)
         if not paths:
-            raise HarnessError(f"board {board.name!r} has no entries in {board.entries_dir}")
+            raise HarnessError(f"board {board.name!r} has no entries in {shown(str(board.entries_dir))}")
         for path in paths:
             print(f"picture: {path}")
         return 0
@@ -155,14 +155,21 @@ def run(args: argparse.Namespace) -> int:
 
 def checked_folders(args: argparse.Namespace) -> None:
     """Every folder option of the action, checked before anything is read or written."""
-    labels = {"board_dir": "--board-dir", "runs": "--runs", "scratch": "--scratch",
-              "sweep_dir": "SWEEP_DIR" if args.action == "submit" else "--sweep-dir"}
+    labels = {"board_dir": "--board-dir", "runs": "--runs", "scratch": "--scratch", "out": "OUT",
+              "sweep_dir": "SWEEP_DIR" if args.action in ("submit", "export") else "--sweep-dir"}
     for option, label in labels.items():
         value = getattr(args, option, None)
-        if label == "SWEEP_DIR" and value is not None and Path(value).is_file():
-            continue  # a bundle archive: bundle.py opens and checks it
+        if args.action == "submit" and option == "sweep_dir" and _a_file(value):
+            continue  # a bundle archive (.zip, .tar), which bundle.enter checks
         if value is not None:
             files.folder_arg(value, label, must_exist=label == "SWEEP_DIR")
+
+
+def _a_file(value: str | None) -> bool:
+    try:
+        return bool(value) and Path(value).is_file()
+    except (OSError, ValueError):  # a name too long, a NUL: folder_arg names it
+        return False
 
 
 def verify_entries(board: boards.Board, entries: list[dict], runs: str | None = None, show: bool = False) -> None:
@@ -190,7 +197,7 @@ def submit(board: boards.Board, sweep_dir: str, produced_by: str) -> int:
     for line in skipped:
         print(f"not entered: {line}")
     if not entries:
-        raise HarnessError(f"no entrant of {sweep_dir!r} meets board {board.name!r}")
+        raise HarnessError(f"no entrant of {shown(sweep_dir)} meets board {board.name!r}")
     if predictions.supported(board.scorer):
         shipped.publish_references(board, sweep_dir)
         for entry in entries:
@@ -349,7 +356,7 @@ def write_page(names: list[str], board_dir: Path) -> Path:
         names = sorted(p.name for p in (board_dir / "entries").glob("*") if p.is_dir() and any(p.glob("*.json")))
         names = [str(board_dir / f"{n}.yaml") if (board_dir / f"{n}.yaml").is_file() else n for n in names]
     if not names:
-        raise HarnessError(f"no board has entries in {board_dir / 'entries'}")
+        raise HarnessError(f"no board has entries in {shown(str(board_dir / 'entries'))}")
     sections = []
     for name in names:
         board = boards.load_board(name, board_dir)

@@ -42,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    report = run_plan(Planner([resolved_run("probe", cfg)]), Local())
+    planner = Planner([resolved_run("probe", cfg)])
+    planner.check()
+    report = run_plan(planner, Local())
     if not report.ok:
         reasons = list(report.failed.values()) + report.blocked + report.waiting
         raise HarnessError(f"probe run not done: {reasons[0].splitlines()[-1] if reasons else 'no reason recorded'}")

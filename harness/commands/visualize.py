@@ -6,7 +6,8 @@ from pathlib import Path
 
 from harness.commands.train import add_run_args, split_args
 from harness.core import config as configs
-from harness.core.errors import HarnessError
+from harness.core import files
+from harness.core.errors import HarnessError, shown
 from harness.reports import collect
 from harness.sweeps.launchers import Local
 from harness.sweeps.planner import Planner, resolved_run, run_plan
@@ -44,19 +45,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def config_of_run(run_dir: str, overrides: list[str]) -> dict:
     """The visualize config of a finished pretraining run folder (named by its config's hash)."""
-    folder = Path(run_dir)
+    folder = files.folder_arg(run_dir, "--run", must_exist=True)
     if not (folder / "config.yaml").is_file() or not (folder / "done").is_file():
-        raise HarnessError(f"--run {run_dir!r} is not a finished pretraining run folder (it needs config.yaml and "
+        raise HarnessError(f"--run {shown(run_dir)} is not a finished pretraining run folder (it needs config.yaml and "
                            "done); give a folder `harness train` or a sweep finished")
     saved = configs.load(str(folder / "config.yaml"), [])
     if saved.get("probe") is not None or saved.get("visualize") is not None:
-        raise HarnessError(f"--run {run_dir!r} is a {'probe' if saved.get('probe') else 'visualize'} run, not a "
+        raise HarnessError(f"--run {shown(run_dir)} is a {'probe' if saved.get('probe') else 'visualize'} run, not a "
                            "pretraining run; give the folder of the network's training run")
     cfg = configs.load(str(folder / "config.yaml"), [*overrides, f"output_dir={folder.parent}", "run_dir=null"])
     from harness.runs.visualize import pretraining_config
 
     if configs.run_dir(pretraining_config(cfg)).resolve() != folder.resolve():
-        raise HarnessError(f"--run {run_dir!r} is not named by its config's hash "
+        raise HarnessError(f"--run {shown(run_dir)} is not named by its config's hash "
                            f"({configs.config_hash(pretraining_config(cfg))}), or an override changed the network; "
                            "give a run folder a sweep or `harness train` named, and override only visualize keys")
     return cfg
@@ -76,10 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    from harness.runs.visualize import check
-
-    check(cfg)
-    report = run_plan(Planner([resolved_run("visualize", cfg)]), Local())
+    planner = Planner([resolved_run("visualize", cfg)])
+    planner.check()
+    report = run_plan(planner, Local())
     if not report.ok:
         reasons = list(report.failed.values()) + report.blocked + report.waiting
         reason = reasons[0].splitlines()[-1] if reasons else "no reason recorded"

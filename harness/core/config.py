@@ -14,6 +14,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -208,6 +209,9 @@ def _check_options(path: str, options: dict, obj: Any, constraints: dict[str, Ca
         checked[name] = value if default is inspect.Parameter.empty else _typed(f"{path}.{name}", value, default)
         if name in constraints:
             checked[name] = constraints[name](f"{path}.{name}", checked[name])
+        elif isinstance(checked[name], float) and not math.isfinite(checked[name]):
+            raise HarnessError(f"config key {shown(f'{path}.{name}')} must be a finite number (like {default!r}), "
+                               f"got {checked[name]}")
     return checked
 
 

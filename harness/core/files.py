@@ -321,7 +321,31 @@ def read_jsonl(path: str | Path) -> list[dict]:
                               TornLineWarning, stacklevel=2)
                 break
             raise HarnessError(f"{path}: line {number} is not valid JSON ({exc.msg}); only a torn last line "
-                               "(a write cut short) is dropped") from None
+                               "(a write cut short) is dropped; a run's results.jsonl is made again from its stored "
+                               "predictions when the run resumes: remove the run's `done` file and rerun its "
+                               "command (harness train with its config.yaml, or its sweep)") from None
+    return rows
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The lines of an appended JSON-lines file that are mappings, any other line (torn, damaged)
+    left out: for a reader that makes the missing rows again (a run's resume)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number == len(lines) and not text.endswith("\n"):
+                warnings.warn(f"{path}: dropped its torn last line (line {number}, a write cut short)",
+                              TornLineWarning, stacklevel=2)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 

@@ -200,8 +200,10 @@ class Need:
     value): every trial of ``kind`` the sweep itself plans with those values, of the dependent's
     seed (a sweep's ``discovery`` block says how seeds pair). With ``complete``, the dependent's
     config is only known once they are all done: ``complete(cfg, their run folders)`` returns it
-    (the best of several discoveries named as its groups). ``label`` names them in messages
-    ("2 xrm discovery run(s)"); ``unmet`` is the message when a sweep plans none to match."""
+    (the best of several discoveries named as its groups), and ``chosen(cfg, one run folder)``
+    returns the config it gets if that one is chosen, so that every config a spec may lead to is
+    known without running anything (a board checks an entry against them). ``label`` names them
+    in messages ("2 xrm discovery run(s)"); ``unmet`` is the message when a sweep plans none to match."""
 
     kind: str
     label: str
@@ -209,10 +211,15 @@ class Need:
     match: dict[str, Any] | None = None
     complete: Callable[[dict[str, Any], list[Any]], dict[str, Any]] | None = None
     unmet: str = ""
+    chosen: Callable[[dict[str, Any], Any], dict[str, Any]] | None = None
 
 
 def _no_needs(cfg: dict[str, Any]) -> list[Need]:
     return []
+
+
+def _no_check(cfg: dict[str, Any]) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -220,12 +227,15 @@ class TrialKind:
     """What a sweep can run: ``run(resolved config, progress=...)`` trains (or resumes, or skips)
     the run in the config's run folder; the trial is done once every ``done_files`` exists there.
     ``needs(cfg)``: the upstream trials it waits for (:class:`Need`); ``sets``: dotted config
-    values every trial of the kind has (a discovery uses no groups)."""
+    values every trial of the kind has (a discovery uses no groups); ``check(cfg)``: a HarnessError
+    for what ``run`` would refuse (an unknown layer, a batch larger than its split), raised before
+    anything is written; a sweep calls it for every planned trial before it creates any folder."""
 
     run: Callable[..., Any]
     done_files: tuple[str, ...]
     needs: Callable[[dict[str, Any]], list[Need]] = _no_needs
     sets: tuple[tuple[str, Any], ...] = ()
+    check: Callable[[dict[str, Any]], None] = _no_check
 
 
 def _as_is(value: Any) -> Any:
@@ -260,12 +270,14 @@ REGISTRIES = {r.kind: r for r in (ALGORITHMS, DATASETS, BACKBONES, PROTOCOLS, LA
 
 def trial_kind(name: str, done_files: Sequence[str], description: str | None = None,
                needs: Callable[[dict[str, Any]], list[Need]] | None = None,
-               sets: dict[str, Any] | None = None) -> Callable[[F], F]:
+               sets: dict[str, Any] | None = None,
+               check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[F], F]:
     """Decorator: register ``run(cfg, progress=...)`` as the trial kind ``name``, done once
-    every one of ``done_files`` exists in the run folder; ``needs`` and ``sets``: see :class:`TrialKind`."""
+    every one of ``done_files`` exists in the run folder; ``needs``, ``sets`` and ``check``: see
+    :class:`TrialKind`."""
 
     def decorate(run: F) -> F:
-        kind = TrialKind(run, tuple(done_files), needs or _no_needs, tuple((sets or {}).items()))
+        kind = TrialKind(run, tuple(done_files), needs or _no_needs, tuple((sets or {}).items()), check or _no_check)
         TRIAL_KINDS.register(name, description=description or _summary(run))(kind)
         return run
 

@@ -35,7 +35,7 @@ import pandas as pd
 from harness.core import files
 from harness.core.errors import HarnessError, shown, unknown
 from harness.core.options import Option, check_options
-from harness.leaderboards import levels, predictions, ties
+from harness.leaderboards import levels, predictions, ties, whole_sweep
 from harness.protocols.base import Protocol, Rule, protocol
 from harness.protocols.selection import choose
 from harness.reports import collect
@@ -222,7 +222,8 @@ def build_entries(board: Board, sweep_dir: str | Path, produced_by: str) -> tupl
         entries.append({
             "board": board.name, "protocol": board.scorer.name, "entrant": entrant,
             "selection": board.rule_for(entrant).name, "results": results,
-            "provenance": {**provenance(Path(sweep_dir), results), "sweep": str(sweep_dir), "produced_by": produced_by},
+            "provenance": {**provenance(Path(sweep_dir), results), "sweep": str(sweep_dir), "produced_by": produced_by,
+                           "spec": whole_sweep.recorded_spec(sweep_dir)},
             "verification": levels.stamp("recomputed"),
         })
     return entries, skipped
@@ -320,6 +321,7 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     if missing:
         return diffs + [f"runs not found (finished) in {where}: {', '.join(missing)}; pass --runs with the sweep "
                         "folder that holds them (rerunning the sweep recreates them: same configs, same hashes)"]
+    diffs += whole_sweep.unaccounted(entry, where)
     good, left_out = collect.vet([where / h for h in hashes], named_by_hash=True)
     diffs += left_out
     frame = board_frame(board, good)

@@ -306,12 +306,12 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
     """One bundle folder per entrant of the sweep that meets the board: ``out/<entry name>/``."""
     entries, skipped = boards.build_entries(board, sweep_dir, "export")
     if not entries:
-        raise HarnessError(f"no entrant of {sweep_dir!r} meets board {board.name!r}" +
+        raise HarnessError(f"no entrant of {shown(str(sweep_dir))} meets board {board.name!r}" +
                            (": " + "; ".join(skipped) if skipped else ""))
     refs = shipped.sweep_references(board, sweep_dir)
     splits, where, written = shipped.board_splits(board), Path(sweep_dir), []
     for entry in entries:
-        folder = Path(out) / boards.entry_path(board, entry).stem
+        folder = files.inside(Path(out), boards.entry_path(board, entry).stem, what="bundle folder")
         listed, runs, config = {}, {}, None
         for dataset, result in entry["results"].items():
             for run in result["candidates"]:
@@ -330,8 +330,10 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
                         if info.get("group_source") != "annotated" and (stored[f"{split}.group"] >= 0).any():
                             arrays[f"{split}.group"] = stored[f"{split}.group"]
                     name = f"predictions/{dataset}/{run}/step_{key['step']:07d}.npz"
-                    files.save_arrays(folder / name, **arrays)
-                    listed[name] = files.sha256(folder / name)
+                    target = files.inside(folder, "predictions", dataset, run, f"step_{key['step']:07d}.npz",
+                                          what="bundle predictions file")
+                    files.save_arrays(target, **arrays)
+                    listed[name] = files.sha256(target)
         manifest = {"format_version": FORMAT_VERSION, "board": board.name,
                     "entrant": {k: "" if v is None else str(v) for k, v in entry["entrant"].items()},
                     "method": {"config": config}, "code_version": entry["provenance"]["code_version"],

@@ -12,6 +12,7 @@ from harness.core import files
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.leaderboards import predictions as preds
+from harness.leaderboards import whole_sweep
 from harness.reports import collect
 
 PREDICTIONS_SHAPE = {"file": str, "sha256": str, "runs": {"*": {"dataset": str, "seed": int, "hparams_seed": int,
@@ -161,4 +162,4 @@ def verify(board: boards.Board, entry: dict[str, Any]) -> list[str]:
     seeds = sorted({s for r in recomputed.values() for s in r["seeds"]})
     diffs += boards._compare("provenance.config_hashes", entry["provenance"]["config_hashes"], hashes)
     diffs += boards._compare("provenance.seeds", entry["provenance"]["seeds"], seeds)
-    return diffs
+    return diffs + whole_sweep.unaccounted(entry, None)

@@ -53,12 +53,15 @@ def discovery_needs(cfg: dict[str, Any]) -> list[Need]:
     if method is None or "/" in method:
         return []
 
+    def chosen(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+        return {**cfg, "groups": INFERRED + str(run_dir)}
+
     def complete(cfg: dict[str, Any], run_dirs: list[Path]) -> dict[str, Any]:
-        return {**cfg, "groups": INFERRED + str(best_discovery(run_dirs))}
+        return chosen(cfg, best_discovery(run_dirs))
 
     return [Need("discovery", f"{method} discovery", match={"algorithm.name": method,
                                                             "dataset.name": cfg["dataset"]["name"]},
-                 complete=complete,
+                 complete=complete, chosen=chosen,
                  unmet=f"group source {source!r} of {cfg['algorithm']['name']} names no method of "
                        f"discovery.algorithms; accepted: {INFERRED}<path of a discovery run folder>, "
                        f"{INFERRED}<a method of discovery.algorithms>")]

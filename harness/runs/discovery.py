@@ -33,7 +33,7 @@ from harness.data.environments import (
 )
 from harness.models.algorithm import Algorithm, Discoverer
 from harness.runs.hardware import pick_device
-from harness.runs.run import train
+from harness.runs.run import check_train, train
 from harness.runs.trained import load_trained
 
 AGREEMENT_NOTE = ("diagnostic only: computed from the dataset's annotations after discovery; never used by "
@@ -46,15 +46,16 @@ def discoverers() -> list[str]:
 
 
 def check(cfg: dict[str, Any]) -> None:
-    """A discovery needs a discovering algorithm and uses no groups at all."""
+    """A discovery needs a discovering algorithm and uses no groups at all; it trains as a run does."""
     name = cfg["algorithm"]["name"]
     if name not in discoverers():
         raise HarnessError(f"algorithm {name!r} does not discover environments; accepted: {', '.join(discoverers())}")
     if cfg["groups"] != "none":
         raise HarnessError(f"a discovery uses no annotation, so groups must be 'none', got {cfg['groups']!r}")
+    check_train(cfg)
 
 
-@trial_kind("discovery", done_files=(ENVIRONMENTS_FILE, REPORT_FILE), sets={"groups": "none"},
+@trial_kind("discovery", done_files=(ENVIRONMENTS_FILE, REPORT_FILE), sets={"groups": "none"}, check=check,
             description="Train a discovery algorithm, then write every example's inferred environment.")
 def discover(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume) the discovery run of the resolved config ``cfg``, then write its

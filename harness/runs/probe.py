@@ -44,8 +44,8 @@ from harness.models.representation import cka_matrix, rankme
 from harness.protocols.transfer import PREDICTIONS
 from harness.runs import features, manifest
 from harness.runs.hardware import pick_device
-from harness.runs.run import claim
-from harness.runs.trained import load_trained
+from harness.runs.run import claim, dataset_facts
+from harness.runs.trained import load_trained, network_facts
 
 INITS = ("trained", "random")
 TASK = Option(type=(Option(type=str, noun="downstream task"),
@@ -102,7 +102,27 @@ def pretraining_needs(cfg: dict[str, Any]) -> list[Need]:
     return [Need("train", "pretraining", configs=(pretraining_config(cfg),))]
 
 
-@trial_kind("probe", done_files=("done",), needs=pretraining_needs)
+def check(cfg: dict[str, Any]) -> None:
+    """What a probe trial refuses before anything is written: no probe section, a layer the
+    network lacks (the network built untrained, once per config), a kNN k larger than a task's
+    training split (the examples it draws neighbours from)."""
+    spec = cfg.get("probe")
+    if spec is None:
+        raise HarnessError("a probe trial needs the probe section, e.g. probe.tasks=[digits]; "
+                           "see `harness list tasks`")
+    if spec["layers"]:
+        net = network_facts(pretraining_config(cfg))
+        for layer in spec["layers"]:
+            check_layer(net, layer, "probe.layers entry")
+    for item in spec["tasks"]:
+        task = TASKS.get(item["name"]).obj
+        n = dataset_facts(task.dataset, {**task.options, **item["options"]}).train_size
+        if spec["knn_k"] > n:
+            raise HarnessError(f"probe.knn_k {spec['knn_k']} is larger than the training split of task "
+                               f"{item['name']!r} it draws neighbours from ({n} examples); accepted: at most {n}")
+
+
+@trial_kind("probe", done_files=("done",), needs=pretraining_needs, check=check)
 def probe(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Probe the configured network (its pretraining run done first) at every layer on the tasks."""
     spec = cfg.get("probe")

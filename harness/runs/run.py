@@ -13,6 +13,7 @@ The run folder holds:
 """
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import random
@@ -20,6 +21,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,64 @@ def protocol_of(cfg: dict[str, Any]) -> Protocol:
     return get_protocol(ALGORITHMS.get(cfg["algorithm"]["name"]).obj.protocol)
 
 
-@trial_kind("train", done_files=("done",))
+def check_trainable(cfg: dict[str, Any], protocol: Protocol) -> None:
+    """The run's algorithm is trained by the loop (its protocol trains)."""
+    if not protocol.trains:
+        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
+        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
+                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
+                           f"the {training} protocols")
+
+
+def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset | DataFacts) -> None:
+    """The dataset suits the run: unlabelled examples only for a protocol that accepts them."""
+    facts = dataset if isinstance(dataset, DataFacts) else DataFacts.of(dataset)
+    if facts.unlabelled and not protocol.unlabelled_ok:
+        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
+        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {facts.unlabelled} unlabelled examples, which "
+                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
+                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What checks read of a dataset: the size of its training split, its unlabelled examples."""
+
+    train_size: int
+    unlabelled: int
+
+    @classmethod
+    def of(cls, dataset: ShiftDataset) -> DataFacts:
+        return cls(len(dataset.splits["train"]), int(dataset.unlabelled))
+
+
+@functools.lru_cache(maxsize=None)
+def _facts(key: str) -> DataFacts:
+    name, options = json.loads(key)
+    return DataFacts.of(DATASETS.get(name).obj(**options))
+
+
+def checked_dataset(cfg: dict[str, Any]) -> DataFacts:
+    """The config's dataset as checks see it, no features applied (they change neither the
+    splits' sizes nor the labels, and cost a network)."""
+    return dataset_facts(cfg["dataset"]["name"], cfg["dataset"]["options"])
+
+
+def dataset_facts(name: str, options: dict[str, Any]) -> DataFacts:
+    """The facts of dataset ``name`` with ``options``, the dataset built once per process for them."""
+    return _facts(json.dumps([name, options], sort_keys=True))
+
+
+def check_train(cfg: dict[str, Any]) -> None:
+    """What ``train`` refuses before its folder exists: an algorithm the loop does not train,
+    hyperparameters the run cannot honour, unlabelled data its protocol cannot train on."""
+    protocol = protocol_of(cfg)
+    check_trainable(cfg, protocol)
+    ALGORITHMS.get(cfg["algorithm"]["name"]).obj.check_run(cfg["algorithm"]["hparams"], cfg["steps"])
+    check_data(cfg, protocol, checked_dataset(cfg))
+
+
+@trial_kind("train", done_files=("done",), check=check_train)
 def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train (or resume, or skip if done) the run described by the resolved config ``cfg``."""
     out = configs.run_dir(cfg)
@@ -120,17 +179,9 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
         # (136 s against 29 s) without this. Flushing them to zero changes nothing that matters.
         torch.set_flush_denormal(True)
     protocol = protocol_of(cfg)
-    if not protocol.trains:
-        training = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.trains)
-        raise HarnessError(f"algorithm {cfg['algorithm']['name']!r} is written for the {protocol.name} protocol, whose "
-                           f"runs another trial kind writes, not the training loop; the loop trains algorithms of "
-                           f"the {training} protocols")
+    check_trainable(cfg, protocol)
     dataset = build_dataset(cfg)
-    if dataset.unlabelled and not protocol.unlabelled_ok:
-        accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
-        raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {dataset.unlabelled} unlabelled examples, which "
-                           f"the {protocol.name} protocol of {cfg['algorithm']['name']!r} cannot train on; "
-                           f"accepted: an algorithm of the {accepting} protocol (`harness list algorithms`)")
+    check_data(cfg, protocol, dataset)
     state = protocol.prepare(cfg, dataset, device)
     held_out = None
     if ALGORITHMS.get(cfg["algorithm"]["name"]).obj.holds_out_validation:
@@ -158,6 +209,15 @@ def train(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     distributed.barrier()
     Run(cfg, out, dataset, protocol, state, info, algo, device, plan).fit(progress)
     return out
+
+
+class RepairedRowWarning(UserWarning):
+    """A result row lost or damaged, made again from its stored predictions on resume."""
+
+
+def evaluation_steps(steps: int, eval_every: int, upto: int) -> list[int]:
+    """The steps a run evaluates at (every ``eval_every`` and the last), up to ``upto``."""
+    return [s for s in range(1, min(steps, upto) + 1) if s % eval_every == 0 or s == steps]
 
 
 def _check_data_parallel(cfg: dict[str, Any], algo: Algorithm, world: int) -> None:
@@ -263,11 +323,39 @@ class Run:
         random.setstate(_py_state(rng["python"]))
         if self.rank > 0:
             return state["step"], []
-        rows = [r for r in files.read_jsonl(self.results_path) if r["step"] <= state["step"]]
-        files.write_jsonl(self.results_path, rows)
         self.manifest = {name: digest for name, digest in manifest.read(self.out).items()
                          if int(name[len("step_"):-len(".npz")]) <= state["step"]}
+        rows = self._repaired_rows(state)
+        files.write_jsonl(self.results_path, rows)
         return state["step"], rows
+
+    def _repaired_rows(self, state: dict[str, Any]) -> list[dict]:
+        """The result rows up to the checkpoint's step, one per evaluation: those read intact, and
+        any lost (a kill after the checkpoint's predictions, before or during the row's append) or
+        damaged (a line that is not a row) made again from the stored predictions of that step by
+        the protocol's ``scores`` (the function that made it), with the training logs the
+        checkpoint kept. An evaluation whose predictions are missing or altered cannot be made
+        again: a HarnessError naming it."""
+        intact = {r["step"]: r for r in files.read_rows(self.results_path)
+                  if isinstance(r.get("step"), int) and isinstance(r.get("metrics"), dict) and r["step"] <= state["step"]}
+        logs = state.get("logs") or {}
+        rows = []
+        for step in evaluation_steps(self.cfg["steps"], self.cfg["eval_every"], state["step"]):
+            if step in intact:
+                rows.append(intact[step])
+                continue
+            path = self.out / "predictions" / f"step_{step:07d}.npz"
+            if not path.exists() or self.manifest.get(path.name) != files.sha256(path):
+                raise HarnessError(f"{self.results_path}: the row of step {step} is lost and its predictions "
+                                   f"({path.name}) are missing or altered, so it cannot be made again; remove the run "
+                                   f"folder {str(self.out)!r} and rerun its command")
+            kept = logs.get(str(step), {})
+            warnings.warn(f"{self.results_path}: the row of step {step} was lost or damaged; made again from "
+                          f"{path.name}", RepairedRowWarning, stacklevel=2)
+            rows.append({"step": step, "train_logs": kept.get("train_logs", {}),
+                         "train_seconds": kept.get("train_seconds"),
+                         "metrics": self.protocol.scores(files.load_arrays(path), self.info)})
+        return rows
 
     @torch.no_grad()
     def _evaluate(self, step: int, train_logs: dict[str, float], train_seconds: float) -> dict:
@@ -291,7 +379,9 @@ class Run:
         ``rngs``: every rank's RNG state in a data-parallel run."""
         with open(self.results_path, "a") as fh:
             fh.write(json.dumps(rows[-1], sort_keys=True) + "\n")
-        state = {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": _rng_state()}
+        # the training logs of every evaluation: what a lost row's stored predictions do not hold
+        logs = {str(r["step"]): {"train_logs": r["train_logs"], "train_seconds": r["train_seconds"]} for r in rows}
+        state = {"step": step, "algorithm": self.algo.checkpoint_state(), "rng": _rng_state(), "logs": logs}
         if rngs:
             state["rng_ranks"] = rngs
         files.save_torch(self.checkpoint_path, state)

@@ -6,6 +6,8 @@ probe reads: one recipe, so that the three cannot rebuild a run three slightly d
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,3 +59,31 @@ def load_trained(run: str | Path | dict[str, Any], device: torch.device, checkpo
         algo.load_checkpoint_state(files.load_torch(run_dir / CHECKPOINT)["algorithm"])
     algo.eval()
     return Trained(cfg, dataset, protocol, state, algo, run_dir)
+
+
+# What a config holds that does not change its network's layers.
+NOT_NETWORK = ("seed", "run_dir", "output_dir", "arm")
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What checks read of a run's network (``probe_network()``): its layers, its input shape."""
+
+    layer_names: list[str]
+    layer_dims: dict[str, int]
+    input_shape: tuple[int, ...]
+
+
+@functools.lru_cache(maxsize=None)
+def _facts(key: str) -> NetworkFacts:
+    built = load_trained(json.loads(key), torch.device("cpu"), checkpoint=False)
+    net = built.algorithm.probe_network()
+    return NetworkFacts(list(net.layer_names), dict(net.layer_dims), tuple(built.dataset.input_shape))
+
+
+def network_facts(cfg: dict[str, Any]) -> NetworkFacts:
+    """The layers and input shape of the network of ``cfg`` (built untrained on the CPU), once
+    per process for configs that differ only in their seed or folder: what checks read."""
+    return _facts(json.dumps({k: v for k, v in cfg.items() if k not in NOT_NETWORK} | {"seed": 0, "run_dir": None,
+                                                                                        "output_dir": "."},
+                             sort_keys=True, default=str))

@@ -51,7 +51,7 @@ from harness.runs import manifest
 from harness.runs.features import encode
 from harness.runs.hardware import pick_device
 from harness.runs.run import claim
-from harness.runs.trained import load_trained
+from harness.runs.trained import load_trained, network_facts
 
 CHECKPOINT = "checkpoint.pt"
 SAMPLE_SETS = ("samples", "shuffled", "unconditional")
@@ -90,6 +90,10 @@ def check_section(value: Any) -> dict[str, Any] | None:
         raise HarnessError(f"visualize must be a mapping like {{layer: backbone}}, got {value!r}")
     spec = check_options("visualize key", value, OPTIONS, prefix="visualize.")
     check_image_size(spec["image_size"], spec["channels"])
+    if spec["sampling_steps"] > spec["train_timesteps"]:
+        raise HarnessError(f"visualize.sampling_steps {spec['sampling_steps']} is more than the "
+                           f"{spec['train_timesteps']} visualize.train_timesteps it samples among; accepted: at most "
+                           f"{spec['train_timesteps']}")
     return spec
 
 
@@ -151,11 +155,11 @@ def check(cfg: dict[str, Any]) -> None:
     spec = cfg.get("visualize")
     if spec is None:
         raise HarnessError("a visualize trial needs the visualize section, e.g. visualize.layer=backbone")
-    built = load_trained(pretraining_config(cfg), torch.device("cpu"), checkpoint=False)
-    check_network(built.algorithm.probe_network(), spec["layer"], built.dataset.input_shape)
+    net = network_facts(pretraining_config(cfg))
+    check_network(net, spec["layer"], net.input_shape)
 
 
-@trial_kind("visualize", done_files=("done",), needs=pretraining_needs)
+@trial_kind("visualize", done_files=("done",), needs=pretraining_needs, check=check)
 def visualize(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     """Train a diffusion model conditioned on the configured network's layer, sample, score."""
     spec = cfg.get("visualize")
@@ -219,7 +223,7 @@ def visualize(cfg: dict[str, Any], progress: bool | None = None) -> Path:
     manifest.record(out, recorded, target)
     factors = _factor_predictions(fitted, held, real, samples, cfg["seed"])
     for name, arrays in factors.items():
-        target = out / PREDICTIONS / FACTORS / f"{name}.npz"
+        target = files.inside(out / PREDICTIONS, FACTORS, f"{name}.npz", what="factor predictions file")
         files.save_arrays(target, **arrays, k=np.array(k))
         manifest.record(out, recorded, target)
     info = {"hash": configs.config_hash(cfg), "protocol": "visualization", "code_version": code_version(),

@@ -86,11 +86,24 @@ class Planner:
         self.roots, self.pool, self.upstream_seed = list(roots), list(pool), upstream_seed
 
     def check(self) -> None:
-        """A HarnessError (one line) for a need no planned trial can meet; nothing is run or written."""
+        """A HarnessError (one line) for a need no planned trial can meet, or for a trial its kind
+        would refuse (``check`` of its kind, on every root, pool and upstream trial, each config
+        once; a config completed by upstream trials is checked as planned, before completion);
+        nothing is run or written."""
         for root in self.roots:
             for need in needs_of(root):
                 if need.match is not None and not self._matching(need, root):
                     raise HarnessError(f"sweep spec: {need.unmet}")
+        checked: set[str] = set()
+        for trial in self.pool + self.roots:
+            upstream = [placed(need.kind, cfg) for need in needs_of(trial) for cfg in need.configs]
+            for t in (*upstream, trial):
+                if t.hash not in checked:
+                    checked.add(t.hash)
+                    try:
+                        t.kind_entry.check(t.cfg)
+                    except HarnessError as exc:
+                        raise HarnessError(f"{t.kind} trial {describe(t)}: {exc}") from exc
 
     def plan(self) -> tuple[list[Trial], list[Waiting]]:
         """Every trial that can be planned now (each once, upstream before dependents, each with
@@ -100,6 +113,21 @@ class Planner:
         for trial in self.pool + self.roots:
             self._place(trial, waiting)
         return list(self._trials.values()), waiting
+
+    def possible(self, trial: Trial) -> set[str]:
+        """Every hash the root ``trial`` may get, planned without running anything: its own, or,
+        where its config is completed by upstream trials it chooses among, one per choice."""
+        configs_ = [trial.cfg]
+        for need in needs_of(trial):
+            if need.complete is None:
+                continue
+            if need.chosen is None:
+                raise HarnessError(f"{describe(trial)}: its {need.label} need declares no `chosen`, so the "
+                                   "configs it may lead to cannot be planned")
+            upstream = self._matching(need, trial) if need.match is not None else \
+                [placed(need.kind, cfg) for cfg in need.configs]
+            configs_ = [need.chosen(cfg, u.dir) for cfg in configs_ for u in upstream]
+        return {placed(trial.kind, cfg).hash for cfg in configs_}
 
     def _matching(self, need: Need, trial: Trial) -> list[Trial]:
         seed = self.upstream_seed(trial.cfg["seed"])
