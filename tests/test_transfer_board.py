@@ -105,8 +105,9 @@ def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
 
 PROJECTOR_LAYERS = {"block1", "block2", "block3", "block4", "backbone", "projector1", "output"}
 MASKED_LAYERS = {"block1", "block2", "block3", "block4", "output"}
-# The shipped ViT entrants (experiments/transfer_vit.yaml; its VICReg and CNN arms are not probed yet): (algorithm, init, a part of the arm) -> layers
+# The shipped ViT entrants (experiments/transfer_vit.yaml): (algorithm, init, a part of the arm) -> layers
 VIT_ENTRANTS = {("simclr", "random", "crop_flip"): PROJECTOR_LAYERS, ("simclr", "trained", "crop_flip"): PROJECTOR_LAYERS,
+                ("vicreg", "trained", "vit"): PROJECTOR_LAYERS,
                 ("ijepa", "trained", "ema_steps=100 backbone"): MASKED_LAYERS,
                 ("ijepa", "trained", "stop_sigma=0.25"): MASKED_LAYERS, ("mae", "trained", "vit"): MASKED_LAYERS,
                 ("supervised_pretrain", "trained", "vit"): PROJECTOR_LAYERS}
@@ -166,7 +167,7 @@ def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(t
 def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_path):
     """experiments/transfer_vit.yaml: 9 networks x 2 seeds probed; the random-init ViT has no
     pretraining run, the 8 others one each; every probe has transfer_ssl's tasks and settings
-    plus the two position tasks, and every ViT arm the same ViT."""
+    plus the two position tasks, and every arm the same ViT."""
     root = Path(__file__).resolve().parents[1] / "experiments"
     plan = sweep.Plan(sweep.load_spec(root / "transfer_vit.yaml"), tmp_path / "sweep")
     trials, waiting = plan.trials()
@@ -184,8 +185,38 @@ def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_pa
         assert spec["tasks"] == ssl["tasks"] + positions
         assert spec["cs"] == ssl["cs"] and spec["knn_k"] == ssl["knn_k"]
     vits = [t.cfg["backbone"] for t in probes if t.cfg["backbone"]["name"] == "vit"]
-    assert len(vits) == 7 * 2 and all(b == vits[0] for b in vits)
+    assert len(vits) == 9 * 2 and all(b == vits[0] for b in vits)
     from harness.models.backbones import vit
 
     net = vit((3, 14, 14), **vits[0]["options"])  # the issue's ViT: 49 tokens of width 64, 4 blocks
     assert net.grid == (7, 7) and net.embed_dim == 64 and len(net.blocks) == 4
+
+
+def test_the_cnn_joint_embedding_spec_plans_only_new_runs_at_the_cnn_boards_recipe(tmp_path):
+    """experiments/transfer_ssl_je.yaml: DirectCLR, single-negative Gaussian-noise SimCLR and the
+    untrained CNN, 2 seeds, at transfer_ssl's recipe: its pretraining configs differ from
+    transfer_ssl's default SimCLR run only in the algorithm, and its probes have the same
+    settings (DirectCLR, without a projector, fewer layers); none of its trials is one of transfer_ssl's."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    trials, waiting = sweep.Plan(sweep.load_spec(root / "transfer_ssl_je.yaml"), tmp_path / "je").trials()
+    assert waiting == []
+    ssl_trials = sweep.Plan(sweep.load_spec(root / "transfer_ssl.yaml"), tmp_path / "ssl").trials()[0]
+    assert not {t.hash for t in trials} & {t.hash for t in ssl_trials}
+    reference = next(t.cfg for t in ssl_trials if t.kind == "train" and t.cfg["algorithm"]["name"] == "simclr"
+                     and t.cfg["backbone"]["options"].get("channels") is None and t.cfg["seed"] == 0)
+    ssl_probe = next(t.cfg["probe"] for t in ssl_trials if t.kind == "probe")
+    trains = [t for t in trials if t.kind == "train"]
+    probes = [t for t in trials if t.kind == "probe"]
+    assert len(trains) == 2 * 2 and len(probes) == 3 * 2
+    assert sorted(t.cfg["probe"]["init"] for t in probes).count("random") == 2
+    apart = ("algorithm", "seed", "arm", "probe", "run_dir", "output_dir")
+    for trial in trains:
+        assert {k: v for k, v in trial.cfg.items() if k not in apart} == {k: v for k, v in reference.items()
+                                                                           if k not in apart}
+    noisy = [t.cfg["algorithm"]["hparams"] for t in trains if t.cfg["algorithm"]["name"] == "simclr"]
+    assert all(h["single_negative"] is True and h["views"] == "gaussian_noise" for h in noisy) and len(noisy) == 2
+    for trial in probes:
+        spec = trial.cfg["probe"]
+        assert {k: spec[k] for k in ("tasks", "cs", "knn_k")} == {k: ssl_probe[k] for k in ("tasks", "cs", "knn_k")}
+        direct = trial.cfg["algorithm"]["name"] == "directclr"
+        assert spec["layers"] == (["block1", "block2", "block3", "output"] if direct else ssl_probe["layers"])
