@@ -107,7 +107,8 @@ PROJECTOR_LAYERS = {"block1", "block2", "block3", "block4", "backbone", "project
 MASKED_LAYERS = {"block1", "block2", "block3", "block4", "output"}
 # The shipped ViT entrants (experiments/transfer_vit.yaml): (algorithm, init, a part of the arm) -> layers
 VIT_ENTRANTS = {("simclr", "random", "crop_flip"): PROJECTOR_LAYERS, ("simclr", "trained", "crop_flip"): PROJECTOR_LAYERS,
-                ("vicreg", "trained", "vit"): PROJECTOR_LAYERS,
+                ("vicreg", "trained", "vit"): PROJECTOR_LAYERS, ("directclr", "trained", "vit"): MASKED_LAYERS,
+                ("simclr", "trained", "gaussian_noise"): PROJECTOR_LAYERS,
                 ("ijepa", "trained", "ema_steps=100 backbone"): MASKED_LAYERS,
                 ("ijepa", "trained", "stop_sigma=0.25"): MASKED_LAYERS, ("mae", "trained", "vit"): MASKED_LAYERS,
                 ("supervised_pretrain", "trained", "vit"): PROJECTOR_LAYERS}
@@ -122,16 +123,25 @@ def vit_entrant(entrant: dict) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("name, per_layer", [("transfer", True), ("transfer_best", False)])
 def test_shipped_entries_verify_when_their_runs_exist(name, per_layer):
-    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs (the CNN
-    rows) and experiments/transfer_vit.yaml's (the ViT rows, arm backbone.name="vit"); CI has no
-    such runs unless those sweeps ran, so this checks their shape, and verifies where the runs exist."""
+    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's and
+    experiments/transfer_ssl_je.yaml's runs (the CNN rows) and experiments/transfer_vit.yaml's (the
+    ViT rows, arm backbone.name="vit"); CI has no such runs unless those sweeps ran, so this checks
+    their shape, and verifies where the runs exist."""
     board = boards.load_board(name)
     entries = boards.load_entries(board)
     vit = [e for e in entries if 'backbone.name="vit"' in e["entrant"]["arm"]]
-    cnn = [e for e in entries if e not in vit]
+    cnn = [e for e in entries if e not in vit and e["provenance"]["sweep"] == "sweeps/transfer_ssl"]
     assert len(cnn) == 3 * 3 * (6 if per_layer else 1)  # 3 methods x 3 last-block widths (x 6 layers)
     assert {e["entrant"]["algorithm"] for e in cnn} == {"simclr", "vicreg", "supervised_pretrain"}
-    assert {e["provenance"]["sweep"] for e in cnn} == {"sweeps/transfer_ssl"}
+    # transfer_ssl_je: DirectCLR (no projector: 4 layers), single-negative noise SimCLR, the untrained CNN
+    je = {(e["entrant"]["algorithm"], e["entrant"]["init"], e["entrant"].get("layer")) for e in entries
+          if e["provenance"]["sweep"] == "sweeps/transfer_ssl_je"}
+    assert len(entries) == len(vit) + len(cnn) + len(je)
+    projector = ["block1", "block2", "block3", "backbone", "projector1", "output"] if per_layer else [None]
+    assert je == ({("directclr", "trained", layer) for layer in (["block1", "block2", "block3", "output"]
+                                                                   if per_layer else [None])}
+                  | {(algorithm, init, layer) for algorithm, init in (("simclr", "trained"), ("simclr", "random"))
+                     for layer in projector})
     layers: dict[tuple[str, str, str], set[str]] = {}
     for entry in vit:
         assert entry["provenance"]["sweep"] == "sweeps/transfer_vit"
