@@ -156,8 +156,10 @@ def test_a_probe_sweep_whose_every_arm_names_its_tasks_is_planned():
 
 PROJECTOR_LAYERS = {"block1", "block2", "block3", "block4", "backbone", "projector1", "output"}
 MASKED_LAYERS = {"block1", "block2", "block3", "block4", "output"}
-# The shipped ViT entrants (experiments/transfer_vit.yaml; its VICReg and CNN arms are not probed yet): (algorithm, init, a part of the arm) -> layers
+# The shipped ViT entrants (experiments/transfer_vit.yaml): (algorithm, init, a part of the arm) -> layers
 VIT_ENTRANTS = {("simclr", "random", "crop_flip"): PROJECTOR_LAYERS, ("simclr", "trained", "crop_flip"): PROJECTOR_LAYERS,
+                ("vicreg", "trained", "vit"): PROJECTOR_LAYERS, ("directclr", "trained", "vit"): MASKED_LAYERS,
+                ("simclr", "trained", "gaussian_noise"): PROJECTOR_LAYERS,
                 ("ijepa", "trained", "ema_steps=100 backbone"): MASKED_LAYERS,
                 ("ijepa", "trained", "stop_sigma=0.25"): MASKED_LAYERS, ("mae", "trained", "vit"): MASKED_LAYERS,
                 ("supervised_pretrain", "trained", "vit"): PROJECTOR_LAYERS}
@@ -172,16 +174,25 @@ def vit_entrant(entrant: dict) -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("name, per_layer", [("transfer", True), ("transfer_best", False)])
 def test_shipped_entries_verify_when_their_runs_exist(name, per_layer):
-    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's runs (the CNN
-    rows) and experiments/transfer_vit.yaml's (the ViT rows, arm backbone.name="vit"); CI has no
-    such runs unless those sweeps ran, so this checks their shape, and verifies where the runs exist."""
+    """The committed entries carry the hashes of experiments/transfer_ssl.yaml's and
+    experiments/transfer_ssl_je.yaml's runs (the CNN rows) and experiments/transfer_vit.yaml's (the
+    ViT rows, arm backbone.name="vit"); CI has no such runs unless those sweeps ran, so this checks
+    their shape, and verifies where the runs exist."""
     board = boards.load_board(name)
     entries = boards.load_entries(board)
     vit = [e for e in entries if 'backbone.name="vit"' in e["entrant"]["arm"]]
-    cnn = [e for e in entries if e not in vit]
+    cnn = [e for e in entries if e not in vit and e["provenance"]["sweep"] == "sweeps/transfer_ssl"]
     assert len(cnn) == 3 * 3 * (6 if per_layer else 1)  # 3 methods x 3 last-block widths (x 6 layers)
     assert {e["entrant"]["algorithm"] for e in cnn} == {"simclr", "vicreg", "supervised_pretrain"}
-    assert {e["provenance"]["sweep"] for e in cnn} == {"sweeps/transfer_ssl"}
+    # transfer_ssl_je: DirectCLR (no projector: 4 layers), single-negative noise SimCLR, the untrained CNN
+    je = {(e["entrant"]["algorithm"], e["entrant"]["init"], e["entrant"].get("layer")) for e in entries
+          if e["provenance"]["sweep"] == "sweeps/transfer_ssl_je"}
+    assert len(entries) == len(vit) + len(cnn) + len(je)
+    projector = ["block1", "block2", "block3", "backbone", "projector1", "output"] if per_layer else [None]
+    assert je == ({("directclr", "trained", layer) for layer in (["block1", "block2", "block3", "output"]
+                                                                   if per_layer else [None])}
+                  | {(algorithm, init, layer) for algorithm, init in (("simclr", "trained"), ("simclr", "random"))
+                     for layer in projector})
     layers: dict[tuple[str, str, str], set[str]] = {}
     for entry in vit:
         assert entry["provenance"]["sweep"] == "sweeps/transfer_vit"
@@ -217,7 +228,7 @@ def test_a_probe_sweep_pretrains_an_ssl_method_and_probes_its_projector_layers(t
 def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_path):
     """experiments/transfer_vit.yaml: 9 networks x 2 seeds probed; the random-init ViT has no
     pretraining run, the 8 others one each; every probe has transfer_ssl's tasks and settings
-    plus the two position tasks, and every ViT arm the same ViT."""
+    plus the two position tasks, and every arm the same ViT."""
     root = Path(__file__).resolve().parents[1] / "experiments"
     plan = sweep.Plan(sweep.load_spec(root / "transfer_vit.yaml"), tmp_path / "sweep")
     trials, waiting = plan.trials()
@@ -235,8 +246,38 @@ def test_the_vit_study_spec_plans_one_pretraining_run_per_trained_network(tmp_pa
         assert spec["tasks"] == ssl["tasks"] + positions
         assert spec["cs"] == ssl["cs"] and spec["knn_k"] == ssl["knn_k"]
     vits = [t.cfg["backbone"] for t in probes if t.cfg["backbone"]["name"] == "vit"]
-    assert len(vits) == 7 * 2 and all(b == vits[0] for b in vits)
+    assert len(vits) == 9 * 2 and all(b == vits[0] for b in vits)
     from harness.models.backbones import vit
 
     net = vit((3, 14, 14), **vits[0]["options"])  # the issue's ViT: 49 tokens of width 64, 4 blocks
     assert net.grid == (7, 7) and net.embed_dim == 64 and len(net.blocks) == 4
+
+
+def test_the_cnn_joint_embedding_spec_plans_only_new_runs_at_the_cnn_boards_recipe(tmp_path):
+    """experiments/transfer_ssl_je.yaml: DirectCLR, single-negative Gaussian-noise SimCLR and the
+    untrained CNN, 2 seeds, at transfer_ssl's recipe: its pretraining configs differ from
+    transfer_ssl's default SimCLR run only in the algorithm, and its probes have the same
+    settings (DirectCLR, without a projector, fewer layers); none of its trials is one of transfer_ssl's."""
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    trials, waiting = sweep.Plan(sweep.load_spec(root / "transfer_ssl_je.yaml"), tmp_path / "je").trials()
+    assert waiting == []
+    ssl_trials = sweep.Plan(sweep.load_spec(root / "transfer_ssl.yaml"), tmp_path / "ssl").trials()[0]
+    assert not {t.hash for t in trials} & {t.hash for t in ssl_trials}
+    reference = next(t.cfg for t in ssl_trials if t.kind == "train" and t.cfg["algorithm"]["name"] == "simclr"
+                     and t.cfg["backbone"]["options"].get("channels") is None and t.cfg["seed"] == 0)
+    ssl_probe = next(t.cfg["probe"] for t in ssl_trials if t.kind == "probe")
+    trains = [t for t in trials if t.kind == "train"]
+    probes = [t for t in trials if t.kind == "probe"]
+    assert len(trains) == 2 * 2 and len(probes) == 3 * 2
+    assert sorted(t.cfg["probe"]["init"] for t in probes).count("random") == 2
+    apart = ("algorithm", "seed", "arm", "probe", "run_dir", "output_dir")
+    for trial in trains:
+        assert {k: v for k, v in trial.cfg.items() if k not in apart} == {k: v for k, v in reference.items()
+                                                                           if k not in apart}
+    noisy = [t.cfg["algorithm"]["hparams"] for t in trains if t.cfg["algorithm"]["name"] == "simclr"]
+    assert all(h["single_negative"] is True and h["views"] == "gaussian_noise" for h in noisy) and len(noisy) == 2
+    for trial in probes:
+        spec = trial.cfg["probe"]
+        assert {k: spec[k] for k in ("tasks", "cs", "knn_k")} == {k: ssl_probe[k] for k in ("tasks", "cs", "knn_k")}
+        direct = trial.cfg["algorithm"]["name"] == "directclr"
+        assert spec["layers"] == (["block1", "block2", "block3", "output"] if direct else ssl_probe["layers"])

@@ -1,8 +1,9 @@
-"""The tables and pictures of docs/notes/transfer-vit-study.md, from a sweep of
-experiments/transfer_vit.yaml (every number recomputed from the probe runs' stored predictions
-by `harness.reports.collect`; CKA from their feature caches).
+"""The tables and pictures of docs/notes/transfer-vit-study.md, from the sweeps of
+experiments/transfer_vit.yaml (the ViT rows) and experiments/transfer_ssl_je.yaml (the CNN rows:
+DirectCLR, single-negative noise SimCLR, random init); every number recomputed from the probe
+runs' stored predictions by `harness.reports.collect`; CKA from their feature caches.
 
-    OMP_NUM_THREADS=1 .venv/bin/python docs/notes/transfer-vit-study/analyse.py sweeps/transfer_vit
+    OMP_NUM_THREADS=1 .venv/bin/python docs/notes/transfer-vit-study/analyse.py sweeps/transfer_vit sweeps/transfer_ssl_je
 
 prints markdown tables and writes cka-<task>.png and rankme.png beside this file.
 """
@@ -27,16 +28,16 @@ BLOCKS = ["block1", "block2", "block3", "block4"]
 CLASS_TASKS = ["fashion_classes", "background_object", "digits", "dsprites_shape"]
 SPATIAL_TASKS = ["dsprites_posx", "dsprites_posy", "dsprites_scale"]
 NUISANCE_TASKS = ["background_place", "colored_fashion_colour"]
-ORDER = ["random", "supervised", "SimCLR", "VICReg", "I-JEPA", "I-JEPA+StoP", "MAE",
+ORDER = ["random", "supervised", "SimCLR", "VICReg", "DirectCLR", "SimCLR 1-neg noise", "I-JEPA", "I-JEPA+StoP", "MAE",
          "CNN random", "CNN DirectCLR", "CNN SimCLR 1-neg noise"]
-FAMILY = {"SimCLR": "JE", "VICReg": "JE", "I-JEPA": "JE", "I-JEPA+StoP": "JE", "MAE": "reconstruction",
-          "supervised": "supervised", "random": "none"}
+FAMILY = {"SimCLR": "JE", "VICReg": "JE", "DirectCLR": "JE", "SimCLR 1-neg noise": "JE", "I-JEPA": "JE",
+          "I-JEPA+StoP": "JE", "MAE": "reconstruction", "supervised": "supervised", "random": "none"}
 
 
 def method(row: pd.Series) -> str:
     """A short name of an entrant (algorithm, init, arm)."""
     arm = row["arm"]
-    cnn = "backbone.name=cnn" in arm.replace('"', "")
+    cnn = "backbone.name=vit" not in arm.replace('"', "")  # every ViT arm names its backbone
     if row["init"] == "random":
         name = "random"
     elif row["algorithm"] == "ijepa":
@@ -61,6 +62,8 @@ def best_layers(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell(values: pd.Series) -> str:
+    if values.dropna().empty:
+        return "-"
     m, s = mean_se(values * 100)
     return f"{m:.1f} ± {s:.1f}"
 
@@ -87,6 +90,9 @@ def best_table(best: pd.DataFrame, tasks: list[str]) -> str:
         cells = []
         for task in tasks:
             at = sub[sub["dataset"] == task]
+            if at.empty:
+                cells.append("-")
+                continue
             m, s = mean_se(at["test.probe_acc"] * 100)
             mark = ""
             if not reference.empty and "random" not in name:
@@ -125,7 +131,7 @@ def cka_plot(frame: pd.DataFrame, task: str, path: Path) -> dict[str, pd.DataFra
     runs = frame[~frame["method"].str.startswith("CNN")][["method", "path", "seed"]].drop_duplicates()
     names = [m for m in ORDER if m in set(runs["method"])]
     runs = runs.assign(order=runs["method"].map(names.index)).sort_values(["order", "seed"])
-    fig, axes = plt.subplots(1, len(BLOCKS), figsize=(3.1 * len(BLOCKS), 3.2), dpi=80)
+    fig, axes = plt.subplots(1, len(BLOCKS), figsize=(3.8 * len(BLOCKS), 3.9), dpi=80)
     out = {}
     for ax, block in zip(axes, BLOCKS):
         _, matrix = model_cka(list(runs["path"]), task, block)
@@ -151,9 +157,8 @@ def cka_plot(frame: pd.DataFrame, task: str, path: Path) -> dict[str, pd.DataFra
     return out
 
 
-def main(sweep: str) -> None:
-    done, _ = collect.run_folders(sweep)
-    frame = collect.load_runs(done)
+def main(sweeps: list[str]) -> None:
+    frame = pd.concat([collect.load_runs(collect.run_folders(sweep)[0]) for sweep in sweeps], ignore_index=True)
     frame = frame[frame["protocol"] == "transfer"].copy()
     frame["method"] = frame.apply(method, axis=1)
     tasks = CLASS_TASKS + SPATIAL_TASKS + NUISANCE_TASKS
@@ -175,4 +180,4 @@ def main(sweep: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
