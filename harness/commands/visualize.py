@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from harness.commands.train import add_run_args, split_args
 from harness.core import config as configs
