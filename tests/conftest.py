@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 # CI runs the same generated cases every time (a red CI is then a regression, not a new draw);
@@ -20,6 +21,7 @@ if os.environ.get("CI"):
     settings.load_profile("ci")
 
 from harness.core import config  # noqa: E402
+from harness.leaderboards import board as boards  # noqa: E402
 
 TINY = {"steps": 40, "eval_every": 10, "backbone.options.width": 64}
 
@@ -94,4 +96,15 @@ def tiny_bert(tmp_path_factory):
                                      intermediate_size=64, max_position_embeddings=16)
     folder = tmp_path_factory.mktemp("tiny_bert")
     transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def board_dir(tmp_path):
+    """The quickstart's colored_digits board (named worst_group here), asking for the 2 seeds of the small sweep."""
+    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
+    definition["required_seeds"], definition["name"] = 2, "worst_group"
+    folder = tmp_path / "boards"
+    folder.mkdir()
+    (folder / "worst_group.yaml").write_text(yaml.safe_dump(definition))
     return folder

@@ -10,17 +10,6 @@ from harness.cli import main
 from harness.core.files import load_arrays, save_arrays, sha256
 
 
-@pytest.fixture
-def board_dir(tmp_path):
-    """The quickstart's colored_digits board (named worst_group here), asking for the 2 seeds of the small sweep."""
-    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
-    definition["required_seeds"], definition["name"] = 2, "worst_group"
-    folder = tmp_path / "boards"
-    folder.mkdir()
-    (folder / "worst_group.yaml").write_text(yaml.safe_dump(definition))
-    return folder
-
-
 def submit(sweep_dir, board_dir):
     return main(["leaderboard", "submit", str(board_dir / "worst_group.yaml"), str(sweep_dir),
                  "--board-dir", str(board_dir)])

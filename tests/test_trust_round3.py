@@ -18,19 +18,8 @@ EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 # --- class 2: an entry accounts for its whole sweep -----------------------------------------
 
-@pytest.fixture
-def smoke_board(tmp_path):
-    """The quickstart's board, asking for the 2 seeds of the small sweep."""
-    definition = yaml.safe_load((boards.BOARD_DIR / "worst_group_smoke.yaml").read_text())
-    definition["required_seeds"], definition["name"] = 2, "worst_group"
-    folder = tmp_path / "boards"
-    folder.mkdir()
-    (folder / "worst_group.yaml").write_text(yaml.safe_dump(definition))
-    return folder
-
-
 @pytest.mark.parametrize("which", ["best on test", "worst on validation"])
-def test_an_entry_from_a_sweep_copy_with_a_draw_removed_is_caught_and_the_run_named(small_sweep, smoke_board,
+def test_an_entry_from_a_sweep_copy_with_a_draw_removed_is_caught_and_the_run_named(small_sweep, board_dir,
                                                                                    tmp_path, capsys, which):
     copy = tmp_path / "copy"
     shutil.copytree(small_sweep, copy)
@@ -45,21 +34,21 @@ def test_an_entry_from_a_sweep_copy_with_a_draw_removed_is_caught_and_the_run_na
     removed = sorted(run.name for _, d, run in rows if d == draw)  # the draw: its runs of every seed
     for name in removed:
         shutil.rmtree(copy / name)
-    definition = str(smoke_board / "worst_group.yaml")
-    assert main(["leaderboard", "submit", definition, str(copy), "--board-dir", str(smoke_board)]) == 0
+    definition = str(board_dir / "worst_group.yaml")
+    assert main(["leaderboard", "submit", definition, str(copy), "--board-dir", str(board_dir)]) == 0
     capsys.readouterr()
-    assert main(["leaderboard", "verify", definition, "--board-dir", str(smoke_board)]) == 2
+    assert main(["leaderboard", "verify", definition, "--board-dir", str(board_dir)]) == 2
     err = capsys.readouterr().err
     assert f"whole sweep: 2 run(s) its spec plans for this entrant are not among its candidates: {', '.join(removed)}" in err
     assert "group_dro--annotated.json" not in err  # the other entrant is whole
 
 
-def test_an_entry_made_from_a_whole_sweep_records_its_spec_and_verifies(small_sweep, smoke_board, capsys):
-    definition = str(smoke_board / "worst_group.yaml")
-    assert main(["leaderboard", "submit", definition, str(small_sweep), "--board-dir", str(smoke_board)]) == 0
-    entry = json.loads((smoke_board / "entries" / "worst_group" / "erm--annotated.json").read_text())
+def test_an_entry_made_from_a_whole_sweep_records_its_spec_and_verifies(small_sweep, board_dir, capsys):
+    definition = str(board_dir / "worst_group.yaml")
+    assert main(["leaderboard", "submit", definition, str(small_sweep), "--board-dir", str(board_dir)]) == 0
+    entry = json.loads((board_dir / "entries" / "worst_group" / "erm--annotated.json").read_text())
     assert entry["provenance"]["spec"] == yaml.safe_load((small_sweep / sweep.SPEC_FILE).read_text())
-    assert main(["leaderboard", "verify", definition, "--board-dir", str(smoke_board)]) == 0
+    assert main(["leaderboard", "verify", definition, "--board-dir", str(board_dir)]) == 0
 
 
 def test_a_shipped_entry_verified_from_its_predictions_must_list_what_its_spec_plans():
