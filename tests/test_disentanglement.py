@@ -126,8 +126,12 @@ def test_a_vae_refuses_images_that_are_not_64x64():
 @pytest.mark.parametrize("overrides, message", [
     (["algorithm.name=beta_vae"], "protocol disentanglement needs a dataset with factor columns"),
     (["algorithm.name=beta_vae_hfs", "dataset.name=procedural_dsprites", "dataset.options.n_train=8",
-      "algorithm.hparams.hfs_pairs=46"],
+      "algorithm.hparams.hfs_pairs=46", "algorithm.hparams.batch_size=8"],
      "hfs_pairs must lie in 1..45"),
+    (["algorithm.name=beta_vae", "dataset.name=procedural_dsprites", "dataset.options.n_train=8",
+      "algorithm.hparams.batch_size=9"],
+     r"algorithm.hparams.batch_size 9 is larger than the training split of dataset 'procedural_dsprites' \(8 examples\); "
+     "accepted: at most 8"),
 ])
 def test_bad_runs_are_refused_before_anything_is_written(tmp_path, overrides, message):
     cfg = configs.load(None, [f"output_dir={tmp_path / 'runs'}", "steps=2", "device=cpu", *overrides])

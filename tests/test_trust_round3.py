@@ -114,6 +114,9 @@ BAD_SPECS = {
         {"algorithms": ["simclr"], "kind": "probe",
          "overrides": {**PROBE, "probe": {"tasks": ["digits"], "knn_k": 100000}}},
         "probe.knn_k 100000 is larger than the training split of task 'digits' it draws neighbours from ("),
+    "a batch larger than the training split": (
+        {"algorithms": ["erm"], "overrides": {**PROBE, "algorithm": {"hparams": {"batch_size": 100000}}}},
+        "algorithm.hparams.batch_size 100000 is larger than the training split of dataset 'colored_digits' ("),
     "more sampling steps than diffusion timesteps": (
         {"algorithms": ["simclr"], "kind": "visualize",
          "overrides": {**PROBE, "visualize": {"train_timesteps": 10, "sampling_steps": 20}}},

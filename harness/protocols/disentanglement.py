@@ -76,7 +76,7 @@ class Disentanglement(Protocol):
     scoring = {"dci_estimator": Option(
         DCI_ESTIMATORS[0], str, "DCI's importance model: gradient_boosting (disentanglement_lib's) or "
         "hist_gradient_boosting (the shipped board's entries until it is rebuilt)", choices=DCI_ESTIMATORS)}
-    small_dataset = ("procedural_dsprites", {"correlated": "shape:scale", "n_train": 48, "n_val": 16,
+    small_dataset = ("procedural_dsprites", {"correlated": "shape:scale", "n_train": 64, "n_val": 16,
                                              "n_test": 24, "n_shift": 16})
 
     def prepare(self, cfg: dict[str, Any], dataset: ShiftDataset, device: torch.device) -> list[str]:

@@ -115,8 +115,14 @@ def check_trainable(cfg: dict[str, Any], protocol: Protocol) -> None:
 
 
 def check_data(cfg: dict[str, Any], protocol: Protocol, dataset: ShiftDataset | DataFacts) -> None:
-    """The dataset suits the run: unlabelled examples only for a protocol that accepts them."""
+    """The dataset suits the run: a batch no larger than the training split it is drawn from,
+    unlabelled examples only for a protocol that accepts them."""
     facts = dataset if isinstance(dataset, DataFacts) else DataFacts.of(dataset)
+    batch = cfg["algorithm"]["hparams"].get("batch_size")
+    if isinstance(batch, int) and batch > facts.train_size:
+        raise HarnessError(f"algorithm.hparams.batch_size {batch} is larger than the training split of dataset "
+                           f"{cfg['dataset']['name']!r} ({facts.train_size} examples); accepted: at most "
+                           f"{facts.train_size}")
     if facts.unlabelled and not protocol.unlabelled_ok:
         accepting = ", ".join(n for n in PROTOCOLS.names() if PROTOCOLS.get(n).obj.unlabelled_ok)
         raise HarnessError(f"dataset {cfg['dataset']['name']!r} has {facts.unlabelled} unlabelled examples, which "
