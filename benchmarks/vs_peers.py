@@ -47,7 +47,7 @@ from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, fashion_files
 
 XRM_DATASET = "ColorMNIST"
 # train, val and test examples of our side of each comparison
-XRM_SIZES, DOMAINBED_SIZES, SMOKE_SIZES = (50000, 10000, 10000), (37333, 9333, 10000), (40, 20, 20)
+XRM_SIZES, DOMAINBED_SIZES, SMOKE_SIZES = (50000, 10000, 10000), (37333, 9333, 10000), (64, 20, 20)
 SMOKE = {"steps": 3, "hparam_sets": 1, "domainbed_steps": 3}  # --smoke: seconds, the same path for our side
 
 
@@ -180,7 +180,8 @@ def domainbed_ours(data: Path, folder: Path, args: argparse.Namespace, env: dict
     command = harness("train", "dataset.name=colored_fashion_mnist", f"dataset.options.root={data / 'MNIST' / 'raw'}",
                       f"dataset.options.n_train={n_train}", f"dataset.options.n_val={n_val}",
                       f"dataset.options.n_test={n_test}",
-                      "backbone.name=domainbed_mnist_cnn", "algorithm.name=erm", "algorithm.hparams.batch_size=128",
+                      "backbone.name=domainbed_mnist_cnn", "algorithm.name=erm",
+                      f"algorithm.hparams.batch_size={min(128, n_train)}",  # DomainBed's 128; --smoke has fewer
                       f"steps={steps}", f"eval_every={max(1, steps - 1)}", "device=cpu", f"run_dir={run}")
     wall = timed(command, folder, env, folder / "log.txt")
     last = read_rows(run / "results.jsonl")[-1]
