@@ -7,8 +7,7 @@ from harness.commands.train import add_run_args, split_args
 from harness.core import config as configs
 from harness.core.errors import HarnessError
 from harness.reports import collect
-from harness.sweeps.launchers import Local
-from harness.sweeps.planner import Planner, resolved_run, run_plan
+from harness.sweeps.launch import run_locally
 
 HELP = """\
 Probe the network a run config describes at every named layer on downstream tasks (`harness list
@@ -42,13 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    planner = Planner([resolved_run("probe", cfg)])
-    planner.check()
-    report = run_plan(planner, Local())
-    if not report.ok:
-        reasons = list(report.failed.values()) + report.blocked + report.waiting
-        raise HarnessError(f"probe run not done: {reasons[0].splitlines()[-1] if reasons else 'no reason recorded'}")
-    out = configs.run_dir(cfg)
+    out = run_locally("probe", cfg)
     frame = collect.load_runs([out])
     table = frame.pivot_table(index="layer", columns="dataset", values="test.probe_acc", sort=False)
     print(f"test linear probe accuracy, {cfg['algorithm']['name']} ({cfg['probe']['init']}):")

@@ -8,8 +8,7 @@ from harness.core import config as configs
 from harness.core import files
 from harness.core.errors import HarnessError, shown
 from harness.reports import collect
-from harness.sweeps.launchers import Local
-from harness.sweeps.planner import Planner, resolved_run, run_plan
+from harness.sweeps.launch import run_locally
 
 HELP = """\
 See what a frozen network's representation keeps: train a diffusion model (diffusers' UNet2DModel,
@@ -76,14 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs.dump(cfg), end="")
         return 0
-    planner = Planner([resolved_run("visualize", cfg)])
-    planner.check()
-    report = run_plan(planner, Local())
-    if not report.ok:
-        reasons = list(report.failed.values()) + report.blocked + report.waiting
-        reason = reasons[0].splitlines()[-1] if reasons else "no reason recorded"
-        raise HarnessError(f"visualize run not done: {reason}")
-    out = configs.run_dir(cfg)
+    out = run_locally("visualize", cfg)
     frame = collect.load_runs([out])
     retrieval = frame[frame["factor"] == "-"].iloc[0]
     print(f"{cfg['algorithm']['name']} at {cfg['visualize']['layer']}: "

@@ -1,12 +1,16 @@
 """Launching a planned sweep as the commands do (``harness sweep``, ``harness quickstart``,
 ``harness leaderboard reproduce``): the spec's launcher for the folder, checked ready before
-anything is written, the sweep run, and what happened said in the same words by all three."""
+anything is written, the sweep run, and what happened said in the same words by all three;
+and one trial with the trials it needs, here (``harness probe``, ``harness visualize``)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from harness.sweeps.launchers import make_launcher
-from harness.sweeps.planner import Report
+from harness.core import config as configs
+from harness.core.errors import HarnessError
+from harness.sweeps.launchers import Local, make_launcher
+from harness.sweeps.planner import Planner, Report, resolved_run, run_plan
 from harness.sweeps.sweep import Spec, run_sweep
 from harness.sweeps.trials import ERROR
 
@@ -18,6 +22,18 @@ def launch(spec: Spec, folder: str | Path) -> Report:
     launcher = make_launcher(spec.launcher, Path(folder).resolve(), spec.name)
     launcher.ready()
     return run_sweep(spec, folder, launcher)
+
+
+def run_locally(kind: str, cfg: dict[str, Any]) -> Path:
+    """Run the ``kind`` trial of the resolved ``cfg`` and the trials it needs, in this process, each
+    checked before anything is written; its folder once done, else a HarnessError with the first reason."""
+    planner = Planner([resolved_run(kind, cfg)])
+    planner.check()
+    report = run_plan(planner, Local())
+    if not report.ok:
+        reasons = list(report.failed.values()) + report.blocked + report.waiting
+        raise HarnessError(f"{kind} run not done: {reasons[0].splitlines()[-1] if reasons else 'no reason recorded'}")
+    return configs.run_dir(cfg)
 
 
 def summary(report: Report) -> str:
