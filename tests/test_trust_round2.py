@@ -184,13 +184,15 @@ def test_leftover_takeover_tokens_of_dead_takers_are_removed(tmp_path):
 
 # --- class 5: values legal alone, impossible together -----------------------------------------
 
-@pytest.mark.parametrize("argv", [["train", "probe.tasks=[digits]", "--print-config"],
-                                  ["discover", "algorithm.name=xrm", "probe.tasks=[digits]", "--print-config"]])
-def test_a_section_the_run_does_not_read_is_refused(argv, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("argv, section, kind", [
+    (["train", "probe.tasks=[digits]", "--print-config"], "probe", "probe"),
+    (["discover", "algorithm.name=xrm", "probe.tasks=[digits]", "--print-config"], "probe", "probe"),
+    (["train", "visualize.layer=backbone", "--print-config"], "visualize", "visualize")])
+def test_a_section_the_run_does_not_read_is_refused(argv, section, kind, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "config section 'probe' is read only by probe runs" in err and err.count("\n") == 1
+    assert f"config section '{section}' is read only by {kind} runs" in err and err.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
 
 

@@ -81,7 +81,7 @@ def hashed_part(spec: Any) -> Any:
     return {k: v for k, v in spec.items() if k not in NOT_HASHED} if isinstance(spec, dict) else spec
 
 
-@config_section("visualize", default=None, identity=hashed_part, hashed_when_default=False)
+@config_section("visualize", default=None, identity=hashed_part, hashed_when_default=False, read_by=("visualize",))
 def check_section(value: Any) -> dict[str, Any] | None:
     """A diffusion model conditioned on the configured network's representation (null: none)."""
     if value is None:
