@@ -14,6 +14,7 @@ groups = (y, colour).
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 from pathlib import Path
@@ -171,8 +172,23 @@ def load_fashion_mnist(root: str = "", download: bool = False) -> tuple[np.ndarr
 
         FashionMNIST(str(candidates[0]), train=True, download=True)
         found = fashion_files(candidates[0])
-    images, labels, test_images, test_labels = (read_idx(path) for path in found)
+    images, labels, test_images, test_labels = (read_idx_once(path) for path in found)
     return images, labels.astype(np.int64), test_images, test_labels.astype(np.int64)
+
+
+def read_idx_once(path: Path) -> np.ndarray:
+    """:func:`read_idx`, once per process for a file unchanged since (a probe trial's tasks and a
+    sweep's checks read Fashion-MNIST many times; gunzipping it takes about a second); the array
+    is read-only, so no caller can change what the next one gets."""
+    stat = path.stat()
+    return _read_idx_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    array = read_idx(Path(path))
+    array.setflags(write=False)
+    return array
 
 
 def fashion_files(folder: Path) -> list[Path] | None:
