@@ -465,8 +465,11 @@ def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Exam
     path = Path(entry["_path"]).parent / meta["file"]
     if path.name != meta["file"] or not path.is_file() or files.sha256(path) != meta.get("sha256"):
         return None
-    reference = (predictions.load_reference(board.dir, board.name, dataset)
-                 or predictions.load_reference(BOARD_DIR, board.name, dataset))
+    compact = board.scorer.compact_form()
+    if compact is None:
+        return None
+    reference = (predictions.load_reference(board.dir, board.name, dataset, compact)
+                 or predictions.load_reference(BOARD_DIR, board.name, dataset, compact))
     if reference is None:
         return None
     found = predictions.per_example(files.load_arrays(path), result["runs"], reference[0], metric)
