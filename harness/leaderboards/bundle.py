@@ -281,8 +281,14 @@ def read(board: boards.Board, path: str | Path) -> tuple[dict[str, Any], dict[st
         for array, values in arrays.items():
             if array.endswith((".ids", ".at")):
                 continue
-            per_run = "." in array and array.split(".", 1)[1] in compact.per_run
-            stored[f"{run}/{shared}{array}" if per_run else f"{run}/{scope}/{array}"] = compact.pack(array, values, meta)
+            packed, split = compact.pack(array, values, meta), array.split(".", 1)[0]
+            if "." in array and array.split(".", 1)[1] in compact.per_run:
+                stored[f"{run}/{shared}{array}"] = packed
+            elif "." in array:
+                labels = {n: ref[f"{split}.{n}"][arrays[f"{split}.at"]] for n in compact.labels}
+                stored[f"{run}/{scope}/{array}"] = compact.encode(array, packed, labels)
+            else:
+                stored[f"{run}/{scope}/{array}"] = packed
     idle = sorted(set(manifest["runs"]) - seen_runs)
     if idle:
         raise refuse(f"run(s) {', '.join(idle)} have no predictions file")

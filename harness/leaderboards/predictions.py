@@ -166,13 +166,17 @@ def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[
                 continue
             ref, ref_meta = references[dataset]
             shared = by_scope.get(compact.run_scope(key), {})
-            shipped = {**{k: v for k, v in shared.items() if not k.endswith(".pos")}, **by_scope[scope]}
             labels = {}
             for split in ref_meta["splits"]:
                 at = shared.get(f"{split}.pos")
                 for name in compact.labels:
                     labels[f"{split}.{name}"] = ref[f"{split}.{name}"] if at is None else ref[f"{split}.{name}"][
                         at.astype(np.int64)]
+            shipped = {k: v for k, v in shared.items() if not k.endswith(".pos")}
+            for name, values in by_scope[scope].items():
+                split = name.split(".", 1)[0]
+                shipped[name] = values if "." not in name or f"{split}.{compact.labels[0]}" not in labels else \
+                    compact.decode(name, values, {n: labels[f"{split}.{n}"] for n in compact.labels})
             scored, info = compact.expand(shipped, labels, ref_meta, meta, entrant)
             scores = scorer.scores(scored, {**info, **{k: v for k, v in scoring.items() if k in scorer.scoring}})
             rows.append({**entrant, "run": run, "protocol": scorer.name, "dataset": dataset,

@@ -163,10 +163,13 @@ def run_arrays(board: boards.Board, name: str, folder: Path, published: dict[str
                     raise HarnessError(f"run {name}: {label} of {split} differ from the board's reference of {dataset}")
             if len(at) != len(ref_arrays[f"{split}.ids"]) or not np.array_equal(at, np.arange(len(at))):
                 arrays[f"{name}/{shared}{split}.pos"] = small_int(at, len(ref_arrays[f"{split}.ids"]))
+            labels = {label: stored[f"{split}.{label}"] for label in compact.labels}
             for array, values in kept.items():
                 if array.startswith(f"{split}."):
-                    per_run = array.split(".", 1)[1] in compact.per_run
-                    arrays[f"{name}/{shared}{array}" if per_run else f"{name}/{scope}/{array}"] = values
+                    if array.split(".", 1)[1] in compact.per_run:
+                        arrays[f"{name}/{shared}{array}"] = values
+                    else:
+                        arrays[f"{name}/{scope}/{array}"] = compact.encode(array, values, labels)
         arrays.update({f"{name}/{scope}/{a}": v for a, v in kept.items() if "." not in a})
     return arrays
 

@@ -83,6 +83,15 @@ class CompactForm:
         array of no split), or None. The engine already refused object and non-numeric arrays."""
         raise NotImplementedError
 
+    def encode(self, name: str, values: np.ndarray, labels: Mapping[str, np.ndarray]) -> np.ndarray:
+        """A packed array as the compact file holds it, given its split's reference labels
+        (``{label: array}``, in the array's example order): by default as it is. ``decode``
+        inverts it exactly."""
+        return values
+
+    def decode(self, name: str, values: np.ndarray, labels: Mapping[str, np.ndarray]) -> np.ndarray:
+        return values
+
     def consistent(self, arrays: Mapping[str, np.ndarray]) -> str | None:
         """What is wrong between one submitted evaluation's checked arrays, or None."""
         return None

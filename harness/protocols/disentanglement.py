@@ -129,13 +129,14 @@ class Disentanglement(Protocol):
         if "test.mu" in arrays:
             codes, factors = arrays["test.mu"].astype(np.float64), arrays["test.factors"]
             estimator = info.get("dci_estimator", self.scoring["dci_estimator"].default)
-            out["test"].update(dci(codes, factors, estimator, workers=threads))
-            out["test"]["mig"], gaps = mig(codes, factors)
-            out["test"]["mig_per_factor"] = dict(zip(info["factors"], gaps))
+            test = out.setdefault("test", {})  # compact predictions may ship codes without the loss terms
+            test.update(dci(codes, factors, estimator, workers=threads))
+            test["mig"], gaps = mig(codes, factors)
+            test["mig_per_factor"] = dict(zip(info["factors"], gaps))
         if "train.mu" in arrays:
             for split in ("test", "shift"):
                 if f"{split}.mu" in arrays:
-                    out[split]["factor_acc"] = probe_accuracy(arrays["train.mu"], arrays["train.factors"],
+                    out.setdefault(split, {})["factor_acc"] = probe_accuracy(arrays["train.mu"], arrays["train.factors"],
                                                               arrays[f"{split}.mu"], arrays[f"{split}.factors"])
         return out
 

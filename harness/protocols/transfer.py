@@ -88,7 +88,8 @@ class ProbePredictions(CompactForm):
     picked, the chosen C's predicted classes (``probe``) and the kNN's (``knn``) on the metric's
     split and the split's feature spectrum (RankMe; float32 only where that is exact, else
     float64). The validation predictions at the chosen C are the chosen row of the per-C ones, so
-    they are not shipped twice. The reference publishes each task's ids and labels."""
+    they are not shipped twice; a predicted class equal to the example's label is written -1
+    (``encode``). The reference publishes each task's ids and labels."""
 
     labels = ("y",)
     selected_only = True
@@ -115,6 +116,18 @@ class ProbePredictions(CompactForm):
         if name.endswith(".spectrum"):
             return lossless_float(values)
         return small_int(values, int(values.max(initial=0)))
+
+    def encode(self, name: str, values: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
+        """A predicted class equal to the label ships as -1: most are, so the file compresses
+        about 3x better than the classes themselves (decoded exactly with the reference)."""
+        if not name.endswith((".probe", ".knn", ".probe_by_c")):
+            return values
+        return np.where(values == labels["y"], -1, values).astype(values.dtype)
+
+    def decode(self, name: str, values: np.ndarray, labels: dict[str, np.ndarray]) -> np.ndarray:
+        if not name.endswith((".probe", ".knn", ".probe_by_c")):
+            return values
+        return np.where(values < 0, labels["y"], values)
 
     def expand(self, shipped: dict[str, np.ndarray], ref: dict[str, np.ndarray], meta: dict[str, Any],
                run: dict[str, Any], entrant: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
