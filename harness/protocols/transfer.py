@@ -154,6 +154,12 @@ class ProbePredictions(CompactForm):
             return f"{name} must be classes 0..10000"
         return None
 
+    def consistent(self, arrays: dict[str, np.ndarray]) -> str | None:
+        rows, cs = arrays["val.probe_by_c"].shape[0], len(arrays["cs"])
+        if rows != cs:
+            return f"val.probe_by_c must have one row per C of cs ({cs}), got {rows}"
+        return None
+
     def scope(self, key: dict[str, Any]) -> str:
         return f"{key['dataset']}/{self.file_stem(key)}"
 
