@@ -4,6 +4,7 @@ tampered file is refused by its checksum, a selection that lands where no metric
 shipped is refused, and export -> submit gives the same numbers."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,12 +101,12 @@ def test_a_tampered_npz_is_refused_by_its_checksum_and_then_by_its_numbers(enter
     def scramble(arrays):  # codes out of order; every test class predicted right (-1: the label)
         arrays[key] = arrays[key][::-1].copy() if key.endswith(".mu") else np.full_like(arrays[key], -1)
     tamper(npz, scramble)
-    path = entry["_path"]
+    path = Path(entry["_path"])
     assert main(["leaderboard", "verify", str(copy / f"{name}.yaml"), "--board-dir", str(copy)]) == 2
     assert f"{npz.name} altered (sha256 differs" in capsys.readouterr().err
-    entry = json.loads(open(path).read())
+    entry = json.loads(path.read_text())
     entry["predictions"]["sha256"] = sha256(npz)
-    open(path, "w").write(json.dumps(entry))
+    path.write_text(json.dumps(entry))
     assert main(["leaderboard", "verify", str(copy / f"{name}.yaml"), "--board-dir", str(copy)]) == 2
     assert "entry says" in capsys.readouterr().err
 
@@ -124,7 +125,7 @@ def test_a_selection_landing_where_no_metric_arrays_were_shipped_is_refused(ente
     dataset = board.datasets[0]
     picked = {(r["hash"], r["step"]) for r in entry["results"][dataset]["runs"]}
     if name == "disentanglement":  # another checkpoint of a chosen run gets the lowest validation loss
-        run, step = sorted(picked)[0]
+        run, step = min(picked)
         other = next(k for k in arrays if k.startswith(f"{run}/") and k.endswith("val.rec") and f"/{step}/" not in k)
         arrays[other] = np.zeros_like(arrays[other])
         arrays[other.replace("val.rec", "val.kl")] = np.zeros_like(arrays[other])

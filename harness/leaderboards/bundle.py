@@ -2,17 +2,19 @@
 a folder or one .zip/.tar archive::
 
     manifest.json
-    predictions/<dataset>/<run>/step_<N>.npz    per run (one seed of one hparam draw) and evaluated
-                                                checkpoint: <split>.ids, <split>.pred (predicted
-                                                class), optionally <split>.group (the run's own
-                                                training groups, for discovered-group entrants)
+    predictions/<dataset>/<run>/<evaluation>.npz    per run (one seed of one hparam draw) and
+                                                    evaluation (worst_group, disentanglement:
+                                                    ``step_<N>``; transfer: ``<depth>_<layer>``):
+                                                    <split>.ids and the arrays of the protocol's
+                                                    compact form (Protocol.compact_form)
 
 ``read`` checks everything before anything is written: the manifest's schema, the board, each
 dataset's version against the board's published reference (a stale one is refused), every file's
-sha256, each split's ids (known, each at most once; the test split complete), integer
-predictions in range; the numbers are then recomputed by the board's protocol and selection rule
-(numbers the bundle claims are ignored) and the required seeds checked. ``export`` writes our
-runs as bundles. No file is unpickled; names in the bundle never steer a path outside it.
+sha256, each split's ids (known, each at most once; complete where a board metric reads the
+split), each array as the compact form accepts it (finite numbers, shapes, classes in range); the
+numbers are then recomputed by the board's protocol and selection rule (numbers the bundle claims
+are ignored) and the required seeds checked. ``export`` writes our runs as bundles. No file is
+unpickled; names in the bundle never steer a path outside it.
 """
 from __future__ import annotations
 

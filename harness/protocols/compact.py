@@ -18,7 +18,8 @@ evaluation's frame columns (``step``, and for transfer ``dataset`` and ``layer``
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -95,15 +95,15 @@ class ProbePredictions(CompactForm):
     selected_only = True
     evaluations_name_dataset = True
     file_pattern = "<depth>_<layer>"
-    ALWAYS = {"val.probe_by_c", "cs"}  # the C choice, which every evaluation's scores check
-    PER_METRIC = {"probe_acc": "probe", "knn_acc": "knn", "rankme": "spectrum"}
+    ALWAYS = frozenset({"val.probe_by_c", "cs"})  # the C choice, which every evaluation's scores check
+    PER_METRIC = (("probe_acc", "probe"), ("knn_acc", "knn"), ("rankme", "spectrum"))
     NAME = re.compile(r"(\d{1,4})_([A-Za-z0-9_.-]{1,64})")
 
     def needs(self, column: str) -> set[str]:
         split, metric = column.split(".", 1)
         if metric == "C" or (split, metric) == ("val", "probe_acc"):
             return set(self.ALWAYS)
-        return {f"{split}.{self.PER_METRIC[metric]}", *self.ALWAYS}
+        return {f"{split}.{dict(self.PER_METRIC)[metric]}", *self.ALWAYS}
 
     def shrink(self, stored: dict[str, np.ndarray], splits: list[str], columns: set[str],
                info: dict[str, Any]) -> dict[str, np.ndarray]:
