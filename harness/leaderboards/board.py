@@ -468,8 +468,9 @@ def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Exam
     compact = board.scorer.compact_form()
     if compact is None:
         return None
-    reference = (predictions.load_reference(board.dir, board.name, dataset, compact)
-                 or predictions.load_reference(BOARD_DIR, board.name, dataset, compact))
+    name = predictions.reference_name(board.entrant, dataset, entry["entrant"])
+    reference = (predictions.load_reference(board.dir, board.name, name, compact)
+                 or predictions.load_reference(BOARD_DIR, board.name, name, compact))
     if reference is None:
         return None
     found = predictions.per_example(files.load_arrays(path), result["runs"], reference[0], metric)

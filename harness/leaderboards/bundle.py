@@ -118,7 +118,8 @@ def _manifest(reader: Reader) -> dict[str, Any]:
     return manifest
 
 
-def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> None:
+def _check_manifest(board: boards.Board, m: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
+    """The manifest checked; the board's published references of its entrant's datasets."""
     if m["format_version"] != FORMAT_VERSION or isinstance(m["format_version"], bool):
         raise refuse(f"format_version must be {FORMAT_VERSION}, got {shown(m['format_version'])}")
     if m["board"] != board.name:
@@ -142,6 +143,7 @@ def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> 
     if not isinstance(m["extra_data"], list) or not all(isinstance(v, str) for v in m["extra_data"]):
         raise refuse(f"extra_data must be a list of strings (the data used besides the board's), got "
                      f"{shown(m['extra_data'])}")
+    published = shipped.references(board, entrant)
     datasets = m["datasets"]
     if not isinstance(datasets, dict) or sorted(datasets) != sorted(board.datasets):
         raise refuse(f"datasets must map exactly {', '.join(board.datasets)} to their versions, got {shown(datasets)}")
@@ -170,6 +172,7 @@ def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> 
     listed = m["files"]
     if not isinstance(listed, dict) or not listed:
         raise refuse(f"files must map each predictions file to its sha256, got {shown(listed)}")
+    return published
 
 
 def _arrays(board: boards.Board, name: str, data: bytes, ref: dict, meta: dict, splits: list[str],
@@ -235,8 +238,7 @@ def read(board: boards.Board, path: str | Path) -> tuple[dict[str, Any], dict[st
     compact = preds.form(board.scorer)
     reader = Reader(Path(path))
     manifest = _manifest(reader)
-    published = shipped.references(board)
-    _check_manifest(board, manifest, published)
+    published = _check_manifest(board, manifest)
     splits = shipped.board_splits(board)
     always, more = preds.board_columns(board.scorer, shipped.rules(board), board.metrics)
     required = set().union(*map(compact.needs, always if compact.selected_only else always | more))
@@ -378,7 +380,9 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
         manifest = {"format_version": FORMAT_VERSION, "board": board.name,
                     "entrant": {k: "" if v is None else str(v) for k, v in entry["entrant"].items()},
                     "method": {"config": config}, "code_version": entry["provenance"]["code_version"],
-                    "extra_data": [], "datasets": {d: refs[d][1]["version"] for d in entry["results"]},
+                    "extra_data": [], "datasets": {
+                        d: refs[preds.reference_name(board.entrant, d, entry["entrant"])][1]["version"]
+                        for d in entry["results"]},
                     "runs": runs, "files": listed}
         files.write_json(folder / "manifest.json", manifest)
         written.append(folder)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -77,9 +78,23 @@ def version(arrays: Mapping[str, np.ndarray], splits: list[str], labels: tuple[s
     return digest.hexdigest()
 
 
-def reference_paths(board_dir: Path, board: str, dataset: str) -> tuple[Path, Path]:
+def reference_name(entrant_keys: list[str], dataset: str, entrant: Mapping[str, Any]) -> str:
+    """The reference an entrant's runs are matched against: the dataset's; for a board whose
+    entrant names dataset options (disentanglement's ``dataset.options.correlated``: other
+    options draw other examples), the dataset's under the entrant's options,
+    ``<dataset>--<value>`` (empty values left out, as entry names)."""
+    parts = [dataset]
+    for key in entrant_keys:
+        value = entrant.get(key)
+        if key.startswith("dataset.") and value not in ("", None):
+            text = re.sub(r"[^A-Za-z0-9_.]+", "-", str(value)).strip("-.")
+            parts.append(text if 0 < len(text) <= 40 else hashlib.md5(str(value).encode()).hexdigest()[:10])
+    return "--".join(parts)
+
+
+def reference_paths(board_dir: Path, board: str, name: str) -> tuple[Path, Path]:
     folder = board_dir / "references" / board
-    return folder / f"{dataset}.npz", folder / f"{dataset}.json"
+    return folder / f"{name}.npz", folder / f"{name}.json"
 
 
 def load_reference(board_dir: Path, board: str, dataset: str,

@@ -40,8 +40,9 @@ def evaluations(board: boards.Board, folder: Path, dataset: str) -> list[tuple[d
 
 
 def sweep_references(board: boards.Board, sweep_dir: str | Path) -> dict[str, tuple[dict[str, np.ndarray], dict]]:
-    """Per board dataset, a reference made from the sweep's run of the board's protocol that saw
-    the most examples of the scored splits (DFR's runs see half of validation)."""
+    """Per board dataset (and dataset options the entrant names: ``predictions.reference_name``),
+    a reference made from the sweep's run of the board's protocol that saw the most examples of
+    the scored splits (DFR's runs see half of validation)."""
     splits, compact = board_splits(board), preds.form(board.scorer)
     done, _ = collect.run_folders(sweep_dir)
     best: dict[str, tuple[int, Path, dict]] = {}
@@ -50,41 +51,45 @@ def sweep_references(board: boards.Board, sweep_dir: str | Path) -> dict[str, tu
         if info.get("protocol") != board.scorer.name:
             continue
         cfg = files.read_yaml_mapping(run / "config.yaml", "run config")
+        options = {k: collect.config_value(cfg, k) for k in board.entrant if k.startswith("dataset.")}
         seen = set()
         for _, path, dataset in evaluations(board, run, cfg["dataset"]["name"]):
-            if dataset in seen:
+            name = preds.reference_name(board.entrant, dataset, options)
+            if name in seen:
                 continue
-            seen.add(dataset)
+            seen.add(name)
             if "evaluated" in info:
                 size = sum(info["evaluated"].get(s, 0) for s in splits)
             else:
                 stored = files.load_arrays(path)
                 size = sum(len(stored[f"{s}.ids"]) for s in splits)
-            if dataset not in best or size > best[dataset][0]:
-                best[dataset] = (size, path, info)
+            if name not in best or size > best[name][0]:
+                best[name] = (size, path, info)
     out = {}
-    for dataset, (_, path, info) in best.items():
+    for name, (_, path, info) in best.items():
         stored = files.load_arrays(path)
         if any(len(stored[f"{s}.ids"]) != len(np.unique(stored[f"{s}.ids"])) for s in splits):
             raise HarnessError(f"{path} repeats example ids; it cannot define the board's reference")
-        out[dataset] = preds.reference_from_run(stored, info, splits, compact)
+        out[name] = preds.reference_from_run(stored, info, splits, compact)
     return out
 
 
 def publish_references(board: boards.Board, sweep_dir: str | Path) -> None:
     """Publish each board dataset's reference from the sweep, where the board has none; one
     already published must be the same version."""
-    for dataset, (ref, meta) in sweep_references(board, sweep_dir).items():
-        preds.publish_reference(board.dir, board.name, dataset, ref, meta, preds.form(board.scorer))
+    for name, (ref, meta) in sweep_references(board, sweep_dir).items():
+        preds.publish_reference(board.dir, board.name, name, ref, meta, preds.form(board.scorer))
 
 
-def references(board: boards.Board) -> dict[str, tuple[dict[str, np.ndarray], dict]]:
-    """The board's published references: in its board folder, else the shipped board's."""
+def references(board: boards.Board, entrant: dict[str, Any]) -> dict[str, tuple[dict[str, np.ndarray], dict]]:
+    """The board's published references of the entrant's datasets, by dataset: in its board
+    folder, else the shipped board's."""
     out, compact = {}, preds.form(board.scorer)
     for dataset in board.datasets:
-        ref = preds.load_reference(board.dir, board.name, dataset, compact)
+        name = preds.reference_name(board.entrant, dataset, entrant)
+        ref = preds.load_reference(board.dir, board.name, name, compact)
         if ref is None and board.dir != boards.BOARD_DIR:
-            ref = preds.load_reference(boards.BOARD_DIR, board.name, dataset, compact)
+            ref = preds.load_reference(boards.BOARD_DIR, board.name, name, compact)
         if ref is not None:
             out[dataset] = ref
     return out
@@ -114,7 +119,7 @@ def attach(board: boards.Board, entry: dict[str, Any], sweep_dir: str | Path) ->
     where = Path(sweep_dir)
     arrays: dict[str, np.ndarray] = {}
     runs: dict[str, dict[str, Any]] = {}
-    published = references(board)
+    published = references(board, entry["entrant"])
     for dataset, result in entry["results"].items():
         if dataset not in published:
             raise HarnessError(f"board {board.name!r} publishes no reference of {dataset}; "
@@ -201,7 +206,7 @@ def verify(board: boards.Board, entry: dict[str, Any]) -> list[str]:
         return [f"predictions: protocol {board.scorer.name} has no compact form (Protocol.compact_form); its "
                 "entries verify from their runs"]
     arrays = files.load_arrays(path)
-    published = references(board)
+    published = references(board, entry["entrant"])
     missing = [d for d in board.datasets if d not in published]
     if missing:
         return [f"predictions: board {board.name!r} publishes no reference of {', '.join(missing)} in "
