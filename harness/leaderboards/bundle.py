@@ -369,9 +369,12 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
                         continue
                     stored = files.load_arrays(path)
                     columns = always | more if not compact.selected_only or (dataset, key["step"]) in chosen else always
-                    arrays = compact.shrink(stored, splits, columns, info)
-                    present = {a.split(".", 1)[0] for a in arrays if "." in a}
-                    arrays.update({f"{s}.ids": stored[f"{s}.ids"] for s in splits if s in present})
+                    kept = compact.shrink(stored, splits, columns, info)
+                    arrays = {}
+                    for split in splits:  # each split's ids, then its arrays
+                        mine = {a: v for a, v in kept.items() if a.startswith(f"{split}.")}
+                        arrays.update({f"{split}.ids": stored[f"{split}.ids"], **mine} if mine else {})
+                    arrays.update({a: v for a, v in kept.items() if "." not in a})
                     stem = compact.file_stem(key)
                     target = files.inside(folder, "predictions", dataset, run, f"{stem}.npz",
                                           what="bundle predictions file")
