@@ -57,6 +57,45 @@ def small_sweep(tmp_path_factory):
     return folder
 
 
+PROBE_TASKS = ["digits", "digits_colour", "digits_label"]
+
+
+@pytest.fixture(scope="session")
+def probe_sweep(tmp_path_factory):
+    """A finished sweep of probe trials (shared read-only): a trained and an untrained CNN, 2
+    seeds, probed at every layer on colored_digits' tasks (4 probe runs, 2 pretraining runs)."""
+    from harness.sweeps import sweep
+    from harness.sweeps.launchers import Local
+
+    spec = sweep.parse_spec({
+        "name": "transfer", "datasets": ["colored_digits"], "kind": "probe", "seeds": 2,
+        "algorithms": ["erm", {"name": "erm", "overrides": {"probe.init": "random"}}],
+        "overrides": {"steps": 20, "eval_every": 20, "backbone.name": "cnn", "backbone.options.channels": [4, 8, 8],
+                      "probe.tasks": PROBE_TASKS, "probe.cs": [0.1, 1.0], "probe.knn_k": 5}})
+    folder = tmp_path_factory.mktemp("sweeps") / "transfer"
+    report = sweep.run_sweep(spec, folder, Local())
+    assert report.ok and report.ran == 4 + 2, report
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vae_sweep(tmp_path_factory):
+    """A finished sweep of tiny beta-VAEs on procedural dSprites (shared read-only): 2 hparam
+    draws x 2 seeds, 3 evaluations each."""
+    from harness.sweeps import sweep
+    from harness.sweeps.launchers import Local
+
+    spec = sweep.parse_spec({
+        "name": "vae", "datasets": [{"name": "procedural_dsprites", "options": {
+            "n_train": 24, "n_val": 8, "n_test": 24, "n_shift": 8, "correlated": "posX:posY"}}],
+        "algorithms": ["beta_vae"], "groups": ["none"], "hparam_draws": 2, "seeds": 2, "launcher": "local",
+        "overrides": {"steps": 3, "eval_every": 1, "algorithm.hparams.batch_size": 8}})
+    folder = tmp_path_factory.mktemp("sweeps") / "vae"
+    report = sweep.run_sweep(spec, folder, Local())
+    assert report.ok and report.ran == 4, report
+    return folder
+
+
 def write_idx(path, array):
     """An IDX file (big-endian header) gzipped, as Fashion-MNIST ships."""
     header = struct.pack(">I", (0x08 << 8) | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

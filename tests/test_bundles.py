@@ -326,3 +326,141 @@ def test_an_archive_with_a_link_or_an_outside_name_is_refused(example_bundle, sm
             out.addfile(info, io.BytesIO(b"x"))
     before = snapshot(smoke_dir)
     assert submit(archive, smoke_dir) == 2 and snapshot(smoke_dir) == before
+
+
+# --- malformed bundles of the transfer and disentanglement boards -------------------------------
+FAMILIES = {"disentanglement": ("vae_sweep", {"required_seeds": 2}),
+            "transfer": ("probe_sweep", {"datasets": ["digits", "digits_colour", "digits_label"]})}
+
+
+@pytest.fixture(scope="module")
+def family_bundles(request, tmp_path_factory):
+    """Per board: its definition (for the tiny sweeps), its published references and one bundle
+    exported from our runs (transfer: the trained network's block2 entrant)."""
+    out = {}
+    for name, (sweep_fixture, changes) in FAMILIES.items():
+        root = tmp_path_factory.mktemp(name)
+        definition = {**yaml.safe_load((boards.BOARD_DIR / f"{name}.yaml").read_text()), **changes}
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(definition))
+        sweep_dir = request.getfixturevalue(sweep_fixture)
+        assert main(["leaderboard", "export", str(root / f"{name}.yaml"), str(sweep_dir), str(root / "bundles")]) == 0
+        board = boards.load_board(str(root / f"{name}.yaml"), root)
+        from harness.leaderboards import shipped
+        shipped.publish_references(board, sweep_dir)
+        chosen = "erm--trained--block2" if name == "transfer" else "beta_vae--posX-posY"
+        out[name] = (root, root / "bundles" / chosen)
+    return out
+
+
+def file_with(folder, key):
+    """The first predictions file (sorted) of the bundle holding array ``key``."""
+    for name in sorted(json.loads((folder / "manifest.json").read_text())["files"]):
+        with np.load(folder / name) as loaded:
+            if key in loaded.files:
+                return name
+    raise AssertionError(f"no file holds {key}")
+
+
+def change_array(key, make, holder=None):
+    """Change array ``key`` of the first file holding ``holder`` (default: ``key``); None deletes it."""
+    def mutate(folder):
+        name = file_with(folder, holder or key)
+        with np.load(folder / name) as loaded:
+            arrays = {k: loaded[k] for k in loaded.files}
+        result = make(arrays[key].copy() if key in arrays else None, arrays)
+        if result is None:
+            del arrays[key]
+        else:
+            arrays[key] = result
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=any(a.dtype == object for a in arrays.values()), **arrays)
+        (folder / name).write_bytes(buffer.getvalue())
+        rehash(folder, name)
+    return mutate
+
+
+def rename_file(new_stem):
+    def mutate(folder):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        name = sorted(manifest["files"])[0]
+        target = name.rsplit("/", 1)[0] + f"/{new_stem}.npz"
+        (folder / name).rename(folder / target)
+        manifest["files"][target] = manifest["files"].pop(name)
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    return mutate
+
+
+COMMON = {
+    "nan": lambda a, _: np.full(a.shape, np.nan), "inf": lambda a, _: np.full(a.shape, -np.inf),
+    "object": lambda a, _: a.astype(object), "text": lambda a, _: a.astype(str), "bool": lambda a, _: a.astype(bool),
+    "short": lambda a, _: a[:-1], "empty": lambda a, _: a[:0], "missing": lambda a, _: None,
+    "huge": lambda a, _: np.zeros((10 ** 6,) + a.shape[1:], a.dtype),
+}
+FAMILY_MUTATIONS = {}
+for what, change in COMMON.items():
+    for key in ("test.mu", "train.mu", "shift.mu", "val.rec", "val.kl"):
+        FAMILY_MUTATIONS[f"disentanglement {key} {what}"] = change_array(key, change)
+    for key in ("val.probe_by_c", "test.probe", "test.knn", "train.spectrum", "cs"):
+        if not (what in ("short", "huge") and key in ("train.spectrum", "cs")):  # a spectrum has no length to keep
+            FAMILY_MUTATIONS[f"transfer {key} {what}"] = change_array(key, change)
+FAMILY_MUTATIONS.update({
+    "disentanglement wrong code width": change_array("test.mu", lambda a, _: a[:, :-1]),
+    "disentanglement codes 1-d": change_array("test.mu", lambda a, _: a[:, 0]),
+    "disentanglement codes 3-d": change_array("test.mu", lambda a, _: a[:, :, None]),
+    "disentanglement integer codes": change_array("test.mu", lambda a, _: a.astype(np.int32)),
+    "disentanglement 2000 latents": change_array("test.mu", lambda a, _: np.zeros((len(a), 2000), np.float32)),
+    "disentanglement 2-d loss terms": change_array("val.rec", lambda a, _: a[:, None]),
+    "disentanglement integer loss terms": change_array("val.kl", lambda a, _: a.astype(np.int64)),
+    "disentanglement codes without ids": change_array("test.ids", lambda a, _: None),
+    "disentanglement duplicate test id": change_array("test.ids", lambda a, _: np.concatenate([a[:-1], a[:1]])),
+    "disentanglement incomplete test": change_array("test.ids", lambda a, _: a[:-1],),
+    "disentanglement float ids": change_array("val.ids", lambda a, _: a.astype(float)),
+    "disentanglement unknown array": change_array("val.factors", lambda a, arrays: np.zeros((len(arrays["val.ids"]), 5), np.int64), "val.rec"),
+    "disentanglement transfer's name": rename_file("1_block1"),
+    "transfer float labels": change_array("test.probe", lambda a, _: a.astype(np.float32)),
+    "transfer float per-C labels": change_array("val.probe_by_c", lambda a, _: a.astype(np.float64) + 0.5),
+    "transfer negative class": change_array("test.knn", lambda a, _: a - 100),
+    "transfer per-C labels 1-d": change_array("val.probe_by_c", lambda a, _: a[0]),
+    "transfer per-C labels short": change_array("val.probe_by_c", lambda a, _: a[:, :-1]),
+    "transfer spectrum 2-d": change_array("train.spectrum", lambda a, _: a[:, None]),
+    "transfer negative spectrum": change_array("train.spectrum", lambda a, _: -a - 1),
+    "transfer integer spectrum": change_array("train.spectrum", lambda a, _: a.astype(np.int64)),
+    "transfer zero C": change_array("cs", lambda a, _: a * 0),
+    "transfer incomplete test": change_array("test.ids", lambda a, _: a[1:]),
+    "transfer train spectrum without ids": change_array("train.ids", lambda a, _: None),
+    "transfer unknown test id": change_array("test.ids", lambda a, _: a + 10 ** 6),
+    "transfer worst-group's name": rename_file("step_0000001"),
+    "transfer another entrant's layer": rename_file("0_block1"),
+    "transfer no layer": rename_file("2_"),
+})
+
+
+def test_the_family_fuzz_set_covers_both_families():
+    assert sum(n.startswith("transfer") for n in FAMILY_MUTATIONS) >= 40
+    assert sum(n.startswith("disentanglement") for n in FAMILY_MUTATIONS) >= 40
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY_MUTATIONS))
+def test_a_malformed_transfer_or_disentanglement_bundle_is_refused(family_bundles, tmp_path, capsys, name):
+    board_name = name.split()[0]
+    root, good = family_bundles[board_name]
+    folder = tmp_path / "board"
+    shutil.copytree(root / "references", folder / "references")
+    (folder / "entries" / board_name).mkdir(parents=True)
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    FAMILY_MUTATIONS[name](bad)
+    before = snapshot(folder)
+    capsys.readouterr()
+    assert main(["leaderboard", "submit", str(root / f"{board_name}.yaml"), str(bad), "--board-dir", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "error" in err, err
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize("board_name", sorted(FAMILIES))
+def test_the_unchanged_family_bundle_is_entered(family_bundles, tmp_path, board_name):
+    root, good = family_bundles[board_name]
+    folder = tmp_path / "board"
+    shutil.copytree(root / "references", folder / "references")
+    assert main(["leaderboard", "submit", str(root / f"{board_name}.yaml"), str(good), "--board-dir", str(folder)]) == 0

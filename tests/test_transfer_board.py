@@ -15,20 +15,7 @@ from harness.reports import collect
 from harness.sweeps import sweep
 from harness.sweeps.launchers import Local
 
-TASKS = ["digits", "digits_colour", "digits_label"]
-
-
-@pytest.fixture(scope="module")
-def probe_sweep(tmp_path_factory):
-    spec = sweep.parse_spec({
-        "name": "transfer", "datasets": ["colored_digits"], "kind": "probe", "seeds": 2,
-        "algorithms": ["erm", {"name": "erm", "overrides": {"probe.init": "random"}}],
-        "overrides": {"steps": 20, "eval_every": 20, "backbone.name": "cnn", "backbone.options.channels": [4, 8, 8],
-                      "probe.tasks": TASKS, "probe.cs": [0.1, 1.0], "probe.knn_k": 5}})
-    folder = tmp_path_factory.mktemp("sweeps") / "transfer"
-    report = sweep.run_sweep(spec, folder, Local())
-    assert report.ok and report.ran == 4 + 2, report  # the probe trials and the 2 pretraining runs (one per seed)
-    return folder
+from conftest import PROBE_TASKS as TASKS
 
 
 def test_a_probe_sweep_holds_its_pretraining_runs_beside_its_probe_runs(probe_sweep):

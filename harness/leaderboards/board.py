@@ -465,8 +465,12 @@ def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Exam
     path = Path(entry["_path"]).parent / meta["file"]
     if path.name != meta["file"] or not path.is_file() or files.sha256(path) != meta.get("sha256"):
         return None
-    reference = (predictions.load_reference(board.dir, board.name, dataset)
-                 or predictions.load_reference(BOARD_DIR, board.name, dataset))
+    compact = board.scorer.compact_form()
+    if compact is None:
+        return None
+    name = predictions.reference_name(board.entrant, dataset, entry["entrant"])
+    reference = (predictions.load_reference(board.dir, board.name, name, compact)
+                 or predictions.load_reference(BOARD_DIR, board.name, name, compact))
     if reference is None:
         return None
     found = predictions.per_example(files.load_arrays(path), result["runs"], reference[0], metric)

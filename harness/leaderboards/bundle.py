@@ -2,17 +2,19 @@
 a folder or one .zip/.tar archive::
 
     manifest.json
-    predictions/<dataset>/<run>/step_<N>.npz    per run (one seed of one hparam draw) and evaluated
-                                                checkpoint: <split>.ids, <split>.pred (predicted
-                                                class), optionally <split>.group (the run's own
-                                                training groups, for discovered-group entrants)
+    predictions/<dataset>/<run>/<evaluation>.npz    per run (one seed of one hparam draw) and
+                                                    evaluation (worst_group, disentanglement:
+                                                    ``step_<N>``; transfer: ``<depth>_<layer>``):
+                                                    <split>.ids and the arrays of the protocol's
+                                                    compact form (Protocol.compact_form)
 
 ``read`` checks everything before anything is written: the manifest's schema, the board, each
 dataset's version against the board's published reference (a stale one is refused), every file's
-sha256, each split's ids (known, each at most once; the test split complete), integer
-predictions in range; the numbers are then recomputed by the board's protocol and selection rule
-(numbers the bundle claims are ignored) and the required seeds checked. ``export`` writes our
-runs as bundles. No file is unpickled; names in the bundle never steer a path outside it.
+sha256, each split's ids (known, each at most once; complete where a board metric reads the
+split), each array as the compact form accepts it (finite numbers, shapes, classes in range); the
+numbers are then recomputed by the board's protocol and selection rule (numbers the bundle claims
+are ignored) and the required seeds checked. ``export`` writes our runs as bundles. No file is
+unpickled; names in the bundle never steer a path outside it.
 """
 from __future__ import annotations
 
@@ -32,12 +34,13 @@ from harness.core.errors import HarnessError, shown
 from harness.leaderboards import board as boards
 from harness.leaderboards import levels, shipped
 from harness.leaderboards import predictions as preds
+from harness.protocols.compact import small_int
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "board", "entrant", "method", "code_version", "extra_data", "datasets", "runs", "files")
 OPTIONAL = ("claimed",)
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-FILE_NAME = re.compile(r"predictions/([A-Za-z0-9_]+)/([A-Za-z0-9][A-Za-z0-9_-]{0,63})/step_(\d{1,9})\.npz")
+FILE_NAME = re.compile(r"predictions/([A-Za-z0-9_]+)/([A-Za-z0-9][A-Za-z0-9_-]{0,63})/([A-Za-z0-9][A-Za-z0-9_.-]{0,79})\.npz")
 MAX_MANIFEST = 1 << 20
 MAX_FILE = 64 << 20  # bytes of one predictions file, packed or unpacked
 MAX_FILES = 10_000
@@ -115,7 +118,8 @@ def _manifest(reader: Reader) -> dict[str, Any]:
     return manifest
 
 
-def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> None:
+def _check_manifest(board: boards.Board, m: dict[str, Any]) -> dict[str, tuple[dict, dict]]:
+    """The manifest checked; the board's published references of its entrant's datasets."""
     if m["format_version"] != FORMAT_VERSION or isinstance(m["format_version"], bool):
         raise refuse(f"format_version must be {FORMAT_VERSION}, got {shown(m['format_version'])}")
     if m["board"] != board.name:
@@ -139,6 +143,7 @@ def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> 
     if not isinstance(m["extra_data"], list) or not all(isinstance(v, str) for v in m["extra_data"]):
         raise refuse(f"extra_data must be a list of strings (the data used besides the board's), got "
                      f"{shown(m['extra_data'])}")
+    published = shipped.references(board, entrant)
     datasets = m["datasets"]
     if not isinstance(datasets, dict) or sorted(datasets) != sorted(board.datasets):
         raise refuse(f"datasets must map exactly {', '.join(board.datasets)} to their versions, got {shown(datasets)}")
@@ -159,18 +164,22 @@ def _check_manifest(board: boards.Board, m: dict[str, Any], published: dict) -> 
                                        f"runs.{name}")
         if problem or sorted(run) != ["dataset", "hparams", "hparams_seed", "seed"]:
             raise refuse(problem or f"runs.{name} must have exactly dataset, seed, hparams_seed, hparams")
-        if run["dataset"] not in board.datasets:
+        if run["dataset"] not in board.datasets and not preds.form(board.scorer).evaluations_name_dataset:
             raise refuse(f"runs.{name}.dataset {shown(run['dataset'])} is not a dataset of the board; accepted: "
                          + ", ".join(board.datasets))
+        if not run["dataset"] or len(run["dataset"]) > 200:
+            raise refuse(f"runs.{name}.dataset must name the data the run trained on (at most 200 characters)")
     listed = m["files"]
     if not isinstance(listed, dict) or not listed:
         raise refuse(f"files must map each predictions file to its sha256, got {shown(listed)}")
+    return published
 
 
-def _arrays(board: boards.Board, name: str, data: bytes, ref: dict, meta: dict,
-            splits: list[str]) -> dict[str, np.ndarray]:
-    """One predictions file checked: exactly the expected keys, integer 1-D arrays, known ids each
-    at most once (every test id), predictions among the classes."""
+def _arrays(board: boards.Board, name: str, data: bytes, ref: dict, meta: dict, splits: list[str],
+            required: set[str], allowed: set[str]) -> dict[str, np.ndarray]:
+    """One predictions file checked: the required arrays and only allowed ones, numeric (no
+    objects, text or booleans), finite, each split's ids known and each at most once (every id
+    of a split a board metric reads), each array as the protocol's compact form accepts it."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as packed:
             if sum(i.file_size for i in packed.infolist()) > MAX_FILE:
@@ -181,31 +190,42 @@ def _arrays(board: boards.Board, name: str, data: bytes, ref: dict, meta: dict,
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one refusal naming it
         raise refuse(f"{name} is not a readable .npz without objects ({shown(str(exc)[:100])})") from None
-    allowed = {f"{s}.{k}" for s in splits for k in ("ids", "pred", "group")}
-    required = {f"{s}.{k}" for s in splits for k in ("ids", "pred")}
-    if set(arrays) - allowed or required - set(arrays):
-        raise refuse(f"{name} must hold {', '.join(sorted(required))} (and optionally <split>.group), got "
-                     + ", ".join(sorted(arrays)))
+    present = {k.split(".", 1)[0] for k in arrays if "." in k and not k.endswith(".ids")}
+    need = required | {f"{s}.ids" for s in present}
+    if set(arrays) - allowed or need - set(arrays):
+        raise refuse(f"{name} must hold {', '.join(sorted(need))} (and may hold "
+                     f"{', '.join(sorted(allowed - need)) or 'nothing else'}), got " + ", ".join(sorted(arrays)))
+    compact = preds.form(board.scorer)
     for key, values in arrays.items():
-        if values.ndim != 1 or values.dtype.kind not in "iu":
-            raise refuse(f"{name}: {key} must be a 1-D integer array, got {values.dtype} of shape {values.shape}")
+        if values.dtype.kind not in "iuf":
+            raise refuse(f"{name}: {key} must hold numbers, got {values.dtype}")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise refuse(f"{name}: {key} must be finite numbers")
+    metric_splits = {m.split(".", 1)[0] for m in board.metrics}
     for split in splits:
-        ids, pred = arrays[f"{split}.ids"], arrays[f"{split}.pred"]
-        ref_ids = ref[f"{split}.ids"]
-        if len(pred) != len(ids) or len(arrays.get(f"{split}.group", ids)) != len(ids) or len(ids) > len(ref_ids):
-            raise refuse(f"{name}: {split} arrays must have one value per id, at most {len(ref_ids)}")
+        if f"{split}.ids" not in arrays:
+            continue
+        ids, ref_ids = arrays[f"{split}.ids"], ref[f"{split}.ids"]
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) > len(ref_ids):
+            raise refuse(f"{name}: {split}.ids must be a 1-D integer array of at most {len(ref_ids)} ids, got "
+                         f"{ids.dtype} of shape {ids.shape}")
         try:
             at = preds.positions(ref_ids, ids.astype(np.int64))
         except HarnessError as exc:
             raise refuse(f"{name}: {split}: {exc}") from None
-        if split == "test" and len(at) != len(ref_ids):
-            raise refuse(f"{name}: test must predict every one of the {len(ref_ids)} test ids, got {len(at)}")
-        if len(pred) and (pred.min() < 0 or pred.max() >= meta["num_classes"]):
-            raise refuse(f"{name}: {split}.pred must be classes 0..{meta['num_classes'] - 1}")
-        group = arrays.get(f"{split}.group")
-        if group is not None and len(group) and (group.min() < -1 or group.max() >= 10_000):
-            raise refuse(f"{name}: {split}.group must be -1 (none) or a group index below 10000")
+        if split in metric_splits and len(at) != len(ref_ids):
+            raise refuse(f"{name}: {split} must cover every one of the {len(ref_ids)} {split} ids, got {len(at)}")
         arrays[f"{split}.at"] = at
+    for key, values in arrays.items():
+        if key.endswith((".ids", ".at")):
+            continue
+        split = key.split(".", 1)[0] if "." in key else None
+        problem = compact.check(key, values, None if split is None else len(arrays[f"{split}.ids"]), meta)
+        if problem:
+            raise refuse(f"{name}: {problem}")
+    problem = compact.consistent(arrays)
+    if problem:
+        raise refuse(f"{name}: {problem}")
     return arrays
 
 
@@ -213,50 +233,71 @@ def read(board: boards.Board, path: str | Path) -> tuple[dict[str, Any], dict[st
     """A checked bundle as a board entry (numbers recomputed) and its compact predictions; a
     HarnessError naming the first problem."""
     if not preds.supported(board.scorer):
-        raise refuse(f"board {board.name!r} (protocol {board.scorer.name}) takes no bundles; protocols with a "
-                     f"compact form: {', '.join(preds.COMPACT_PROTOCOLS)}")
+        raise refuse(f"board {board.name!r} (protocol {board.scorer.name}) takes no bundles: the protocol has no "
+                     "compact form (Protocol.compact_form)")
+    compact = preds.form(board.scorer)
     reader = Reader(Path(path))
     manifest = _manifest(reader)
-    published = shipped.references(board)
-    _check_manifest(board, manifest, published)
+    published = _check_manifest(board, manifest)
     splits = shipped.board_splits(board)
+    always, more = preds.board_columns(board.scorer, shipped.rules(board), board.metrics)
+    required = set().union(*map(compact.needs, always if compact.selected_only else always | more))
+    allowed = set().union(*map(compact.needs, always | more), {f"{s}.{n}" for s in splits
+                                                              for n in ("ids", *compact.per_run)})
     on_disk = sorted(n for n in reader.members if n != "manifest.json")
     if sorted(manifest["files"]) != on_disk:
         extra = sorted(set(on_disk) - set(manifest["files"]))
         raise refuse(f"file(s) not in the manifest: {', '.join(map(shown, extra[:3]))}" if extra else
                      f"file(s) missing: {', '.join(map(shown, sorted(set(manifest['files']) - set(on_disk))[:3]))}")
-    compact: dict[str, np.ndarray] = {}
+    stored: dict[str, np.ndarray] = {}
     seen_runs = set()
     for name, digest in manifest["files"].items():
         match = FILE_NAME.fullmatch(name)
-        if not match:
-            raise refuse(f"file name {shown(name)} must be predictions/<dataset>/<run>/step_<N>.npz")
-        dataset, run, step = match.group(1), match.group(2), int(match.group(3))
-        if run not in manifest["runs"] or manifest["runs"][run]["dataset"] != dataset:
+        key = compact.file_key(match.group(3), match.group(1)) if match else None
+        if key is None:
+            raise refuse(f"file name {shown(name)} must be predictions/<dataset>/<run>/{compact.file_pattern}.npz")
+        dataset, run = match.group(1), match.group(2)
+        if run not in manifest["runs"] or dataset not in board.datasets or (
+                not compact.evaluations_name_dataset and manifest["runs"][run]["dataset"] != dataset):
             raise refuse(f"{name}: run {run!r} of dataset {dataset!r} is not in the manifest's runs")
+        if not preds.matches(key, manifest["entrant"]):
+            raise refuse(f"{name}: the evaluation is not entrant {shown(manifest['entrant'])}'s")
         data = reader.read(name)
         if not isinstance(digest, str) or hashlib.sha256(data).hexdigest() != digest:
             raise refuse(f"{name}: sha256 differs from the manifest's")
         ref, meta = published[dataset]
-        arrays = _arrays(board, name, data, ref, meta, splits)
+        arrays = _arrays(board, name, data, ref, meta, splits, required, allowed)
         seen_runs.add(run)
+        scope, shared = compact.scope(key), compact.run_scope(key)
+        shared = f"{shared}/" if shared else ""
         for split in splits:
+            if f"{split}.at" not in arrays:
+                continue
             at, n = arrays[f"{split}.at"], len(ref[f"{split}.ids"])
-            pos_key = f"{run}/{split}.pos"
+            pos_key = f"{run}/{shared}{split}.pos"
             if len(at) != n or not np.array_equal(at, np.arange(n)):
-                pos = preds.small_int(at, n)
-                if pos_key in compact and not np.array_equal(compact[pos_key], pos):
-                    raise refuse(f"{name}: {split} ids differ from another checkpoint of run {run}")
-                compact[pos_key] = pos
-            compact[f"{run}/{step}/{split}.pred"] = preds.small_int(arrays[f"{split}.pred"], meta["num_classes"])
-            if f"{split}.group" in arrays:
-                compact[f"{run}/{split}.group"] = preds.small_int(arrays[f"{split}.group"],
-                                                                  int(arrays[f"{split}.group"].max(initial=0)))
+                pos = small_int(at, n)
+                if pos_key in stored and not np.array_equal(stored[pos_key], pos):
+                    raise refuse(f"{name}: {split} ids differ from another evaluation of run {run}")
+                stored[pos_key] = pos
+            elif pos_key in stored:
+                raise refuse(f"{name}: {split} ids differ from another evaluation of run {run}")
+        for array, values in arrays.items():
+            if array.endswith((".ids", ".at")):
+                continue
+            packed, split = compact.pack(array, values, meta), array.split(".", 1)[0]
+            if "." in array and array.split(".", 1)[1] in compact.per_run:
+                stored[f"{run}/{shared}{array}"] = packed
+            elif "." in array:
+                labels = {n: ref[f"{split}.{n}"][arrays[f"{split}.at"]] for n in compact.labels}
+                stored[f"{run}/{scope}/{array}"] = compact.encode(array, packed, labels)
+            else:
+                stored[f"{run}/{scope}/{array}"] = packed
     idle = sorted(set(manifest["runs"]) - seen_runs)
     if idle:
         raise refuse(f"run(s) {', '.join(idle)} have no predictions file")
-    entry = _entry(board, manifest, compact, published, str(path))
-    return entry, compact
+    entry = _entry(board, manifest, stored, published, str(path))
+    return entry, stored
 
 
 def _entry(board: boards.Board, manifest: dict[str, Any], compact: dict[str, np.ndarray], published: dict,
@@ -266,8 +307,9 @@ def _entry(board: boards.Board, manifest: dict[str, Any], compact: dict[str, np.
                                                    if k.startswith(f"{r}/") and k.endswith(".group")),
                                                   default=-1)) + 1}
             for r, m in runs.items()}
-    frame = preds.frame(board.entrant, entrant, meta, compact, published, board.scorer)
+    frame = preds.frame(board.entrant, entrant, meta, compact, published, board.scorer, board.scoring, board.metrics)
     results, problems = boards.numbers(board, frame, entrant)
+    problems += preds.unshipped(frame, results)
     if problems:
         raise refuse("; ".join(problems))
     versions = manifest["code_version"] if isinstance(manifest["code_version"], list) else [manifest["code_version"]]
@@ -308,8 +350,9 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
     if not entries:
         raise HarnessError(f"no entrant of {shown(str(sweep_dir))} meets board {board.name!r}" +
                            (": " + "; ".join(skipped) if skipped else ""))
-    refs = shipped.sweep_references(board, sweep_dir)
+    refs, compact = shipped.sweep_references(board, sweep_dir), preds.form(board.scorer)
     splits, where, written = shipped.board_splits(board), Path(sweep_dir), []
+    always, more = preds.board_columns(board.scorer, shipped.rules(board), board.metrics)
     for entry in entries:
         folder = files.inside(Path(out), boards.entry_path(board, entry).stem, what="bundle folder")
         listed, runs, config = {}, {}, None
@@ -318,26 +361,31 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
                 cfg = files.read_yaml_mapping(where / run / "config.yaml", "run config")
                 info = json.loads((where / run / "info.json").read_text())
                 config = config or cfg
-                runs[run] = {"dataset": dataset, "seed": int(cfg["seed"]),
-                             "hparams_seed": int(cfg["algorithm"]["hparams_seed"]), "hparams": cfg["algorithm"]["hparams"]}
-                for key, path in board.scorer.evaluations(where / run):
+                runs[run] = {k: v for k, v in shipped.run_meta(board, cfg, info, dataset).items()
+                             if k in ("dataset", "seed", "hparams_seed", "hparams")}
+                chosen = shipped.selected(entry, run)
+                for key, path, name in shipped.evaluations(board, where / run, cfg["dataset"]["name"]):
+                    if name != dataset or not preds.matches(key, entry["entrant"]):
+                        continue
                     stored = files.load_arrays(path)
+                    columns = always | more if not compact.selected_only or (dataset, key["step"]) in chosen else always
+                    kept = compact.shrink(stored, splits, columns, info)
                     arrays = {}
-                    for split in splits:
-                        arrays[f"{split}.ids"] = stored[f"{split}.ids"]
-                        arrays[f"{split}.pred"] = preds.small_int(stored[f"{split}.probs"].argmax(1),
-                                                                  int(info["num_classes"]))
-                        if info.get("group_source") != "annotated" and (stored[f"{split}.group"] >= 0).any():
-                            arrays[f"{split}.group"] = stored[f"{split}.group"]
-                    name = f"predictions/{dataset}/{run}/step_{key['step']:07d}.npz"
-                    target = files.inside(folder, "predictions", dataset, run, f"step_{key['step']:07d}.npz",
+                    for split in splits:  # each split's ids, then its arrays
+                        mine = {a: v for a, v in kept.items() if a.startswith(f"{split}.")}
+                        arrays.update({f"{split}.ids": stored[f"{split}.ids"], **mine} if mine else {})
+                    arrays.update({a: v for a, v in kept.items() if "." not in a})
+                    stem = compact.file_stem(key)
+                    target = files.inside(folder, "predictions", dataset, run, f"{stem}.npz",
                                           what="bundle predictions file")
                     files.save_arrays(target, **arrays)
-                    listed[name] = files.sha256(target)
+                    listed[f"predictions/{dataset}/{run}/{stem}.npz"] = files.sha256(target)
         manifest = {"format_version": FORMAT_VERSION, "board": board.name,
                     "entrant": {k: "" if v is None else str(v) for k, v in entry["entrant"].items()},
                     "method": {"config": config}, "code_version": entry["provenance"]["code_version"],
-                    "extra_data": [], "datasets": {d: refs[d][1]["version"] for d in entry["results"]},
+                    "extra_data": [], "datasets": {
+                        d: refs[preds.reference_name(board.entrant, d, entry["entrant"])][1]["version"]
+                        for d in entry["results"]},
                     "runs": runs, "files": listed}
         files.write_json(folder / "manifest.json", manifest)
         written.append(folder)

@@ -1,27 +1,31 @@
 """Compact predictions: what a board entry was scored from, small enough to ship with it, so that
 ``harness leaderboard verify`` recomputes every number on a fresh clone, with no runs present.
+What of a run is kept is the protocol's compact form (``Protocol.compact_form``,
+:mod:`harness.protocols.compact`); this module knows no protocol.
 
 Two parts, both in the board folder:
 
 - the board's **reference** per dataset (``references/<board>/<dataset>.npz`` and ``.json``): for
-  each scored split the example ids, labels and annotated groups, and the dataset's version, a
-  sha256 of those arrays. It is what a submission's predictions are matched against; a
-  submission naming another version is refused (the dataset changed under it).
+  each scored split the example ids and the form's labels (worst-group: labels and annotated
+  groups; transfer: the task's labels; disentanglement: factor classes), the run info the form
+  needs, and the dataset's version, a sha256 of those arrays. It is what a submission's
+  predictions are matched against; a submission naming another version is refused (the dataset
+  changed under it).
 - per entry, ``entries/<board>/<entry>.npz`` (its sha256 in the entry's ``predictions`` field,
-  with each candidate run's seed, hparam draw and hparams): for every candidate run and evaluated
-  checkpoint the predicted class of each example of each scored split (the smallest integer type
-  that holds the classes), the run's own training groups of a split where it has them (discovered
-  groups that ``val-wga-inferred`` selects on) and the positions of the reference's examples a
-  run saw where it saw a part (DFR's half of validation).
+  with each candidate run's seed, hparam draw and hparams): for every candidate run and evaluation
+  the arrays the form keeps, ``<run>/<scope>/<array>`` (scope: the evaluation, e.g. its step),
+  the run's own arrays ``<run>/<run scope>/<split>.<name>`` (the form's ``per_run`` ones) and the
+  positions of the reference's examples a run saw where it saw a part (DFR's half of validation),
+  ``<split>.pos``.
 
-The scored splits are those the board's selection rules and metrics read. Only protocols whose
-board metrics and rules depend on the predicted class alone have a compact form (worst_group:
-accuracies); the loss is not a board metric and is not recomputed.
+The scored splits are those the board's selection rules and metrics read, and those the form
+needs for them (a factor probe's training codes).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,64 +35,96 @@ import pandas as pd
 from harness.core import files
 from harness.core.errors import HarnessError
 from harness.protocols.base import Protocol
-
-COMPACT_PROTOCOLS = ("worst_group",)
-REFERENCE_ARRAYS = ("ids", "y", "attr")
-# what a run's info says that scoring needs; the rest of info.json is not shipped
-INFO_KEYS = ("num_classes", "num_groups", "group_weights")
+from harness.protocols.compact import CompactForm
 
 
-def scored_splits(scorer: Protocol, rules: list[str], metrics: list[str]) -> list[str]:
-    """The splits the board's rules and metrics read, in the protocol's order."""
-    wanted = {scorer.rule(r).split for r in rules} | {m.split(".", 1)[0] for m in metrics}
-    return [s for s in scorer.splits if s in wanted]
+def form(scorer: Protocol) -> CompactForm:
+    """The protocol's compact form; a HarnessError if it has none."""
+    found = scorer.compact_form()
+    if found is None:
+        raise HarnessError(f"protocol {scorer.name} has no compact form (Protocol.compact_form), so its boards' "
+                           "entries ship no predictions and take no bundles; they verify from their runs")
+    return found
 
 
 def supported(scorer: Protocol) -> bool:
-    return scorer.name in COMPACT_PROTOCOLS
+    return scorer.compact_form() is not None
 
 
-def version(arrays: Mapping[str, np.ndarray], splits: list[str]) -> str:
+def board_columns(scorer: Protocol, rules: list[str], metrics: list[str]) -> tuple[set[str], set[str]]:
+    """The columns every evaluation needs (the rules' and the protocol's choices) and those the
+    board's metrics add."""
+    return {scorer.rule(r).column for r in rules} | set(scorer.choices), set(metrics)
+
+
+def scored_splits(scorer: Protocol, rules: list[str], metrics: list[str]) -> list[str]:
+    """The splits the board's rules and metrics read, and those the compact form needs for them,
+    in the protocol's order."""
+    always, more = board_columns(scorer, rules, metrics)
+    wanted = {c.split(".", 1)[0] for c in always | more}
+    compact = scorer.compact_form()
+    if compact is not None:
+        wanted |= {n.split(".", 1)[0] for c in always | more for n in compact.needs(c) if "." in n}
+    return [s for s in scorer.splits if s in wanted]
+
+
+def version(arrays: Mapping[str, np.ndarray], splits: list[str], labels: tuple[str, ...]) -> str:
     """A dataset's version: sha256 over its reference arrays (split by split, as int64)."""
     digest = hashlib.sha256()
     for split in splits:
-        for name in REFERENCE_ARRAYS:
+        for name in ("ids", *labels):
             digest.update(f"{split}.{name}".encode())
             digest.update(np.ascontiguousarray(arrays[f"{split}.{name}"], dtype=np.int64).tobytes())
     return digest.hexdigest()
 
 
-def reference_paths(board_dir: Path, board: str, dataset: str) -> tuple[Path, Path]:
+def reference_name(entrant_keys: list[str], dataset: str, entrant: Mapping[str, Any]) -> str:
+    """The reference an entrant's runs are matched against: the dataset's; for a board whose
+    entrant names dataset options (disentanglement's ``dataset.options.correlated``: other
+    options draw other examples), the dataset's under the entrant's options,
+    ``<dataset>--<value>`` (empty values left out, as entry names)."""
+    parts = [dataset]
+    for key in entrant_keys:
+        value = entrant.get(key)
+        if key.startswith("dataset.") and value not in ("", None):
+            text = re.sub(r"[^A-Za-z0-9_.]+", "-", str(value)).strip("-.")
+            parts.append(text if 0 < len(text) <= 40 else hashlib.md5(str(value).encode()).hexdigest()[:10])
+    return "--".join(parts)
+
+
+def reference_paths(board_dir: Path, board: str, name: str) -> tuple[Path, Path]:
     folder = board_dir / "references" / board
-    return folder / f"{dataset}.npz", folder / f"{dataset}.json"
+    return folder / f"{name}.npz", folder / f"{name}.json"
 
 
-def load_reference(board_dir: Path, board: str, dataset: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def load_reference(board_dir: Path, board: str, dataset: str,
+                   compact: CompactForm) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """A dataset's published reference (arrays, meta), or None when the board publishes none."""
     arrays_path, meta_path = reference_paths(board_dir, board, dataset)
     if not arrays_path.is_file() or not meta_path.is_file():
         return None
     arrays, meta = files.load_arrays(arrays_path), json.loads(meta_path.read_text())
     splits = meta.get("splits", [])
-    if any(f"{s}.{n}" not in arrays for s in splits for n in REFERENCE_ARRAYS) or version(arrays, splits) != meta.get(
-            "version"):
+    if any(f"{s}.{n}" not in arrays for s in splits for n in ("ids", *compact.labels)) or version(
+            arrays, splits, compact.labels) != meta.get("version"):
         raise HarnessError(f"reference {arrays_path} does not match the version in {meta_path.name}: the board's "
                            "published dataset is damaged")
     return arrays, meta
 
 
-def reference_from_run(arrays: Mapping[str, np.ndarray], info: Mapping[str, Any],
-                       splits: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """A reference made from one run's stored arrays of a checkpoint (every example of each split)."""
-    ref = {f"{s}.{n}": np.asarray(arrays[f"{s}.{n}"], dtype=np.int64) for s in splits for n in REFERENCE_ARRAYS}
-    meta = {"splits": splits, **{k: info.get(k) for k in INFO_KEYS}, "version": version(ref, splits)}
+def reference_from_run(arrays: Mapping[str, np.ndarray], info: Mapping[str, Any], splits: list[str],
+                       compact: CompactForm) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A reference made from one run's stored arrays of an evaluation (every example of each split)."""
+    ref = {f"{s}.{n}": np.asarray(arrays[f"{s}.{n}"], dtype=np.int64) for s in splits for n in ("ids", *compact.labels)}
+    meta = {"splits": splits, **{k: info.get(k) for k in compact.info_keys},
+            "version": version(ref, splits, compact.labels)}
     return ref, meta
 
 
 def publish_reference(board_dir: Path, board: str, dataset: str, ref: dict[str, np.ndarray],
-                      meta: dict[str, Any]) -> None:
+                      meta: dict[str, Any], compact: CompactForm) -> None:
     """Write a dataset's reference; one already published must be the same version."""
-    known = load_reference(board_dir, board, dataset)
+    known = load_reference(board_dir, board, dataset, compact)
     if known is not None:
         if known[1]["version"] != meta["version"]:
             raise HarnessError(f"dataset {dataset!r} of board {board!r}: these runs' examples (version "
@@ -112,48 +148,76 @@ def positions(ref_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return at
 
 
-def small_int(values: np.ndarray, top: int) -> np.ndarray:
-    """``values`` in the smallest signed integer type holding -1..top."""
-    for dtype in (np.int8, np.int16, np.int32):
-        if top <= np.iinfo(dtype).max:
-            return values.astype(dtype)
-    return values.astype(np.int64)
+def scopes(arrays: Mapping[str, np.ndarray], run: str) -> dict[str, dict[str, np.ndarray]]:
+    """A run's compact arrays by scope: ``{scope: {name: array}}``."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, values in arrays.items():
+        if key.startswith(f"{run}/"):
+            scope, _, name = key[len(run) + 1:].rpartition("/")
+            out.setdefault(scope, {})[name] = values
+    return out
+
+
+def matches(key: Mapping[str, Any], entrant: Mapping[str, Any]) -> bool:
+    """Whether an evaluation (its frame columns) belongs to the entrant (transfer: its layer)."""
+    return all(str(entrant[k]) == str(v) for k, v in key.items() if k in entrant)
 
 
 def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[str, dict[str, Any]],
           arrays: Mapping[str, np.ndarray], references: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
-          scorer: Protocol) -> pd.DataFrame:
-    """The frame ``numbers`` selects from (one row per run and checkpoint, the metric columns
-    recomputed by the protocol), for one entrant, from compact predictions and the references."""
+          scorer: Protocol, scoring: Mapping[str, Any], metrics: list[str]) -> pd.DataFrame:
+    """The frame ``numbers`` selects from (one row per run and evaluation, the metric columns
+    recomputed by the protocol), for one entrant, from compact predictions and the references.
+    Column ``complete``: whether the evaluation ships what the board's ``metrics`` read."""
+    compact = form(scorer)
+    wanted = set().union(*(compact.needs(m) for m in metrics))
     rows = []
     for run, meta in dataset_runs.items():
-        ref, ref_meta = references[meta["dataset"]]
-        steps = sorted({int(k.split("/")[1]) for k in arrays if k.startswith(f"{run}/") and k.count("/") == 2})
-        info = {**{k: ref_meta.get(k) for k in INFO_KEYS}, "group_source": entrant.get("groups", "annotated"),
-                "source_num_groups": meta.get("source_num_groups", 0)}
-        for step in steps:
-            scored = {}
+        by_scope = scopes(arrays, run)
+        evaluations = [(k, s) for s in by_scope if (k := compact.key(s)) is not None and matches(k, entrant)]
+        for key, scope in sorted(evaluations, key=lambda e: (str(e[0].get("dataset", "")), e[0]["step"], e[1])):
+            dataset = key.get("dataset", meta["dataset"])
+            if dataset not in references:
+                continue
+            ref, ref_meta = references[dataset]
+            shared = by_scope.get(compact.run_scope(key), {})
+            labels = {}
             for split in ref_meta["splits"]:
-                key = f"{run}/{step}/{split}.pred"
-                if key not in arrays:
-                    continue
-                at = arrays.get(f"{run}/{split}.pos")
-                at = np.arange(len(ref[f"{split}.y"])) if at is None else at.astype(np.int64)
-                pred = arrays[key].astype(np.int64)
-                scored[f"{split}.y"] = ref[f"{split}.y"][at]
-                scored[f"{split}.attr"] = ref[f"{split}.attr"][at]
-                scored[f"{split}.probs"] = np.eye(int(ref_meta["num_classes"]), dtype=np.float32)[pred]
-                group = arrays.get(f"{run}/{split}.group")
-                scored[f"{split}.group"] = np.full(len(at), -1) if group is None else group.astype(np.int64)
-            scores = scorer.scores(scored, info)
-            rows.append({**entrant, "run": run, "protocol": scorer.name, "dataset": meta["dataset"],
-                         "hparams_seed": meta["hparams_seed"], "seed": meta["seed"], "step": step,
-                         "hparams": json.dumps(meta["hparams"], sort_keys=True),
-                         **{f"{s}.{n}": v for s, m in scores.items() for n, v in m.items() if n in scorer.metrics}})
+                at = shared.get(f"{split}.pos")
+                for name in compact.labels:
+                    labels[f"{split}.{name}"] = ref[f"{split}.{name}"] if at is None else ref[f"{split}.{name}"][
+                        at.astype(np.int64)]
+            shipped = {k: v for k, v in shared.items() if not k.endswith(".pos")}
+            for name, values in by_scope[scope].items():
+                split = name.split(".", 1)[0]
+                shipped[name] = values if "." not in name or f"{split}.{compact.labels[0]}" not in labels else \
+                    compact.decode(name, values, {n: labels[f"{split}.{n}"] for n in compact.labels})
+            scored, info = compact.expand(shipped, labels, ref_meta, meta, entrant)
+            scores = scorer.scores(scored, {**info, **{k: v for k, v in scoring.items() if k in scorer.scoring}})
+            rows.append({**entrant, "run": run, "protocol": scorer.name, "dataset": dataset,
+                         "hparams_seed": meta["hparams_seed"], "seed": meta["seed"],
+                         **{k: v for k, v in key.items() if k != "dataset"},
+                         "hparams": json.dumps(meta["hparams"], sort_keys=True), "complete": wanted <= set(shipped),
+                         **{f"{s}.{n}": v for s, m in scores.items() for n, v in m.items()
+                            if n in scorer.metrics or f"{s}.{n}" in scorer.choices}})
     out = pd.DataFrame(rows)
-    for column in [*board_entrant, *scorer.metric_columns()]:
+    for column in [*board_entrant, *scorer.metric_columns(), *scorer.choices]:
         if column not in out:
-            out[column] = pd.Series(dtype=float if column in scorer.metric_columns() else object)
+            out[column] = pd.Series(dtype=object if column in board_entrant else float)
+    return out
+
+
+def unshipped(frame: pd.DataFrame, results: dict[str, Any]) -> list[str]:
+    """Chosen runs whose evaluation does not ship what the board's metrics read: a selection
+    that lands on a checkpoint (or layer) the entry shipped no metric arrays of."""
+    out = []
+    for dataset, result in results.items():
+        for run in result["runs"]:
+            rows = frame[(frame["run"] == run["hash"]) & (frame["dataset"] == dataset) & (frame["step"] == run["step"])]
+            if len(rows) and not rows["complete"].all():
+                out.append(f"{dataset}: the selection picks run {run['hash']} at step {run['step']}, whose predictions "
+                           "for the board's metrics are not shipped (an entry ships them at the evaluations its own "
+                           "selection picked only)")
     return out
 
 

@@ -122,10 +122,10 @@ def compare_compact(board: boards.Board, entry: dict[str, Any], run: str, folder
         raise HarnessError(f"{path}: missing or altered (sha256 differs from the entry's); "
                            f"`harness leaderboard verify {board.name}` says more")
     stored = {k: v for k, v in files.load_arrays(path).items() if k.startswith(f"{run}/")}
-    ref = shipped.references(board).get(run_meta(entry, run).get("dataset", ""))
-    if ref is None:
+    published = shipped.references(board, entry["entrant"])
+    if run_meta(entry, run).get("dataset", "") not in published:
         raise HarnessError(f"board {board.name!r} publishes no reference of run {run}'s dataset")
-    fresh = shipped.run_arrays(board, run, folder, ref)
+    fresh = shipped.run_arrays(board, run, folder, published, entry["entrant"], shipped.selected(entry, run))
     return _compare(stored, fresh, gpu, lambda key: key.endswith(".pred"))
 
 

@@ -21,7 +21,8 @@ Optional, with defaults: ``prepare`` (no state), ``info`` (nothing), ``sampling`
 example, uniformly), ``restrict`` (the split's subset, the state as is), ``hold_out`` (refused),
 ``evaluations`` (one arrays file per checkpoint, ``predictions/step_N.npz``), ``identity`` and
 ``columns`` (nothing besides algorithm and dataset), ``pictures`` (refused), ``selection_kind``
-(none: a board selects by one rule), ``scoring`` (no settings a board may fix).
+(none: a board selects by one rule), ``scoring`` (no settings a board may fix), ``compact_form``
+(None: no compact form, so its boards' entries ship no predictions and verify from their runs).
 
 A missing required method is a TypeError naming it when the protocol is instantiated
 (:func:`protocol`), not a NotImplementedError in the middle of a run.
@@ -41,6 +42,7 @@ from harness.core.options import Option
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split
 from harness.models.algorithm import HeldOut
+from harness.protocols.compact import CompactForm
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,13 @@ class Protocol:
         """Draw what a trained model does on a split (reconstructions, traversals) into a PNG;
         by default a protocol draws none."""
         raise HarnessError(f"protocol {self.name} draws no pictures")
+
+    def compact_form(self) -> CompactForm | None:
+        """What a board entry ships of each candidate run so that ``harness leaderboard verify``
+        recomputes its numbers with no runs present, and what a submission bundle holds
+        (:mod:`harness.protocols.compact`). By default None: the protocol has no compact form;
+        its boards' entries verify from their runs only and take no bundles."""
+        return None
 
     def selection_kind(self, entrant: dict[str, Any]) -> str:
         """Which of ``selection_kinds`` an entrant is, for a board with a rule per kind; by

@@ -42,6 +42,7 @@ from harness.core.options import Option
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.protocols.base import Display, Protocol, Rule
+from harness.protocols.compact import CompactForm, lossless_float
 from harness.protocols.factors import DCI_ESTIMATORS, dci, mig, probe_accuracy
 
 PROBE_POINTS = 5000
@@ -121,22 +122,26 @@ class Disentanglement(Protocol):
     def _scores(self, arrays: dict[str, np.ndarray], info: dict[str, Any], threads: int) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for split in self.splits:
-            if f"{split}.mu" not in arrays:
+            if f"{split}.rec" not in arrays:
                 continue
             rec, kl = arrays[f"{split}.rec"], arrays[f"{split}.kl"]
             out[split] = {"loss": float((rec + kl).mean()), "rec": float(rec.mean()), "kl": float(kl.mean())}
         if "test.mu" in arrays:
             codes, factors = arrays["test.mu"].astype(np.float64), arrays["test.factors"]
             estimator = info.get("dci_estimator", self.scoring["dci_estimator"].default)
-            out["test"].update(dci(codes, factors, estimator, workers=threads))
-            out["test"]["mig"], gaps = mig(codes, factors)
-            out["test"]["mig_per_factor"] = dict(zip(info["factors"], gaps))
+            test = out.setdefault("test", {})  # compact predictions may ship codes without the loss terms
+            test.update(dci(codes, factors, estimator, workers=threads))
+            test["mig"], gaps = mig(codes, factors)
+            test["mig_per_factor"] = dict(zip(info["factors"], gaps))
         if "train.mu" in arrays:
             for split in ("test", "shift"):
                 if f"{split}.mu" in arrays:
-                    out[split]["factor_acc"] = probe_accuracy(arrays["train.mu"], arrays["train.factors"],
+                    out.setdefault(split, {})["factor_acc"] = probe_accuracy(arrays["train.mu"], arrays["train.factors"],
                                                               arrays[f"{split}.mu"], arrays[f"{split}.factors"])
         return out
+
+    def compact_form(self) -> CompactForm:
+        return PosteriorMeans()
 
     @torch.no_grad()
     def pictures(self, algo: nn.Module, split: Split, path: Path, count: int = 8) -> Path:
@@ -160,3 +165,62 @@ class Disentanglement(Protocol):
         ax.set_xticks([])
         ax.set_yticks([(r + 0.5) * 66 for r in range(len(rows))], labels)
         return figures.save(fig, path, tight=False)
+
+
+class PosteriorMeans(CompactForm):
+    """Disentanglement's compact form. At every checkpoint, the per-example terms of the negative
+    ELBO on the splits the selection compares (``val``: ``val-loss`` and ``final`` read its mean);
+    at the checkpoints the entry's selection picked, the posterior means where a board metric
+    reads them (``test`` for DCI and MIG; ``train`` and the probe's split for factor probes).
+    Codes are float32 as the run stores them; the terms, stored as float64 from a float32
+    computation, ship as float32 when that round-trips exactly (else float64), so every number
+    is the one scored from the run. The reference publishes each split's ids and factor classes
+    and the factors' names; the board's ``oracle`` rule reads test codes at every checkpoint,
+    and then they ship at every checkpoint."""
+
+    labels = ("factors",)
+    info_keys = ("factors", "factor_sizes")
+    selected_only = True
+
+    def needs(self, column: str) -> set[str]:
+        split, metric = column.split(".", 1)
+        if metric in ("loss", "rec", "kl"):
+            return {f"{split}.rec", f"{split}.kl"}
+        if metric == "factor_acc":
+            return {"train.mu", f"{split}.mu"}
+        return {f"{split}.mu"}
+
+    def shrink(self, stored: dict[str, np.ndarray], splits: list[str], columns: set[str],
+               info: dict[str, Any]) -> dict[str, np.ndarray]:
+        return {name: self.pack(name, stored[name], {}) for name in sorted(set().union(*map(self.needs, columns)))}
+
+    def pack(self, name: str, values: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        return lossless_float(values)
+
+    def consistent(self, arrays: dict[str, np.ndarray]) -> str | None:
+        widths = {k: v.shape[1] for k, v in arrays.items() if k.endswith(".mu")}
+        if len(set(widths.values())) > 1:
+            return f"codes must have one width in every split, got {widths}"
+        return None
+
+    def expand(self, shipped: dict[str, np.ndarray], ref: dict[str, np.ndarray], meta: dict[str, Any],
+               run: dict[str, Any], entrant: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {k: v.astype(np.float64) if k.endswith((".rec", ".kl")) else v for k, v in shipped.items()}
+        for split in meta["splits"]:
+            if f"{split}.mu" in shipped:
+                arrays[f"{split}.factors"] = ref[f"{split}.factors"]
+        info = {**{k: meta.get(k) for k in self.info_keys},
+                **({"threads": run["threads"]} if isinstance(run.get("threads"), int) else {})}
+        return arrays, info
+
+    def check(self, name: str, values: np.ndarray, examples: int | None, meta: dict[str, Any]) -> str | None:
+        kind = name.split(".", 1)[-1]
+        width = (2,) if kind == "mu" else (1,)
+        if values.dtype.kind != "f" or values.ndim not in width or len(values) != examples:
+            return (f"{name} must be a {'(ids x latents)' if kind == 'mu' else '1-D'} float array of one row per id "
+                    f"({examples}), got {values.dtype} of shape {values.shape}")
+        if not np.isfinite(values).all():
+            return f"{name} must be finite numbers"
+        if kind == "mu" and not 1 <= values.shape[1] <= 1024:
+            return f"{name} must have 1 to 1024 latents, got {values.shape[1]}"
+        return None

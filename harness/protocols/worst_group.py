@@ -32,6 +32,7 @@ from harness.data.environments import best_discovery
 from harness.data.groups import INFERRED, SOURCES, GroupAssignment, resolve_groups, split_source
 from harness.models.algorithm import Batch, HeldOut
 from harness.protocols.base import Display, Protocol, Rule
+from harness.protocols.compact import CompactForm, small_int
 from harness.protocols.classification import classification_metrics, overlapping_worst_group_acc
 
 GROUP_KINDS = tuple(SOURCES)
@@ -206,6 +207,9 @@ class WorstGroup(Protocol):
     def identity(self, cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         return {"groups": group_label(cfg["groups"], run_dir.parent)}
 
+    def compact_form(self) -> CompactForm:
+        return PredictedClasses()
+
     def selection_kind(self, entrant: dict[str, Any]) -> str:
         groups = entrant["groups"]
         return "inferred" if groups.startswith(INFERRED) else groups
@@ -221,3 +225,58 @@ def group_label(groups: str, parent: Path) -> str:
         if (candidate / "config.yaml").exists():
             return INFERRED + files.read_yaml_mapping(candidate / "config.yaml", "run config")["algorithm"]["name"]
     return INFERRED + folder.name
+
+
+class PredictedClasses(CompactForm):
+    """Worst-group's compact form: the board metrics and rules read only the predicted class, so
+    each evaluation ships it per example of every scored split (the smallest integer type), the
+    run's own training groups where they are not the annotated ones (what ``val-wga-inferred``
+    selects on; once per run); the reference publishes labels and annotated groups. The loss is
+    not a board metric and is not recomputed."""
+
+    labels = ("y", "attr")
+    info_keys = ("num_classes", "num_groups", "group_weights")
+    per_run = ("group",)
+
+    def needs(self, column: str) -> set[str]:
+        return {f"{column.split('.', 1)[0]}.pred"}
+
+    def shrink(self, stored: dict[str, np.ndarray], splits: list[str], columns: set[str],
+               info: dict[str, Any]) -> dict[str, np.ndarray]:
+        out = {}
+        for split in splits:
+            out[f"{split}.pred"] = small_int(stored[f"{split}.probs"].argmax(1), int(info["num_classes"]))
+            group = stored[f"{split}.group"]
+            if info.get("group_source") != "annotated" and (group >= 0).any():
+                out[f"{split}.group"] = small_int(group, int(group.max()))
+        return out
+
+    def pack(self, name: str, values: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+        top = int(meta["num_classes"]) if name.endswith(".pred") else int(values.max(initial=0))
+        return small_int(values, top)
+
+    def expand(self, shipped: dict[str, np.ndarray], ref: dict[str, np.ndarray], meta: dict[str, Any],
+               run: dict[str, Any], entrant: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {}
+        for split in meta["splits"]:
+            if f"{split}.pred" not in shipped:
+                continue
+            pred = shipped[f"{split}.pred"].astype(np.int64)
+            arrays[f"{split}.y"], arrays[f"{split}.attr"] = ref[f"{split}.y"], ref[f"{split}.attr"]
+            arrays[f"{split}.probs"] = np.eye(int(meta["num_classes"]), dtype=np.float32)[pred]
+            group = shipped.get(f"{split}.group")
+            arrays[f"{split}.group"] = np.full(len(pred), -1) if group is None else group.astype(np.int64)
+        info = {**{k: meta.get(k) for k in self.info_keys}, "group_source": entrant.get("groups", "annotated"),
+                "source_num_groups": run.get("source_num_groups", 0)}
+        return arrays, info
+
+    def check(self, name: str, values: np.ndarray, examples: int | None, meta: dict[str, Any]) -> str | None:
+        kind = name.split(".", 1)[-1]
+        if values.ndim != 1 or values.dtype.kind not in "iu" or len(values) != examples:
+            return f"{name} must be a 1-D integer array of one value per id ({examples}), got {values.dtype} " \
+                   f"of shape {values.shape}"
+        top = int(meta["num_classes"]) if kind == "pred" else 10_000
+        if len(values) and (values.min() < (0 if kind == "pred" else -1) or values.max() >= top):
+            return (f"{name} must be classes 0..{top - 1}" if kind == "pred"
+                    else f"{name} must be -1 (none) or a group index below {top}")
+        return None
