@@ -129,6 +129,8 @@ def test_our_runs_exported_and_entered_give_the_sweeps_numbers(small_sweep, tmp_
     for path in sorted((direct / "entries" / "wg").glob("*.json")):
         a, b = json.loads(path.read_text()), json.loads((via / "entries" / "wg" / path.name).read_text())
         assert a["results"] == b["results"] and levels.level_of(b)[0] == "recomputed"
+    # the bundle carries the sweep's spec, so the entries account for their whole sweep
+    assert main(["leaderboard", "verify", str(via / "wg.yaml"), "--board-dir", str(via)]) == 0
 
 
 # --- malformed bundles ------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 from harness.core import files
 from harness.core.errors import HarnessError, shown
 from harness.leaderboards import board as boards
-from harness.leaderboards import levels, shipped
+from harness.leaderboards import levels, shipped, whole_sweep
 from harness.leaderboards import predictions as preds
 from harness.protocols.compact import small_int
 
@@ -132,10 +132,12 @@ def _check_manifest(board: boards.Board, m: dict[str, Any]) -> dict[str, tuple[d
         raise refuse("entrant.algorithm must name the method")
     board.rule_for(entrant)
     method = m["method"]
-    if not (isinstance(method, dict) and len(method) == 1 and (
-            isinstance(method.get("config"), dict) or (isinstance(method.get("description"), str)
-                                                       and method["description"].strip()))):
-        raise refuse(f"method must be {{config: <mapping>}} or {{description: <text>}}, got {shown(method)}")
+    if not (isinstance(method, dict) and (
+            (isinstance(method.get("config"), dict) and set(method) <= {"config", "spec"}
+             and isinstance(method.get("spec", {}), dict))
+            or (len(method) == 1 and isinstance(method.get("description"), str) and method["description"].strip()))):
+        raise refuse(f"method must be {{config: <mapping>}} (with the sweep's spec: {{config, spec: <mapping>}}) or "
+                     f"{{description: <text>}}, got {shown(method)}")
     version = m["code_version"]
     if not version or not (isinstance(version, (str, dict)) or (
             isinstance(version, list) and all(isinstance(v, (str, dict)) for v in version))):
@@ -321,7 +323,8 @@ def _entry(board: boards.Board, manifest: dict[str, Any], compact: dict[str, np.
                            "seeds": sorted({s for r in results.values() for s in r["seeds"]}),
                            "code_version": manifest["code_version"] if not isinstance(manifest["code_version"], str)
                            else {"package": manifest["code_version"]}, "sweep": f"bundle {Path(path).name}",
-                           "produced_by": f"harness leaderboard submit {board.name} {Path(path).name}"},
+                           "produced_by": f"harness leaderboard submit {board.name} {Path(path).name}",
+                           **({"spec": manifest["method"]["spec"]} if ours and "spec" in manifest["method"] else {})},
             "method": manifest["method"], "extra_data": manifest["extra_data"],
             "verification": levels.stamp("recomputed" if ours else "claimed"),
             "predictions": {"runs": meta}}
@@ -353,6 +356,8 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
     refs, compact = shipped.sweep_references(board, sweep_dir), preds.form(board.scorer)
     splits, where, written = shipped.board_splits(board), Path(sweep_dir), []
     always, more = preds.board_columns(board.scorer, shipped.rules(board), board.metrics)
+    spec = whole_sweep.recorded_spec(sweep_dir)  # so that the entry accounts for its whole sweep
+    spec = whole_sweep.recorded_spec(sweep_dir)  # so that the entry accounts for its whole sweep
     for entry in entries:
         folder = files.inside(Path(out), boards.entry_path(board, entry).stem, what="bundle folder")
         listed, runs, config = {}, {}, None
@@ -382,7 +387,8 @@ def export(board: boards.Board, sweep_dir: str | Path, out: str | Path) -> list[
                     listed[f"predictions/{dataset}/{run}/{stem}.npz"] = files.sha256(target)
         manifest = {"format_version": FORMAT_VERSION, "board": board.name,
                     "entrant": {k: "" if v is None else str(v) for k, v in entry["entrant"].items()},
-                    "method": {"config": config}, "code_version": entry["provenance"]["code_version"],
+                    "method": {"config": config, **({"spec": spec} if spec else {})},
+                    "code_version": entry["provenance"]["code_version"],
                     "extra_data": [], "datasets": {
                         d: refs[preds.reference_name(board.entrant, d, entry["entrant"])][1]["version"]
                         for d in entry["results"]},
