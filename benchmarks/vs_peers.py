@@ -1,32 +1,46 @@
 """The harness against its peers' official code, same data, same model, side by side.
 
 Given checkouts of the peers' public repositories (run unmodified, never copied here; this script
-fetches nothing), it writes Fashion-MNIST in the layout torchvision's MNIST reader expects into a
-scratch folder, so that both peers' ColoredMNIST recipes and the harness's colored_fashion_mnist
-read the same images; then runs each side as subprocesses, alternating, and prints wall times,
-accuracies and one ``ratio: <peer wall / ours>`` line per comparison.
+fetches nothing), it writes the data in the layout each peer reads into a scratch folder, runs
+each side (the peers as subprocesses), alternating, and prints times, accuracies or scores and
+one ``ratio: <peer / ours>`` line per comparison.
 
 - XRM end to end (facebookresearch/XRM, main.py): phase 1, XRM's twins on ColorMNIST for
   --hparam-sets hyperparameter draws; phase 2, GroupDRO on the groups of the draw with the largest
   flip rate, --hparam-sets draws. Ours: `harness discover` per draw, the largest final flip rate,
   `harness train algorithm.name=group_dro groups=inferred:<it>` per draw; each draw with the
   peer's values (lr, batch size, weight decay, eta: its registry's formula) and 50k/10k/10k.
+  Fashion-MNIST is written in the layout torchvision's MNIST reader expects, so that the peer's
+  ColorMNIST and our colored_fashion_mnist read the same images. ``--seeds N``: seeds 0..N-1 on
+  both sides (the peer's --num_seeds: the phase-1 draw chosen at seed 0, its groups of each seed
+  used; ours the same, with the run's and the dataset's seed set to it) and a parity table: test
+  worst-class accuracy and the selected step per seed, means ± s.e., and whether the difference
+  is within two standard errors.
 - DomainBed's ERM trial (facebookresearch/DomainBed, domainbed.scripts.train): ColoredMNIST, test
   environment 2, --domainbed-steps steps of batch 64 per training environment, its MNIST_CNN.
   Ours: `harness train` on colored_fashion_mnist with backbone domainbed_mnist_cnn, batch 128,
   the same training and validation sizes (37,333 / 9,333), evaluated at the same two steps.
+- HFS (facebookresearch/disentangling-correlated-factors, base_main.py): β-VAE and β-VAE + HFS
+  on our procedural dSprites written as its archive (posX-posY correlated at σ = 0.1 unless
+  --hfs-independent), --hfs-steps steps of batch 64 at lr 5e-4, β = 4, γ = 1, 25 latent pairs;
+  per-step training time (the update alone, median over the steps) and both final models' codes
+  scored by our DCI/MIG on the same test images (hfs_peer.py says how). One ``ratio (hfs
+  <method>, per step)`` line per method.
 
-The last line is the XRM end-to-end ratio when XRM ran, else DomainBed's. Accuracies: test
-average accuracy on both sides, and the peer's test "wga" (its ColorMNIST test split has one
-attribute value, so that is the worst class) against our test worst-class accuracy, at the
-checkpoint and draw with the best validation worst-group accuracy on the inferred groups.
+The last line is the HFS ratio with HFS when that comparison ran, else the XRM end-to-end ratio
+when XRM ran, else DomainBed's. Accuracies: test average accuracy on both sides, and the peer's
+test "wga" (its ColorMNIST test split has one attribute value, so that is the worst class)
+against our test worst-class accuracy, at the checkpoint and draw with the best validation
+worst-group accuracy on the inferred groups.
 
-``--smoke`` runs our side of both comparisons alone (no peer checkouts), at a tiny size on
-random images written as Fashion-MNIST's IDX files (one draw, a few steps, 40/20/20 examples);
-with no peer wall to compare, its last line is our XRM recipe's wall over our ERM trial's.
+``--smoke`` runs our side of every comparison alone (no peer checkouts), at a tiny size (XRM
+and ERM on random images written as Fashion-MNIST's IDX files: one draw, a few steps, 64/20/20
+examples; HFS: 2 steps on 128 images, 60 scored); with no peer to compare, its last line is our
+XRM recipe's wall over our ERM trial's.
 
-    OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --xrm-repo /work/peers/XRM \\
+    OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --xrm-repo /work/peers/XRM --seeds 3 \\
         --domainbed-repo /work/peers/DomainBed --peer-python /work/peers/venv/bin/python
+    OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --hfs-repo /work/peers/hfs --peer-python /work/peers/venv/bin/python
     OMP_NUM_THREADS=1 python benchmarks/vs_peers.py --smoke
 """
 from __future__ import annotations
