@@ -21,9 +21,7 @@ sides and both sides' final codes scored by our DCI/MIG. Used by ``vs_peers.py -
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -187,12 +185,13 @@ def score(vae: ConvVAE, data: ShiftDataset) -> dict[str, float]:
             "active": int((codes.var(0) > ACTIVE_VARIANCE).sum())}
 
 
-def check_sizes(steps: int, n_train: int) -> None:
-    """The peer trains whole epochs (``train.iterations`` rounds up to one); refuse sizes where
-    that would be more steps than ours."""
-    if n_train % BATCH or steps % (n_train // BATCH):
-        raise SystemExit(f"--hfs-train must be a multiple of {BATCH} and --hfs-steps a multiple of "
-                         f"--hfs-train / {BATCH} (the peer trains whole epochs); got {n_train} and {steps}")
+def size_problem(steps: int, n_train: int) -> str | None:
+    """Why these sizes cannot be compared, if they cannot: the peer trains whole epochs
+    (``train.iterations`` rounds up to one), so the steps must fill whole epochs of ours too."""
+    if n_train < BATCH or n_train % BATCH or steps < 1 or steps % (n_train // BATCH):
+        return (f"--hfs-train must be a positive multiple of {BATCH} and --hfs-steps a positive multiple of "
+                f"--hfs-train / {BATCH} (the peer trains whole epochs); got {n_train} and {steps}")
+    return None
 
 
 def compare(repo: Path | None, python: str, work: Path, steps: int, n_train: int, n_test: int, correlated: bool,
@@ -200,7 +199,6 @@ def compare(repo: Path | None, python: str, work: Path, steps: int, n_train: int
     """Both methods, both sides (ours alone without ``repo``), alternating within each round (the
     peer first in even rounds); prints per-step times and scores, returns ``{method: peer / ours}``
     of the median per-step seconds (``{method: ours}`` without a peer)."""
-    check_sizes(steps, n_train)
     data = dataset(n_train, n_test, correlated)
     root = work / "hfs_data"
     if repo is not None:

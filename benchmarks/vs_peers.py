@@ -286,9 +286,15 @@ def main() -> None:
         vars(args).update(SMOKE)
     elif not any(peers):
         parser.error("give --xrm-repo, --domainbed-repo and/or --hfs-repo (or --smoke)")
-    for name in ("seeds", "rounds", "hfs_steps", "hfs_test"):
+    for name in ("seeds", "rounds", "hparam_sets", "hfs_test"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    for option, repo, entry in (("--xrm-repo", args.xrm_repo, "main.py"), ("--hfs-repo", args.hfs_repo, "base_main.py"),
+                                ("--domainbed-repo", args.domainbed_repo, "domainbed/scripts/train.py")):
+        if repo is not None and not (repo / entry).is_file():
+            parser.error(f"{option} {repo}: no {entry} there; give a checkout of that repository")
+    if (args.hfs_repo or args.smoke) and (problem := hfs_peer.size_problem(args.hfs_steps, args.hfs_train)):
+        parser.error(problem)
     torch.set_num_threads(args.threads)  # our side of the HFS comparison runs in this process
     threadpool_limits(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
