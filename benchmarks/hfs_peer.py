@@ -41,12 +41,12 @@ BATCH, LR, BETA, GAMMA, PAIRS = 64, 5e-4, 4.0, 1.0, 25  # the peer's default lr 
 ACTIVE_VARIANCE = 0.01  # a latent is active if its posterior mean varies by more over the test images (Burda et al.)
 
 # Runs base_main.py unmodified with a timer around each training iteration (argv: repo, seconds
-# file, then the peer's own options).
+# file, then the peer's own options), torch's threads pinned to OMP_NUM_THREADS (vs_peers --threads).
 PEER_DRIVER = '''\
-import json, runpy, sys, time
+import json, os, runpy, sys, time
 import torch
 repo, seconds_file, options = sys.argv[1], sys.argv[2], sys.argv[3:]
-torch.set_num_threads(1)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 sys.path.insert(0, repo)
 sys.argv = [repo + "/base_main.py", *options]
 import dent.trainers.basetrainer as basetrainer
