@@ -70,3 +70,43 @@ def test_a_benchmark_runs_at_its_smoke_size(script: Path, smoke_runs):
     assert match, f"last line {last!r}"
     assert math.isfinite(float(match.group(1)))
     assert list(folder.iterdir()) == []
+
+
+def test_the_official_hfs_weights_give_the_same_model_in_ours():
+    """vs_peers scores the official HFS code's model with our encoder: its ``vae_locatello``
+    weights, mapped by ``hfs_peer.peer_to_ours``, must give what its layers compute (convs of
+    kernel 4, stride 2, padding 1 and ReLU, a ReLU layer, then per latent (mean, log-variance)
+    interleaved; the decoder the mirror, ending in a sigmoid)."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from hfs_peer import LAYERS, peer_to_ours
+        from harness.algorithms.vae import ConvVAE
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    ours_shapes = ConvVAE(1, 10).state_dict()
+    gen = torch.Generator().manual_seed(0)
+    peer = {f"{layer}.{kind}": 0.1 * torch.randn(ours_shapes[f"{mapped}.{kind}"].shape, generator=gen)
+            for layer, mapped in LAYERS.items() for kind in ("weight", "bias")}
+    x = (torch.rand(3, 1, 64, 64, generator=gen) > 0.5).float()
+    h = x
+    for k in range(1, 5):
+        h = F.relu(F.conv2d(h, peer[f"encoder.conv{k}.weight"], peer[f"encoder.conv{k}.bias"], stride=2, padding=1))
+    h = F.relu(F.linear(h.flatten(1), peer["encoder.lin.weight"], peer["encoder.lin.bias"]))
+    stats = F.linear(h, peer["encoder.dist_statistics.weight"], peer["encoder.dist_statistics.bias"]).view(3, 10, 2)
+    z = torch.randn(3, 10, generator=gen)
+    h = F.relu(F.linear(F.relu(F.linear(z, peer["decoder.lin1.weight"], peer["decoder.lin1.bias"])),
+                        peer["decoder.lin2.weight"], peer["decoder.lin2.bias"])).view(3, 64, 4, 4)
+    for k in range(1, 5):
+        h = F.conv_transpose2d(h, peer[f"decoder.convT{k}.weight"], peer[f"decoder.convT{k}.bias"], stride=2, padding=1)
+        h = torch.sigmoid(h) if k == 4 else F.relu(h)
+    vae = ConvVAE(1, 10)
+    vae.load_state_dict(peer_to_ours(peer))
+    with torch.no_grad():
+        mu, logvar = vae.encode(x)
+        pixels = torch.sigmoid(vae.decoder(z))
+    torch.testing.assert_close(mu, stats[..., 0])
+    torch.testing.assert_close(logvar, stats[..., 1])
+    torch.testing.assert_close(pixels, h)
