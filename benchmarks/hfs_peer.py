@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from harness.algorithms.vae import ConvVAE
 from harness.core.registry import ALGORITHMS, DATASETS
@@ -143,25 +142,16 @@ def peer_to_ours(state: dict[str, torch.Tensor], latents: int = 10) -> dict[str,
     return out
 
 
-def kaiming(vae: nn.Module) -> None:
-    """The peer's initialisation: every conv, transposed conv and linear weight Kaiming-uniform for
-    ReLU (gain √2; bound √(6/fan_in), √6 ≈ 2.45 times PyTorch's default), biases left as built."""
-    for module in vae.modules():
-        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
-
-
 def train_ours(data: ShiftDataset, method: str, steps: int, seed: int, init: str) -> tuple[list[float], ConvVAE]:
     """Our algorithm's updates, each timed alone (its batch is rendered before the timer starts)."""
     entry = ALGORITHMS.get(method)
     hparams = {k: hp.default for k, hp in entry.hparams.items()}
-    hparams.update(lr=LR, batch_size=BATCH, beta=BETA, **({"gamma": GAMMA, "hfs_pairs": PAIRS} if "gamma" in hparams
-                                                            else {}))
+    hparams.update(lr=LR, batch_size=BATCH, beta=BETA, init=init)
+    if "gamma" in hparams:
+        hparams.update(gamma=GAMMA, hfs_pairs=PAIRS)
     train = data.splits["train"]
     torch.manual_seed(seed)
     algo = entry.obj(data.input_shape, hparams, len(train))
-    if init == "kaiming":
-        kaiming(algo.vae)  # in place: the optimizer holds the same parameters
     algo.train()
     seconds = []
     for step in range(steps):

@@ -61,6 +61,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import hfs_peer
+from harness.algorithms.vae import INITS
 from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, fashion_files
 
 XRM_DATASET = "ColorMNIST"
@@ -271,8 +272,9 @@ def main() -> None:
     parser.add_argument("--hfs-test", type=int, default=1000, help="HFS comparison: test images scored (default 1000)")
     parser.add_argument("--hfs-independent", action="store_true",
                         help="HFS comparison: independent training factors (default: posX-posY correlated, sigma 0.1)")
-    parser.add_argument("--hfs-init", choices=("default", "kaiming"), default="default",
-                        help="HFS comparison: our VAE's initialisation (default: PyTorch's; kaiming: the peer's)")
+    parser.add_argument("--hfs-init", choices=INITS, default=INITS[0],
+                        help="HFS comparison: our VAE's initialisation (algorithm.hparams.init: kaiming, the "
+                             "peer's and our default, or default, PyTorch's)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds; each runs both sides, the peer first in "
                                                               "even rounds, ours first in odd ones")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides (default 1)")

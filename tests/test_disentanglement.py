@@ -111,7 +111,7 @@ def test_probe_accuracy_is_high_on_exact_codes_and_at_chance_on_noise():
 
 def test_minibatch_stratified_weights_sum_to_one_per_sample():
     algo = BetaTCVAE((1, 64, 64), {"lr": 1e-4, "weight_decay": 0.0, "batch_size": 8, "optimizer": "adam",
-                                   "beta": 6.0, "latents": 3}, train_size=100)
+                                   "beta": 6.0, "latents": 3, "init": "kaiming"}, train_size=100)
     weights = algo.log_weights(8, torch.device("cpu")).exp()
     assert torch.allclose(weights.sum(1), torch.ones(8, dtype=weights.dtype))
     assert weights[0, 0] == pytest.approx(1 / 100) and weights[0, 1] == pytest.approx((100 - 7) / (100 * 7))
@@ -120,7 +120,17 @@ def test_minibatch_stratified_weights_sum_to_one_per_sample():
 def test_a_vae_refuses_images_that_are_not_64x64():
     with pytest.raises(HarnessError, match="64×64"):
         BetaVAE((2, 8, 8), {"lr": 1e-4, "weight_decay": 0.0, "batch_size": 8, "optimizer": "adam", "beta": 1.0,
-                            "latents": 3}, train_size=10)
+                            "latents": 3, "init": "kaiming"}, train_size=10)
+
+
+@pytest.mark.parametrize("init, low, high", [("kaiming", 2.0, 6 ** 0.5), ("default", 0.0, 1.0)])
+def test_the_vaes_start_from_the_reference_codes_initialisation(init, low, high):
+    """Kaiming-uniform for ReLU (bound sqrt(6 / fan_in)), as the HFS reference code, unless asked
+    for PyTorch's default (bound 1 / sqrt(fan_in))."""
+    hparams = {name: hp.default for name, hp in BetaVAE.hparams.items()} | {"init": init}
+    layer = BetaVAE((1, 64, 64), hparams, train_size=10).vae.encoder[-3]  # Linear(1024, 256)
+    largest = layer.weight.abs().max().item() * layer.in_features ** 0.5
+    assert low < largest <= high
 
 
 @pytest.mark.parametrize("overrides, message", [
