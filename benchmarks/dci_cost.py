@@ -5,9 +5,8 @@ thread per fit on both sides.
 
 - plain: a one-process loop over the factors, written out here as disentanglement_lib's
   ``_compute_importance_gbt`` does it (fit, ``feature_importances_``, accuracies);
-- ours: :func:`harness.protocols.factors.dci` on ``--workers`` cores: on a machine with no more
-  usable cores than that, one process per factor that the cores share (``fit_processes``), the
-  factors with most classes sent first. Its loky workers are started before the clock (a process starts them once
+- ours: :func:`harness.protocols.factors.dci` with ``--workers`` processes, the factors with most
+  classes sent first. Its loky workers are started before the clock (a process starts them once
   and keeps them for its later calls: every evaluation of a run, every run of a collection); the
   time they took is printed.
 
@@ -15,11 +14,11 @@ The two must give identical numbers (the script fails otherwise). Latents: a run
 posterior means and factors of its test split (``--run``, its last evaluation) or, by default,
 synthetic latents for dSprites factor classes (3, 6, 40, 32, 32; ``--factors``: the first few):
 10 codes, each a random mixture dominated by one factor, plus noise. A boosting stage fits one tree per class, so the five fits
-are unequal (orientation's 40 classes take the longest): two processes taking one fit after the
-other could not halve the time (at best about 1.77x), five sharing two cores can. On a loaded machine the wall-clock ratio says little, so the script also prints the ratio
+are unequal (orientation's 40 classes take the longest) and two workers cannot quite halve the
+time. On a loaded machine the wall-clock ratio says little, so the script also prints the ratio
 ours would reach on ``--cores`` free cores: the plain loop's CPU seconds per factor, dealt to the
-processes in ours' order (each to the first free process; more processes than cores share them). Last line:
-``ratio: <plain seconds over ours>`` (wall clock; target >= 1.8 with 2 workers on 2 cores).
+workers in ours' order (each to the first free worker; more workers than cores share them). Last line: ``ratio: <plain seconds over ours>``
+(wall clock; target >= 1.8 with 2 workers on 2 cores).
 
     python benchmarks/dci_cost.py [--points 1500] [--factors 5] [--workers 2] [--cores 2] [--run RUN_DIR] [--smoke]
 """
@@ -38,7 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from harness.core.files import load_arrays
 from harness.datasets.dsprites import SIZES
-from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, dci_from_importances, fit_processes
+from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, dci_from_importances
 
 SMOKE = {"points": 90, "factors": 2}  # --smoke: seconds, the same path (a stage fits a tree per class)
 
@@ -61,11 +60,11 @@ def plain_dci(codes: np.ndarray, factors: np.ndarray) -> tuple[dict[str, float],
     return scores, cpu
 
 
-def free_cores_seconds(cpu: list[float], classes: list[int], processes: int, cores: int) -> float:
-    """How long ours' fits would take in ``processes`` processes on ``cores`` free cores: the
-    factors, most classes first, each to the first free process; running fits share the cores equally."""
+def free_cores_seconds(cpu: list[float], classes: list[int], workers: int, cores: int) -> float:
+    """How long ours' fits would take in ``workers`` processes on ``cores`` free cores: the factors,
+    most classes first, each to the first free worker; running fits share the cores equally."""
     queue = sorted(range(len(cpu)), key=lambda k: -classes[k])
-    running, queue = [cpu[k] for k in queue[:processes]], queue[processes:]
+    running, queue = [cpu[k] for k in queue[:workers]], queue[workers:]
     clock = 0.0
     while running:
         speed = min(1.0, cores / len(running))
@@ -105,9 +104,8 @@ def main() -> None:
     print(f"{what}: {len(codes)} points ({int(len(codes) * DCI_TRAIN_FRACTION)} to fit), factor classes "
           f"{[len(np.unique(f)) for f in factors.T]}; {os.cpu_count()} cores, 1-minute load {os.getloadavg()[0]:.2f}")
     start = time.perf_counter()
-    processes = fit_processes(args.workers, factors.shape[1])
-    two_classes = np.tile(np.arange(30) % 2, (processes, 1)).T  # a factor per process
-    dci(codes[:30], two_classes, workers=args.workers)  # starts the processes (once per process)
+    two_classes = np.tile(np.arange(30) % 2, (args.workers, 1)).T  # a factor per worker
+    dci(codes[:30], two_classes, workers=args.workers)  # starts the workers (once per process)
     started_s = time.perf_counter() - start
     start = time.perf_counter()
     plain, cpu = plain_dci(codes, factors)
@@ -120,10 +118,10 @@ def main() -> None:
     if ours != plain:
         raise SystemExit(f"the numbers differ: plain {plain}, ours {ours}")
     classes = [len(np.unique(f[:int(len(codes) * DCI_TRAIN_FRACTION)])) for f in factors.T]
-    free = free_cores_seconds(cpu, classes, processes, args.cores)
+    free = free_cores_seconds(cpu, classes, args.workers, args.cores)
     print(f"CPU seconds per factor (plain loop): {', '.join(f'{c:.1f}' for c in cpu)}; on {args.cores} free "
           f"cores ours would take {free:.1f} s of their {sum(cpu):.1f}: ratio {sum(cpu) / free:.2f}")
-    print(f"time: plain loop {plain_s:.1f} s, ours ({processes} processes on {args.workers} cores) {ours_s:.1f} s (their start "
+    print(f"time: plain loop {plain_s:.1f} s, ours ({args.workers} processes) {ours_s:.1f} s (their start "
           f"before: {started_s:.1f} s); 1-minute load {os.getloadavg()[0]:.2f}")
     print(f"ratio: {plain_s / ours_s:.2f}")
 

@@ -16,7 +16,7 @@ from sklearn.ensemble import GradientBoostingClassifier
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.protocols.base import protocol
-from harness.protocols.factors import DCI_TRAIN_FRACTION, dci, fit_processes
+from harness.protocols.factors import DCI_TRAIN_FRACTION, dci
 
 SIZES = (3, 4, 5, 6)
 POINTS = 600
@@ -96,16 +96,6 @@ def test_the_shipped_boards_histogram_estimator_is_not_within_001_of_the_referen
 def test_fits_in_processes_give_the_numbers_of_a_plain_loop(families, estimator):
     codes, factors, _ = families["trained"]
     assert dci(codes, factors, estimator, workers=3) == dci(codes, factors, estimator, workers=1)
-
-
-@pytest.mark.parametrize("usable, workers, processes", [(2, 2, 5), (1, 2, 5), (16, 2, 2), (16, 8, 5), (2, 1, 1)])
-def test_the_fits_share_the_run_s_cores_among_one_process_each(monkeypatch, usable, workers, processes):
-    """Unequal fits balance only if every fit has a process the cores share; with more usable cores
-    than the run's threads, no more processes than its threads."""
-    import joblib
-
-    monkeypatch.setattr(joblib, "cpu_count", lambda: usable)
-    assert fit_processes(workers, 5) == processes
 
 
 def test_an_unknown_estimator_is_refused():

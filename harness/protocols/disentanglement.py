@@ -24,7 +24,7 @@ run's last checkpoint, the hparam draw by validation negative ELBO: no factor la
 ``oracle`` (highest test DCI-D: an upper bound).
 
 Every metric uses the run's ``threads`` (``info.json``; at most the usable cores): the DCI fits
-on that many cores (processes of one thread each), the BLAS/OpenMP pools of the rest limited to it. The
+in that many processes of one thread each, the BLAS/OpenMP pools of the rest limited to it. The
 numbers do not depend on it.
 """
 from __future__ import annotations

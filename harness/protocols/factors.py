@@ -8,9 +8,8 @@ and integer factor classes (n, K).
   and 5,000 points in the same proportion); importance of code d for factor k =
   ``feature_importances_``; D = Σ_d ρ_d (1 − H_K(P_d)), ρ_d the code's share of all importance;
   C = mean over factors of 1 − H_D; I = mean test accuracy (``dci_i``) and mean training
-  accuracy (``dci_i_train``). The per-factor fits run in processes of one thread each, using at
-  most ``workers`` cores (``fit_processes``), the costliest factors first; the numbers are those
-  of a plain loop.
+  accuracy (``dci_i_train``). The per-factor fits run in ``workers`` processes, one thread each,
+  the costliest factors first; the numbers are those of a plain loop.
   ``hist_gradient_boosting`` is the estimator the shipped disentanglement board was scored with
   (``HistGradientBoostingClassifier``, 100 iterations of depth 3, importances from split gains);
   it is kept only so that board's entries recompute as they were made: it is not within 0.01
@@ -96,33 +95,18 @@ def dci(codes: np.ndarray, factors: np.ndarray, estimator: str = "gradient_boost
             "dci_i_train": float(np.mean([f[1] for f in fits]))}
 
 
-def fit_processes(workers: int, jobs: int) -> int:
-    """How many processes ``map_fits`` runs ``jobs`` fits in, given ``workers`` (the run's threads).
-
-    A boosting stage fits one tree per class, so the fits are unequal (dSprites: 3, 6, 40, 32 and 32
-    classes), and ``workers`` processes, each taking the next fit, cannot balance them (on 2 cores
-    at best about 1.77x a plain loop). Where the usable cores are no more than ``workers``, every fit
-    gets its own process and the operating system shares the cores among them, so all the cores stay
-    busy until the work runs out; with more usable cores, ``workers`` processes, so that a run never
-    takes more cores than its ``threads``."""
-    from joblib import cpu_count  # the usable cores (affinity, cgroup quota)
-
-    workers = min(workers, jobs)
-    return jobs if workers > 1 and cpu_count() <= workers else workers
-
-
 def map_fits(jobs: list[tuple], workers: int, cost: list[int]) -> list[tuple[np.ndarray, float, float]]:
-    """``fit_factor`` of every job, in order: a plain loop, or in ``fit_processes`` loky processes
-    (kept for the next call), the costliest jobs sent first."""
-    processes = fit_processes(workers, len(jobs))
-    if processes <= 1:
+    """``fit_factor`` of every job, in order: a plain loop, or in ``workers`` loky processes (kept
+    for the next call) with the costliest jobs sent first, each to the first free worker, so that
+    the workers finish close together."""
+    workers = min(workers, len(jobs))
+    if workers <= 1:
         return [fit_factor(*job) for job in jobs]
     from joblib import Parallel, delayed, parallel_config
 
     order = sorted(range(len(jobs)), key=lambda i: -cost[i])
     with parallel_config(backend="loky", inner_max_num_threads=1):
-        done = Parallel(n_jobs=processes, batch_size=1, pre_dispatch="all")(
-            delayed(fit_factor)(*jobs[i]) for i in order)
+        done = Parallel(n_jobs=workers, batch_size=1, pre_dispatch="all")(delayed(fit_factor)(*jobs[i]) for i in order)
     out: list = [None] * len(jobs)
     for i, result in zip(order, done):
         out[i] = result
