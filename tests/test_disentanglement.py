@@ -5,6 +5,8 @@ records, scores, a checkpoint round trip and a run interrupted and resumed bit-i
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,17 @@ def test_shipped_entries_have_pictures_and_verify_when_their_runs_exist():
         assert (board.dir / "pictures" / board.name / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         diffs = boards.verify(board, entry)
         assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {entry['provenance']['sweep']}")
+
+
+def test_pytorch_s_init_hashes_as_the_runs_made_before_the_init_hparam():
+    """``init`` came after runs were made without it (PyTorch's init): a config asking for that
+    initialisation keeps their hash, so their folders and board entries stay planned; Kaiming's
+    is another run."""
+    cfg = configs.resolve({"algorithm": {"name": "beta_vae", "hparams": {"init": "default"}},
+                   "dataset": {"name": "procedural_dsprites"}})
+    before = copy.deepcopy(cfg)
+    del before["algorithm"]["hparams"]["init"]
+    kaiming = copy.deepcopy(cfg)
+    kaiming["algorithm"]["hparams"]["init"] = "kaiming"
+    assert configs.config_hash(cfg) == configs.config_hash(before) != configs.config_hash(kaiming)
+

@@ -132,7 +132,7 @@ class BetaVAE(Algorithm):
         "latents": Hparam(10, choice(10), "latent dimensions", low=1),
         "init": Hparam("kaiming", choice("kaiming"), "weight initialisation: kaiming (the reference code's: "
                        "Kaiming-uniform for ReLU, about 2.45x PyTorch's default bound) | default (PyTorch's)",
-                       choices=INITS),
+                       choices=INITS, legacy="default"),  # the runs made before it used PyTorch's
     }
 
     def __init__(self, input_shape: tuple[int, ...], hparams: dict[str, Any], train_size: int):

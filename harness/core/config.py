@@ -220,6 +220,12 @@ def identity(cfg: dict[str, Any]) -> dict[str, Any]:
     contributes its own identity (the worst-group protocol's ``groups``: a discovery's folder
     name, not its path)."""
     ident = {k: v for k, v in cfg.items() if k not in NOT_HASHED and not (k in HASHED_UNLESS_AUTO and v == "auto")}
+    algorithm = ident.get("algorithm")
+    if isinstance(algorithm, dict) and algorithm.get("name") in ALGORITHMS and isinstance(algorithm.get("hparams"), dict):
+        declared = ALGORITHMS.get(algorithm["name"]).hparams
+        ident["algorithm"] = {**algorithm, "hparams": {
+            k: v for k, v in algorithm["hparams"].items()
+            if not (k in declared and declared[k].legacy is not None and v == declared[k].legacy)}}
     for name, section in _sections().items():
         if name in ident and not section.hashed_when_default and ident[name] == section.default:
             del ident[name]

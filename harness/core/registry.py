@@ -34,13 +34,16 @@ class Hparam(Option):
     """One hyperparameter: an :class:`Option` of its default's type (a range, open or closed at
     either end, or choices; numbers must be finite), checked when a config is resolved, with a
     ``draw``: how to draw it at random. For a sequence default the constraints apply to each
-    item."""
+    item. ``legacy``: for a hyperparameter added after runs were made without it, the value those
+    runs used; a config with that value hashes as they did (so their folders and board entries
+    stay planned), any other value is a new run."""
 
     draw: Callable[[np.random.RandomState], Any] | None = None
+    legacy: Any = None
 
     def __init__(self, default: Any, draw: Callable[[np.random.RandomState], Any], help: str = "",
                  low: float | None = None, high: float | None = None, low_open: bool = False,
-                 high_open: bool = False, choices: tuple[Any, ...] | None = None):
+                 high_open: bool = False, choices: tuple[Any, ...] | None = None, legacy: Any = None):
         constraints = dict(low=low, high=high, low_open=low_open, high_open=high_open, choices=choices)
         if isinstance(default, (tuple, list)):
             item = Option(None, _kind(default[0] if default else 0), **constraints)
@@ -48,6 +51,7 @@ class Hparam(Option):
         else:
             super().__init__(default, _kind(default), help, **constraints)
         object.__setattr__(self, "draw", draw)
+        object.__setattr__(self, "legacy", legacy)
 
 
 def _kind(default: Any) -> type:
