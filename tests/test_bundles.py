@@ -170,21 +170,25 @@ def first_file(folder, index=0):
     return sorted(json.loads((folder / "manifest.json").read_text())["files"])[index]
 
 
+def rewrite_array(folder, name, key, make):
+    """Replace array ``key`` of bundle file ``name`` by ``make(its copy or None, all arrays)`` (None
+    deletes it) and list the file's new sha256 in the manifest."""
+    with np.load(folder / name) as loaded:
+        arrays = {k: loaded[k] for k in loaded.files}
+    result = make(arrays[key].copy() if key in arrays else None, arrays)
+    if result is None:
+        del arrays[key]
+    else:
+        arrays[key] = result
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=any(a.dtype == object for a in arrays.values()), **arrays)
+    (folder / name).write_bytes(buffer.getvalue())
+    rehash(folder, name)
+
+
 def set_array(key, make, index=0):
     def mutate(folder):
-        name = first_file(folder, index)
-        with np.load(folder / name) as loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
-        result = make(arrays[key].copy() if key in arrays else None, arrays)
-        if result is None:
-            del arrays[key]
-        else:
-            arrays[key] = result
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays) if not any(a.dtype == object for a in arrays.values()) else np.savez(
-            buffer, allow_pickle=True, **arrays)
-        (folder / name).write_bytes(buffer.getvalue())
-        rehash(folder, name)
+        rewrite_array(folder, first_file(folder, index), key, make)
     return mutate
 
 
@@ -366,18 +370,7 @@ def file_with(folder, key):
 def change_array(key, make, holder=None):
     """Change array ``key`` of the first file holding ``holder`` (default: ``key``); None deletes it."""
     def mutate(folder):
-        name = file_with(folder, holder or key)
-        with np.load(folder / name) as loaded:
-            arrays = {k: loaded[k] for k in loaded.files}
-        result = make(arrays[key].copy() if key in arrays else None, arrays)
-        if result is None:
-            del arrays[key]
-        else:
-            arrays[key] = result
-        buffer = io.BytesIO()
-        np.savez(buffer, allow_pickle=any(a.dtype == object for a in arrays.values()), **arrays)
-        (folder / name).write_bytes(buffer.getvalue())
-        rehash(folder, name)
+        rewrite_array(folder, file_with(folder, holder or key), key, make)
     return mutate
 
 

@@ -69,12 +69,17 @@ def test_an_entry_verifies_from_its_shipped_predictions_with_its_runs_gone(enter
     assert f"({len(entries)} from the shipped ones)" in capsys.readouterr().out
 
 
-def test_a_tampered_number_is_caught(entered, tmp_path, capsys):
+def a_copy(entered, tmp_path):
+    """(board name, a copy of the entered board folder to alter, the board, its first entry)."""
     name, folder = entered
     copy = tmp_path / "board"
     shutil.copytree(folder, copy)
     board, entries = load(name, copy)
-    entry = entries[0]
+    return name, copy, board, entries[0]
+
+
+def test_a_tampered_number_is_caught(entered, tmp_path, capsys):
+    name, copy, board, entry = a_copy(entered, tmp_path)
     metric = board.metrics[0]
     dataset = board.datasets[0]
     entry["results"][dataset]["metrics"][metric]["mean"] += 0.01
@@ -88,11 +93,7 @@ def tamper(path, change):
 
 
 def test_a_tampered_npz_is_refused_by_its_checksum_and_then_by_its_numbers(entered, tmp_path, capsys):
-    name, folder = entered
-    copy = tmp_path / "board"
-    shutil.copytree(folder, copy)
-    board, entries = load(name, copy)
-    entry = entries[0]
+    name, copy, board, entry = a_copy(entered, tmp_path)
     npz = copy / "entries" / name / entry["predictions"]["file"]
     run = entry["results"][board.datasets[0]]["runs"][0]
     key = next(k for k in load_arrays(npz) if k.startswith(f"{run['hash']}/") and k.endswith(
@@ -115,11 +116,7 @@ def test_a_tampered_npz_is_refused_by_its_checksum_and_then_by_its_numbers(enter
 def test_a_selection_landing_where_no_metric_arrays_were_shipped_is_refused(entered, tmp_path):
     """Metric arrays ship only at the evaluations the entry's selection picked; predictions
     altered (checksum forged) so that the selection picks another one are refused, naming it."""
-    name, folder = entered
-    copy = tmp_path / "board"
-    shutil.copytree(folder, copy)
-    board, entries = load(name, copy)
-    entry = entries[0]
+    name, copy, board, entry = a_copy(entered, tmp_path)
     npz = copy / "entries" / name / entry["predictions"]["file"]
     arrays = load_arrays(npz)
     dataset = board.datasets[0]
