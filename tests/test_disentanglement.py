@@ -225,3 +225,20 @@ def test_pytorch_s_init_hashes_as_the_runs_made_before_the_init_hparam():
     kaiming["algorithm"]["hparams"]["init"] = "kaiming"
     assert configs.config_hash(cfg) == configs.config_hash(before) != configs.config_hash(kaiming)
 
+
+
+def test_the_paper_scale_spec_crosses_the_reference_grids():
+    """experiments/disentanglement_paper.yaml, for a GPU cluster: β-VAE at every β of the
+    reference grid and β-VAE + HFS at every (β, γ), 10 seeds, the reference's steps and lr."""
+    from pathlib import Path
+
+    from harness.sweeps.sweep import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "experiments" / "disentanglement_paper.yaml")
+    grid = {(arm.algorithm, arm.overrides.get("algorithm.hparams.gamma"), arm.point["algorithm.hparams.beta"])
+            for arm in spec.arms}
+    betas, gammas = (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 16.0), (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+    assert grid == {("beta_vae", None, b) for b in betas} | {("beta_vae_hfs", g, b) for g in gammas for b in betas}
+    assert len(spec.arms) == 49 and spec.seeds == list(range(10))
+    assert spec.overrides["steps"] == 300_000 and spec.overrides["algorithm.hparams.lr"] == 1e-4
+    assert spec.datasets[0]["options"]["n_test"] == 15_000  # DCI: 10,000 points to fit, 5,000 to score

@@ -48,19 +48,40 @@ class Score:
     n: int
 
 
+@dataclass(frozen=True)
+class Welch:
+    """Welch's two-sided t-test of ``a.mean - b.mean`` from each side's mean, standard error and
+    seed count: the difference, its standard error, the Welch–Satterthwaite degrees of freedom and
+    the p-value."""
+
+    difference: float
+    stderr: float
+    df: float
+    p: float
+
+    def detectable(self, power: float = 0.8, level: float = LEVEL) -> float:
+        """The smallest true difference this test would find at ``level`` with probability
+        ``power``, at this standard error: (t_{1-level/2} + t_{power}) × s.e., both at ``df``."""
+        return float((stats.t.ppf(1 - level / 2, self.df) + stats.t.ppf(power, self.df)) * self.stderr)
+
+
+def welch(a: Score, b: Score) -> Welch:
+    """Welch's test of two scores with numbers (``mean`` not None)."""
+    va, vb = (a.stderr or 0.0) ** 2, (b.stderr or 0.0) ** 2
+    difference = a.mean - b.mean
+    if va + vb == 0:  # no spread at all: any difference is real
+        return Welch(difference, 0.0, math.inf, 1.0 if difference == 0 else 0.0)
+    dfs = [(v ** 2 / (n - 1)) for v, n in ((va, a.n), (vb, b.n)) if v > 0 and n > 1]
+    df = (va + vb) ** 2 / sum(dfs) if dfs else 1.0
+    se = math.sqrt(va + vb)
+    return Welch(difference, se, df, float(2 * stats.t.sf(abs(difference) / se, df)))
+
+
 def differ(a: Score, b: Score, level: float = LEVEL) -> bool:
     """Whether Welch's test separates two entries' means at ``level`` (two-sided)."""
     if a.mean is None or b.mean is None:
         return a.mean is not b.mean
-    if a.mean == b.mean:
-        return False
-    va, vb = (a.stderr or 0.0) ** 2, (b.stderr or 0.0) ** 2
-    if va + vb == 0:
-        return True  # no spread at all: any difference is real
-    t = abs(a.mean - b.mean) / math.sqrt(va + vb)
-    dfs = [(v ** 2 / (n - 1)) for v, n in ((va, a.n), (vb, b.n)) if v > 0 and n > 1]
-    df = (va + vb) ** 2 / sum(dfs) if dfs else 1.0
-    return bool(2 * stats.t.sf(t, df) < level)
+    return welch(a, b).p < level
 
 
 def rank_labels(scores: list[Score], level: float = LEVEL) -> list[str]:
