@@ -96,10 +96,10 @@ def test_render_is_rebuilt_from_entries(small_sweep, board_dir):
 
 
 
-def test_shipped_entries_verify_when_their_runs_exist():
-    """The committed entries carry the hashes of the board sweep's runs (`harness leaderboard
-    reproduce worst_group`); CI has no such runs unless that sweep ran, so this checks their shape,
-    and verify where the runs exist."""
+def test_shipped_entries_cover_the_board_recipe():
+    """The committed entries come from the board sweep's runs (`harness leaderboard reproduce
+    worst_group`); tests/test_shipped_boards.py verifies their numbers from the predictions they
+    ship."""
     board = boards.load_board("worst_group")
     entries = boards.load_entries(board)
     assert board.datasets == ["colored_fashion_mnist", "background_fashion_mnist"]
@@ -110,9 +110,6 @@ def test_shipped_entries_verify_when_their_runs_exist():
     for entry in entries:
         assert entry["protocol"] == "worst_group" and set(entry["entrant"]) == {"algorithm", "groups", "arm"}
         assert entry["provenance"]["seeds"] == [0, 1, 2]
-        runs = entry["provenance"]["sweep"]
-        diffs = boards.verify(board, entry)
-        assert diffs == [] or diffs[0].startswith(f"runs not found (finished) in {runs}")
 
 
 @pytest.fixture(scope="module")
@@ -212,5 +209,6 @@ def test_a_board_definition_without_a_required_key_says_what_it_needs(board_dir)
     path.write_text(yaml.safe_dump(definition))
     with pytest.raises(boards.HarnessError, match="required_seeds of board .* is required: distinct seeds an entry"):
         boards.load_board(str(path), board_dir)
-    board = boards.load_board("disentanglement")  # defaults filled: title given, description given, no sweeps
-    assert (board.name, board.required_seeds, board.sweeps) == ("disentanglement", 3, [])
+    board = boards.load_board("worst_group_wilds")  # the optional keys filled: description given, a sweep
+    assert (board.name, board.required_seeds, [p.name for p in board.sweeps]) == (
+        "worst_group_wilds", 3, ["worst_group_board_wilds.yaml"])

@@ -59,8 +59,6 @@ BOARD_OPTIONS: dict[str, Option] = {
     "description": Option("", str, nullable=True),
     "sweeps": Option([], list, "sweep specs the entries come from (relative to the definition's folder)",
                      items=Option(type=Path, noun="sweep spec path")),
-    "scoring": Option({}, dict, "settings of the protocol's scoring the entries are computed with "
-                                "(the protocol's `scoring`; default: its defaults)"),
 }
 NUMBER = (int, float, type(None))
 STAT = {"mean": NUMBER, "stderr": NUMBER, "ci95": [NUMBER]}
@@ -91,8 +89,6 @@ class Board:
     # the sweep specs whose runs the board's entries come from (`harness leaderboard reproduce`);
     # paths relative to the definition's folder
     sweeps: list[Path] = field(default_factory=list)
-    # the protocol's scoring settings the entries are computed with (every one, defaults filled)
-    scoring: dict[str, Any] = field(default_factory=dict)
 
     @property
     def entries_dir(self) -> Path:
@@ -134,8 +130,6 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
     for metric in raw["metrics"]:
         if metric not in scorer.metric_columns():
             raise unknown(f"metric in board {path}", metric, scorer.metric_columns())
-    scoring = check_options(f"scoring setting of board {path} (protocol {scorer.name})", raw["scoring"],
-                            scorer.scoring)
     board_name = raw["name"] or path.stem
     if not re.fullmatch(r"[A-Za-z0-9_]+", board_name):
         raise HarnessError(f"name of board {path} must be letters, digits and underscores, got {board_name!r}")
@@ -143,13 +137,13 @@ def load_board(name: str, board_dir: str | Path | None = None) -> Board:
                  datasets=list(raw["datasets"]), selection=selection, metrics=list(raw["metrics"]),
                  required_seeds=raw["required_seeds"], description=raw["description"] or "",
                  dir=Path(board_dir) if board_dir is not None else BOARD_DIR,
-                 sweeps=[path.parent / v for v in raw["sweeps"]], scoring=scoring)
+                 sweeps=[path.parent / v for v in raw["sweeps"]])
 
 
 def board_frame(board: Board, runs: list[Path]) -> pd.DataFrame:
     """The runs' frame, restricted to the board's protocol and datasets (with every entrant
     column, even when no run is left)."""
-    frame = collect.load_runs(runs, board.config_paths, board.scoring)
+    frame = collect.load_runs(runs, board.config_paths)
     for column in board.entrant:
         if column not in frame:
             frame[column] = pd.Series(dtype=object)

@@ -309,7 +309,7 @@ def _entry(board: boards.Board, manifest: dict[str, Any], compact: dict[str, np.
                                                    if k.startswith(f"{r}/") and k.endswith(".group")),
                                                   default=-1)) + 1}
             for r, m in runs.items()}
-    frame = preds.frame(board.entrant, entrant, meta, compact, published, board.scorer, board.scoring, board.metrics)
+    frame = preds.frame(board.entrant, entrant, meta, compact, published, board.scorer, board.metrics)
     results, problems = boards.numbers(board, frame, entrant)
     problems += preds.unshipped(frame, results)
     if problems:

@@ -165,7 +165,7 @@ def matches(key: Mapping[str, Any], entrant: Mapping[str, Any]) -> bool:
 
 def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[str, dict[str, Any]],
           arrays: Mapping[str, np.ndarray], references: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
-          scorer: Protocol, scoring: Mapping[str, Any], metrics: list[str]) -> pd.DataFrame:
+          scorer: Protocol, metrics: list[str]) -> pd.DataFrame:
     """The frame ``numbers`` selects from (one row per run and evaluation, the metric columns
     recomputed by the protocol), for one entrant, from compact predictions and the references.
     Column ``complete``: whether the evaluation ships what the board's ``metrics`` read."""
@@ -193,7 +193,7 @@ def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[
                 shipped[name] = values if "." not in name or f"{split}.{compact.labels[0]}" not in labels else \
                     compact.decode(name, values, {n: labels[f"{split}.{n}"] for n in compact.labels})
             scored, info = compact.expand(shipped, labels, ref_meta, meta, entrant)
-            scores = scorer.scores(scored, {**info, **{k: v for k, v in scoring.items() if k in scorer.scoring}})
+            scores = scorer.scores(scored, info)
             rows.append({**entrant, "run": run, "protocol": scorer.name, "dataset": dataset,
                          "hparams_seed": meta["hparams_seed"], "seed": meta["seed"],
                          **{k: v for k, v in key.items() if k != "dataset"},

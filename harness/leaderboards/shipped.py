@@ -213,8 +213,7 @@ def verify(board: boards.Board, entry: dict[str, Any]) -> list[str]:
                 f"{board.dir / 'references'}"]
     own = preds.form(board.scorer).evaluations_name_dataset
     runs = {r: m for r, m in meta["runs"].items() if own or m["dataset"] in published}
-    frame = preds.frame(board.entrant, entry["entrant"], runs, arrays, published, board.scorer, board.scoring,
-                        board.metrics)
+    frame = preds.frame(board.entrant, entry["entrant"], runs, arrays, published, board.scorer, board.metrics)
     recomputed, problems = boards.numbers(board, frame, entry["entrant"])
     diffs = list(problems) + preds.unshipped(frame, recomputed)
     for dataset, claimed in entry["results"].items():

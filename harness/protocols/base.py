@@ -21,7 +21,7 @@ Optional, with defaults: ``prepare`` (no state), ``info`` (nothing), ``sampling`
 example, uniformly), ``restrict`` (the split's subset, the state as is), ``hold_out`` (refused),
 ``evaluations`` (one arrays file per checkpoint, ``predictions/step_N.npz``), ``identity`` and
 ``columns`` (nothing besides algorithm and dataset), ``pictures`` (refused), ``selection_kind``
-(none: a board selects by one rule), ``scoring`` (no settings a board may fix), ``compact_form``
+(none: a board selects by one rule), ``compact_form``
 (None: no compact form, so its boards' entries ship no predictions and verify from their runs).
 
 A missing required method is a TypeError naming it when the protocol is instantiated
@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from harness.core.errors import HarnessError, unknown
-from harness.core.options import Option
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split
 from harness.models.algorithm import HeldOut
@@ -105,10 +104,6 @@ class Protocol:
     # conformance checks build every algorithm of the protocol on it.
     small_dataset: tuple[str, dict[str, Any]] = ("colored_digits", {})
     selection_kinds: tuple[str, ...] = ()  # kinds of entrant a board may give rules of their own
-    # Settings of ``scores`` a board definition may fix (its ``scoring:`` mapping), e.g. the model
-    # a metric is computed with, so that a board's entries recompute as they were made; ``scores``
-    # reads them from ``info``, where the board's values stand over the run's own.
-    scoring: dict[str, Option] = {}
 
     REQUIRED: tuple[str, ...] = ("scores",)
     REQUIRED_TO_TRAIN: tuple[str, ...] = ("build", "batch", "record")

@@ -13,9 +13,7 @@ arrays:
 - every split: ``loss`` (negative ELBO per image: Bernoulli reconstruction + KL), ``rec``, ``kl``;
 - ``test`` (independent factors): DCI disentanglement, completeness and informativeness (test
   and training accuracy) as disentanglement_lib (its gradient boosting per factor, 2/3 of the
-  points to fit, 1/3 to score; a board may fix another estimator, ``scoring: {dci_estimator:
-  ...}``: the shipped board's entries were scored with histogram boosting) and MIG (20
-  equal-width bins, gap over the factor's entropy);
+  points to fit, 1/3 to score) and MIG (20 equal-width bins, gap over the factor's entropy);
 - ``test`` and ``shift``: ``factor_acc``, a logistic probe per factor trained on the training
   split's (correlated) codes; on ``shift`` (another pairing) it is accuracy under correlation shift.
 
@@ -38,12 +36,11 @@ from torch import nn
 
 from harness.core import figures
 from harness.core.errors import HarnessError
-from harness.core.options import Option
 from harness.core.registry import PROTOCOLS
 from harness.data.dataset import ShiftDataset, Split, chunks
 from harness.protocols.base import Display, Protocol, Rule
 from harness.protocols.compact import CompactForm, lossless_float
-from harness.protocols.factors import DCI_ESTIMATORS, dci, mig, probe_accuracy
+from harness.protocols.factors import dci, mig, probe_accuracy
 
 PROBE_POINTS = 5000
 TRAVERSAL = (-2.0, 2.0)  # latent values a traversal sweeps (prior standard deviations)
@@ -74,9 +71,6 @@ class Disentanglement(Protocol):
     )
     reported = ("test.dci_d", "test.mig", "shift.factor_acc")
     progress = ("val.loss", "test.dci_d")
-    scoring = {"dci_estimator": Option(
-        DCI_ESTIMATORS[0], str, "DCI's importance model: gradient_boosting (disentanglement_lib's) or "
-        "hist_gradient_boosting (the shipped board's entries until it is rebuilt)", choices=DCI_ESTIMATORS)}
     small_dataset = ("procedural_dsprites", {"correlated": "shape:scale", "n_train": 64, "n_val": 16,
                                              "n_test": 24, "n_shift": 16})
 
@@ -128,9 +122,8 @@ class Disentanglement(Protocol):
             out[split] = {"loss": float((rec + kl).mean()), "rec": float(rec.mean()), "kl": float(kl.mean())}
         if "test.mu" in arrays:
             codes, factors = arrays["test.mu"].astype(np.float64), arrays["test.factors"]
-            estimator = info.get("dci_estimator", self.scoring["dci_estimator"].default)
             test = out.setdefault("test", {})  # compact predictions may ship codes without the loss terms
-            test.update(dci(codes, factors, estimator, workers=threads))
+            test.update(dci(codes, factors, workers=threads))
             test["mig"], gaps = mig(codes, factors)
             test["mig_per_factor"] = dict(zip(info["factors"], gaps))
         if "train.mu" in arrays:

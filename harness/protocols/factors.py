@@ -9,11 +9,9 @@ and integer factor classes (n, K).
   ``feature_importances_``; D = Σ_d ρ_d (1 − H_K(P_d)), ρ_d the code's share of all importance;
   C = mean over factors of 1 − H_D; I = mean test accuracy (``dci_i``) and mean training
   accuracy (``dci_i_train``). The per-factor fits run in ``workers`` processes, one thread each,
-  the costliest factors first; the numbers are those of a plain loop.
-  ``hist_gradient_boosting`` is the estimator the shipped disentanglement board was scored with
-  (``HistGradientBoostingClassifier``, 100 iterations of depth 3, importances from split gains);
-  it is kept only so that board's entries recompute as they were made: it is not within 0.01
-  DCI-D of the reference (tests/test_dci_reference.py), so it is no faster substitute.
+  the costliest factors first; the numbers are those of a plain loop. There is no faster
+  estimator: scikit-learn's histogram boosting read DCI-D 0.02-0.04 above the reference on
+  well-disentangled codes (docs/notes/speed-vs-peers.md), beyond the 0.01 a substitute may differ.
 - MIG (Chen et al., 2018), as disentanglement_lib: each code discretised into 20 equal-width bins,
   mutual information with each factor, gap between the two most informative codes over the
   factor's entropy, averaged over factors.
@@ -23,50 +21,25 @@ and integer factor classes (n, K).
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from harness.core.errors import HarnessError
-
-if TYPE_CHECKING:  # scikit-learn is imported where a score is computed, not by `harness list`
-    from sklearn.ensemble import HistGradientBoostingClassifier
 
 MIG_BINS = 20
 DCI_TRAIN_FRACTION = 2 / 3
-# the importance model of DCI: the reference (disentanglement_lib's) and the shipped board's
-DCI_ESTIMATORS = ("gradient_boosting", "hist_gradient_boosting")
 
 
-def gain_importances(model: HistGradientBoostingClassifier, num_features: int) -> np.ndarray:
-    """Per feature, the summed loss reduction (gain) of every split on it, over all trees,
-    normalised to sum 1 (zeros when no tree splits)."""
-    out = np.zeros(num_features)
-    for trees in model._predictors:  # iterations × (one tree per class, or one for two classes)
-        for tree in trees:
-            nodes = tree.nodes[tree.nodes["is_leaf"] == 0]
-            np.add.at(out, nodes["feature_idx"], nodes["gain"])
-    total = out.sum()
-    return out / total if total > 0 else out
-
-
-def fit_factor(estimator: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-               y_test: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, float]:
+def fit_factor(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+               seed: int = 0) -> tuple[np.ndarray, float, float]:
     """One factor's importance model on one thread: (importance of each code, training accuracy,
     test accuracy; NaN without test points)."""
-    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+    from sklearn.ensemble import GradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1), warnings.catch_warnings():
         # "more classes than half the points": expected on small sets
         warnings.simplefilter("ignore", UserWarning)
-        if estimator == "gradient_boosting":
-            model = GradientBoostingClassifier(random_state=seed).fit(x_train, y_train)
-            importance = np.abs(model.feature_importances_)
-        else:
-            model = HistGradientBoostingClassifier(max_iter=100, max_depth=3, early_stopping=False,
-                                                   random_state=seed).fit(x_train, y_train)
-            importance = gain_importances(model, x_train.shape[1])
+        model = GradientBoostingClassifier(random_state=seed).fit(x_train, y_train)
+        importance = np.abs(model.feature_importances_)
         test = float(model.score(x_test, y_test)) if len(x_test) else float("nan")
         return importance, float(model.score(x_train, y_train)), test
 
@@ -78,16 +51,13 @@ def _entropy(p: np.ndarray, base: int) -> np.ndarray:
     return terms.sum(-1) / np.log(base)
 
 
-def dci(codes: np.ndarray, factors: np.ndarray, estimator: str = "gradient_boosting", workers: int = 1,
-        seed: int = 0) -> dict[str, float]:
+def dci(codes: np.ndarray, factors: np.ndarray, workers: int = 1, seed: int = 0) -> dict[str, float]:
     """DCI disentanglement, completeness and informativeness (test and training accuracy), the
     per-factor fits in ``workers`` processes (1: in this one). Factors with a single value among
     the training points are left out (nothing to predict)."""
-    if estimator not in DCI_ESTIMATORS:
-        raise HarnessError(f"DCI estimator must be one of {', '.join(DCI_ESTIMATORS)}, got {estimator!r}")
     n_train = int(len(codes) * DCI_TRAIN_FRACTION)
     ys = [factors[:, k] for k in range(factors.shape[1]) if len(np.unique(factors[:n_train, k])) >= 2]
-    jobs = [(estimator, codes[:n_train], y[:n_train], codes[n_train:], y[n_train:], seed) for y in ys]
+    jobs = [(codes[:n_train], y[:n_train], codes[n_train:], y[n_train:], seed) for y in ys]
     # a boosting stage fits one tree per class (one for two): the factors with most classes take longest
     cost = [len(np.unique(y[:n_train])) for y in ys]
     fits = map_fits(jobs, workers, cost)

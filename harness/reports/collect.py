@@ -77,19 +77,16 @@ def runs_code_version(runs: Iterable[Path]) -> Any:
     return distinct[0] if len(distinct) == 1 else distinct
 
 
-def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = (),
-              scoring: dict[str, Any] | None = None) -> pd.DataFrame:
+def load_runs(runs: Iterable[str | Path], config_paths: Iterable[str] = ()) -> pd.DataFrame:
     """One row per (run, evaluated checkpoint): the run's identity (its protocol's columns and the
     values of ``config_paths``) and every scalar metric of every split, and the protocol's
-    ``choices``, recomputed by the protocol from the stored arrays; ``scoring``: settings (a
-    board's) given to the ``scores`` of each run whose protocol declares them."""
+    ``choices``, recomputed by the protocol from the stored arrays."""
     rows, identity, metrics = [], [], []
     config_paths = list(config_paths)
     for run in map(Path, runs):
         cfg = files.read_yaml_mapping(run / "config.yaml", "run config")
         info = json.loads((run / "info.json").read_text())
         scorer = protocol(info["protocol"])
-        info.update({k: v for k, v in (scoring or {}).items() if k in scorer.scoring})
         identity += [c for c in (*scorer.columns, *config_paths) if c not in identity]
         metrics += [c for c in (*scorer.metric_columns(), *scorer.choices) if c not in metrics]
         base = {"run": run.name, "protocol": scorer.name, "algorithm": cfg["algorithm"]["name"],
