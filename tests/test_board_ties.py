@@ -134,5 +134,8 @@ def test_a_board_ranks_by_the_paired_bootstrap_and_marks_entries_without_per_exa
     assert "paired bootstrap" in table and "marked † ships no per-example predictions" in table
     erm_row = next(line for line in table.splitlines() if "| erm " in line)
     assert "†" in erm_row.split("|")[1]
-    # a board where no entry ships them keeps Welch's test, and says so
-    assert ties.METHOD in boards.render(boards.load_board("worst_group"), boards.load_entries(boards.load_board("worst_group")))
+    # a board whose entries all ship per-example correctness ranks by the bootstrap; one whose
+    # metric is not per-example (disentanglement's DCI-D) keeps Welch's test, and says so
+    for name, method in (("worst_group", ties.PAIRED_METHOD), ("disentanglement", ties.METHOD)):
+        board = boards.load_board(name)
+        assert method in boards.render(board, boards.load_entries(board))
