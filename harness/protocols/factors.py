@@ -21,8 +21,8 @@ and integer factor classes (n, K).
 from __future__ import annotations
 
 import warnings
-import numpy as np
 
+import numpy as np
 
 MIG_BINS = 20
 DCI_TRAIN_FRACTION = 2 / 3

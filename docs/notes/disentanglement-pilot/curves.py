@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -33,11 +32,11 @@ def logged(runs: list[Path], config_paths: list[str]) -> pd.DataFrame:
     """The frame ``collect.load_runs`` would recompute, from the numbers the runs logged."""
     rows = []
     for run in runs:
-        cfg, info = read_yaml_mapping(run / "config.yaml", "run config"), json.loads((run / "info.json").read_text())
+        cfg = read_yaml_mapping(run / "config.yaml", "run config")
         ident = {"run": run.name, "algorithm": cfg["algorithm"]["name"], "seed": cfg["seed"],
                  **{path: collect.config_value(cfg, path) for path in config_paths}}
         for line in read_jsonl(run / "results.jsonl"):
-            rows.append({**ident, "step": line["step"], "protocol": info["protocol"],
+            rows.append({**ident, "step": line["step"],
                          **{f"{split}.{k}": v for split, values in line["metrics"].items()
                             for k, v in values.items() if isinstance(v, (int, float))}})
     return pd.DataFrame(rows)
