@@ -25,19 +25,12 @@ def test_a_shipped_table_is_what_its_entries_render(name):
     assert board.table_path.read_text() == boards.render(board, boards.load_entries(board))
 
 
-# Boards whose entries were made before entries carried their predictions: they verify only from
-# their runs until their sweeps run again (issue 23 rebuilds them with the probes' full C grid).
-# This set may only shrink.
-WITHOUT_PREDICTIONS = {"transfer", "transfer_best"}
-# entries per board that ships its predictions, so that a board cannot lose entries unnoticed
-ENTRIES = {"worst_group_smoke": 4, "worst_group": 30, "disentanglement": 2}
+# entries per shipped board (each ships its predictions), so that a board cannot lose entries unnoticed
+ENTRIES = {"worst_group_smoke": 4, "worst_group": 30, "disentanglement": 2, "transfer": 125, "transfer_best": 21}
 
 
-def test_only_the_listed_boards_ship_without_predictions():
-    missing = {n for n in SHIPPED
-               if not all(shipped.has_predictions(e) for e in boards.load_entries(boards.load_board(n)))}
-    assert missing == WITHOUT_PREDICTIONS
-    assert set(ENTRIES) == set(SHIPPED) - WITHOUT_PREDICTIONS
+def test_every_shipped_board_ships_its_predictions():
+    assert set(ENTRIES) == set(SHIPPED)
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
@@ -61,13 +54,6 @@ def test_the_verify_command_says_how_many_came_from_the_shipped_predictions(caps
 def test_shipped_predictions_fit_the_budget():
     paths = [*boards.BOARD_DIR.glob("entries/*/*.npz"), *boards.BOARD_DIR.glob("references/*/*")]
     assert paths and sum(p.stat().st_size for p in paths) <= 25 * 2 ** 20
-
-
-def test_a_board_without_shipped_predictions_says_so_plainly(capsys):
-    assert main(["leaderboard", "verify", "transfer_best"]) == 2
-    err = capsys.readouterr().err
-    assert "ships no predictions, so only its runs can check it, and runs not found" in err
-    assert "harness leaderboard reproduce transfer_best" in err
 
 
 @pytest.fixture
@@ -114,6 +100,19 @@ def test_a_damaged_reference_is_refused(smoke_copy, capsys):
     save_arrays(path, **arrays)
     assert verify(smoke_copy) == 2
     assert "does not match the version" in capsys.readouterr().err
+
+
+def test_an_entry_without_shipped_predictions_says_so_plainly(smoke_copy, capsys):
+    """An entry made before entries carried their predictions verifies only from its runs."""
+    path = smoke_copy / "entries" / "worst_group_smoke" / "erm--annotated.json"
+    entry = json.loads(path.read_text())
+    del entry["predictions"]
+    path.write_text(json.dumps(entry))
+    path.with_suffix(".npz").unlink()
+    assert verify(smoke_copy) == 2
+    err = capsys.readouterr().err
+    assert "erm--annotated.json: ships no predictions, so only its runs can check it, and runs not found" in err
+    assert "harness leaderboard reproduce worst_group_smoke" in err
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -82,19 +82,21 @@ def test_an_entry_records_and_shows_each_runs_chosen_c(probe_sweep, tmp_path):
 # code before issue 23 planned them (transfer_vit as it stands since its CNN arms moved to
 # transfer_ssl_je and its ViT DirectCLR/single-negative arms were added): the shipped transfer
 # entries keep naming these runs.
-PLANNED = {"transfer_ssl": (36, "0b7603e12f83"), "transfer_vit": (34, "0adf1ad4f313"),
-           "transfer_ssl_je": (10, "24e1299f95b7"), "transfer_supervised": (14, "707552f9320c")}
+PLANNED = {"transfer_ssl": (36, "df6ebbc20181"), "transfer_vit": (34, "eff405e05720"),
+           "transfer_ssl_je": (10, "b4589d83223a"), "transfer_supervised": (14, "707552f9320c")}
 
 
 @pytest.mark.parametrize("name", sorted(PLANNED))
 def test_the_transfer_specs_keep_their_planned_hashes(name, tmp_path):
-    """The specs pin their C grid (probe.cs), so a new default grid changes none of their runs;
-    the shipped entries' runs are among the ones planned."""
+    """A spec's runs change only with the spec (or a default it relies on); the board's specs probe
+    the full default C grid (transfer_supervised pins its own), and the shipped entries' runs are
+    among the ones planned."""
     root = Path(__file__).resolve().parents[1] / "experiments"
     trials, waiting = sweep.Plan(sweep.load_spec(root / f"{name}.yaml"), tmp_path / name).trials()
     hashes = sorted(t.hash for t in trials)
     assert waiting == [] and (len(hashes), hashlib.md5(" ".join(hashes).encode()).hexdigest()[:12]) == PLANNED[name]
-    assert all(t.cfg["probe"]["cs"] != list(DEFAULT_CS) for t in trials if t.kind == "probe")
+    probes = [t for t in trials if t.kind == "probe"]
+    assert probes and all((t.cfg["probe"]["cs"] == list(DEFAULT_CS)) == (name != "transfer_supervised") for t in probes)
     shipped = {h for board in ("transfer", "transfer_best") for e in boards.load_entries(boards.load_board(board))
                if e["provenance"]["sweep"] == f"sweeps/{name}" for h in e["provenance"]["config_hashes"]}
     assert shipped <= set(hashes) and (shipped or name == "transfer_supervised")

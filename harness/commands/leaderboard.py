@@ -23,7 +23,7 @@ and the distinct seeds an entry needs. One JSON entry per entrant lives in a boa
 chosen runs and checkpoints, seeds, code version).
 
   harness leaderboard verify worst_group_smoke                 # from the entries' shipped predictions
-  harness leaderboard verify transfer_best                     # entries without them: from their runs
+  harness leaderboard verify transfer_best                     # every shipped board ships its predictions
   harness leaderboard verify worst_group --runs runs/quickstart
   harness leaderboard submit worst_group sweeps/demo --board-dir myboard   # entries + table in myboard/
   harness leaderboard verify worst_group --board-dir myboard
