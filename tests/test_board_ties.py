@@ -139,3 +139,21 @@ def test_a_board_ranks_by_the_paired_bootstrap_and_marks_entries_without_per_exa
     for name, method in (("worst_group", ties.PAIRED_METHOD), ("disentanglement", ties.METHOD)):
         board = boards.load_board(name)
         assert method in boards.render(board, boards.load_entries(board))
+
+
+@pytest.mark.parametrize("name", ["transfer", "transfer_best"])
+def test_a_transfer_board_resamples_each_runs_probe_predictions_at_its_own_layer(name):
+    """The paired bootstrap reads each chosen run's test predictions at the layer its entry names
+    (per-layer board) or validation chose (best-layer board), decoded with the published labels:
+    their accuracy per seed is the entry's, so the board ranks by the bootstrap."""
+    board = boards.load_board(name)
+    entries = boards.load_entries(board)
+    for entry in entries[::7]:
+        for dataset in ("fashion_classes", "digits"):
+            found = boards._examples(board, entry, dataset, "test.probe_acc")
+            stat = entry["results"][dataset]["metrics"]["test.probe_acc"]
+            assert found is not None and found.seeds == (0, 1) and found.groups is None
+            per_seed = found.correct.mean(1)
+            assert per_seed.mean() == pytest.approx(stat["mean"])
+            assert abs(per_seed[0] - per_seed[1]) / 2 == pytest.approx(stat["stderr"])  # s.e. of 2 seeds
+    assert boards.ranking(board, entries)[1] == ties.PAIRED_METHOD

@@ -467,7 +467,8 @@ def _examples(board: Board, entry: dict, dataset: str, metric: str) -> ties.Exam
                  or predictions.load_reference(BOARD_DIR, board.name, name, compact))
     if reference is None:
         return None
-    found = predictions.per_example(files.load_arrays(path), result["runs"], reference[0], metric)
+    found = predictions.per_example(compact, files.load_arrays(path), result["runs"], reference[0], metric, dataset,
+                                    entry["entrant"])
     return None if found is None else ties.Examples(*found)
 
 

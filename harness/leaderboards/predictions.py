@@ -221,32 +221,35 @@ def unshipped(frame: pd.DataFrame, results: dict[str, Any]) -> list[str]:
     return out
 
 
-# what each paired-bootstrap-able metric takes the worst of: a reference array, or None for the plain accuracy
-PER_EXAMPLE_METRICS = {"avg_acc": None, "worst_group_acc": "attr", "worst_class_acc": "y"}
-
-
-def per_example(arrays: Mapping[str, np.ndarray], runs: list[dict[str, Any]], ref: Mapping[str, np.ndarray],
-                metric: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None] | None:
-    """The chosen ``runs`` ({hash, seed, step}) per-example correctness on ``metric``'s split, in
-    the reference's order, one row per seed (sorted), and the groups the metric takes the worst
-    of: what a paired bootstrap reads. None where the metric is not an accuracy of the predicted
-    class, or a run's predictions do not cover every published example of the split."""
+def per_example(compact: CompactForm, arrays: Mapping[str, np.ndarray], runs: list[dict[str, Any]],
+                ref: Mapping[str, np.ndarray], metric: str, dataset: str,
+                entrant: Mapping[str, Any]) -> tuple[tuple[int, ...], np.ndarray, np.ndarray | None] | None:
+    """The chosen ``runs`` ({hash, seed, step}) per-example correctness on ``metric``'s split of
+    ``dataset``, in the reference's order, one row per seed (sorted), and the groups the metric
+    takes the worst of: what a paired bootstrap reads. None where the form cannot resample the
+    metric (``CompactForm.paired``), or a run's predictions do not cover every published example."""
     split, _, name = metric.partition(".")
-    if name not in PER_EXAMPLE_METRICS or f"{split}.y" not in ref:
+    if name not in compact.paired or f"{split}.y" not in ref:
         return None
+    array, groups = compact.paired[name]
     y = ref[f"{split}.y"]
     rows = {}
     for run in runs:
-        pred = arrays.get(f"{run['hash']}/{run['step']}/{split}.pred")
-        at = arrays.get(f"{run['hash']}/{split}.pos")
-        if pred is None or len(pred) != len(y) or run["seed"] in rows:
+        by_scope = scopes(arrays, run["hash"])
+        found = [(k, s) for s in by_scope if (k := compact.key(s)) is not None and k["step"] == run["step"]
+                 and k.get("dataset", dataset) == dataset and matches(k, entrant)]
+        if len(found) != 1 or run["seed"] in rows:
+            return None
+        key, scope = found[0]
+        pred, at = by_scope[scope].get(f"{split}.{array}"), by_scope.get(compact.run_scope(key), {}).get(f"{split}.pos")
+        if pred is None or len(pred) != len(y):
             return None
         order = np.arange(len(y)) if at is None else at.astype(np.int64)
         if len(np.unique(order)) != len(y) or order.min(initial=0) < 0 or order.max(initial=0) >= len(y):
             return None
+        labels = {n: ref[f"{split}.{n}"][order] for n in compact.labels}
         correct = np.zeros(len(y), dtype=bool)
-        correct[order] = pred.astype(np.int64) == y[order]
+        correct[order] = compact.decode(f"{split}.{array}", pred, labels).astype(np.int64) == y[order]
         rows[run["seed"]] = correct
     seeds = tuple(sorted(rows))
-    groups = PER_EXAMPLE_METRICS[name]
     return seeds, np.stack([rows[s] for s in seeds]), None if groups is None else ref[f"{split}.{groups}"]

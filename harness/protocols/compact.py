@@ -57,6 +57,10 @@ class CompactForm:
     # run serves several of a board's datasets.
     evaluations_name_dataset: bool = False
     file_pattern: str = "step_<N>"        # ``file_stem`` in words, for refusals
+    # the metrics a board's paired bootstrap can resample (its tie groups), by name: the shipped
+    # array of predicted classes the metric scores against the label ``y``, and the reference
+    # label whose groups it takes the worst of (None: the plain accuracy)
+    paired: Mapping[str, tuple[str, str | None]] = {}
 
     def needs(self, column: str) -> set[str]:
         """The shipped arrays (``<split>.<name>`` or a plain name) a ``split.metric`` column needs."""

@@ -97,6 +97,7 @@ class ProbePredictions(CompactForm):
     file_pattern = "<depth>_<layer>"
     ALWAYS = frozenset({"val.probe_by_c", "cs"})  # the C choice, which every evaluation's scores check
     PER_METRIC = (("probe_acc", "probe"), ("knn_acc", "knn"), ("rankme", "spectrum"))
+    paired = {"probe_acc": ("probe", None), "knn_acc": ("knn", None)}
     NAME = re.compile(r"(\d{1,4})_([A-Za-z0-9_.-]{1,64})")
 
     def needs(self, column: str) -> set[str]:

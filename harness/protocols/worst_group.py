@@ -237,6 +237,7 @@ class PredictedClasses(CompactForm):
     labels = ("y", "attr")
     info_keys = ("num_classes", "num_groups", "group_weights")
     per_run = ("group",)
+    paired = {"avg_acc": ("pred", None), "worst_group_acc": ("pred", "attr"), "worst_class_acc": ("pred", "y")}
 
     def needs(self, column: str) -> set[str]:
         return {f"{column.split('.', 1)[0]}.pred"}
