@@ -125,3 +125,21 @@ def test_an_entry_claiming_another_board_or_rule_is_caught(smoke_copy, capsys, f
     path.write_text(json.dumps(entry))
     assert verify(smoke_copy) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_metric_fitted_at_scoring_time_may_differ_in_the_last_digits_and_no_other():
+    """DCI fits gradient boosting when it scores, so another CPU may recompute it slightly apart:
+    the protocol's tolerance (1e-3) admits that; every other number must agree exactly."""
+    tolerances = boards.load_board("disentanglement").scorer.tolerances
+    claimed = {"metrics": {"test.dci_d": {"mean": 0.0146, "ci95": [0.0078, 0.0233]}, "test.mig": {"mean": 0.025}}}
+
+    def recomputed(dci: float, mig: float) -> dict:
+        return {"metrics": {"test.dci_d": {"mean": 0.0146 + dci, "ci95": [0.0078, 0.0233 + dci]},
+                            "test.mig": {"mean": 0.025 + mig}}}
+    assert boards._compare("d", claimed, recomputed(1e-4, 0), tolerances) == []
+    assert boards._compare("d", claimed, recomputed(2e-3, 0), tolerances) == [
+        f"d.metrics.test.dci_d.ci95[1]: entry says 0.0233, recomputed {0.0233 + 2e-3!r}",
+        f"d.metrics.test.dci_d.mean: entry says 0.0146, recomputed {0.0146 + 2e-3!r}"]
+    assert boards._compare("d", claimed, recomputed(0, 1e-6), tolerances) == [
+        f"d.metrics.test.mig.mean: entry says 0.025, recomputed {0.025 + 1e-6!r}"]
+    assert boards._compare("d", claimed, recomputed(1e-4, 0)) != []  # without the protocol's: exact

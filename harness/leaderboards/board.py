@@ -28,7 +28,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 
@@ -330,7 +330,8 @@ def verify(board: Board, entry: dict, runs_dir: str | Path | None = None) -> lis
     diffs += problems
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:
-            diffs += _compare(f"{dataset}", claimed, as_recorded(board, claimed, recomputed[dataset]))
+            diffs += _compare(f"{dataset}", claimed, as_recorded(board, claimed, recomputed[dataset]),
+                              board.scorer.tolerances)
     if not left_out and not problems:
         claimed = entry["provenance"]
         for key, actual in provenance(where, recomputed).items():
@@ -350,14 +351,19 @@ def as_recorded(board: Board, claimed: dict[str, Any], recomputed: dict[str, Any
     return {**recomputed, "runs": kept}
 
 
-def _compare(where: str, claimed: Any, actual: Any) -> list[str]:
+def _compare(where: str, claimed: Any, actual: Any, tolerances: Mapping[str, float] | None = None) -> list[str]:
+    """Every difference between a claimed and a recomputed value: numbers agree to ``TOLERANCE``,
+    or under ``metrics`` to the protocol's tolerance for that metric (``Protocol.tolerances``)."""
     if isinstance(claimed, dict) and isinstance(actual, dict):
         keys = sorted(set(claimed) | set(actual))
-        return [d for k in keys for d in _compare(f"{where}.{k}", claimed.get(k), actual.get(k))]
+        return [d for k in keys for d in _compare(f"{where}.{k}", claimed.get(k), actual.get(k), tolerances)]
     if isinstance(claimed, list) and isinstance(actual, list) and len(claimed) == len(actual):
-        return [d for i, (a, b) in enumerate(zip(claimed, actual)) for d in _compare(f"{where}[{i}]", a, b)]
+        return [d for i, (a, b) in enumerate(zip(claimed, actual))
+                for d in _compare(f"{where}[{i}]", a, b, tolerances)]
     if isinstance(claimed, (int, float)) and isinstance(actual, (int, float)) and not isinstance(claimed, bool):
-        if math.isclose(claimed, actual, rel_tol=0, abs_tol=TOLERANCE):
+        _, under_metrics, column = where.partition(".metrics.")
+        metric = column.split(".")[1] if under_metrics and "." in column else ""
+        if math.isclose(claimed, actual, rel_tol=0, abs_tol=max(TOLERANCE, (tolerances or {}).get(metric, 0.0))):
             return []
     elif claimed == actual:
         return []

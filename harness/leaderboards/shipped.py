@@ -218,7 +218,8 @@ def verify(board: boards.Board, entry: dict[str, Any]) -> list[str]:
     diffs = list(problems) + preds.unshipped(frame, recomputed)
     for dataset, claimed in entry["results"].items():
         if dataset in recomputed:
-            diffs += boards._compare(dataset, claimed, boards.as_recorded(board, claimed, recomputed[dataset]))
+            diffs += boards._compare(dataset, claimed, boards.as_recorded(board, claimed, recomputed[dataset]),
+                                     board.scorer.tolerances)
     if set(entry["results"]) != set(board.datasets):
         diffs.append(f"datasets: entry has {sorted(entry['results'])}, the board requires {board.datasets}")
     hashes = sorted(h for r in recomputed.values() for h in r["candidates"])

@@ -96,6 +96,11 @@ class Protocol:
     # e.g. transfer's probe C chosen on validation: collect's frame has them; a board entry records
     # each chosen run's, and its table shows them per seed; they are never averaged.
     choices: dict[str, str] = {}
+    # Metrics whose value recomputed from the same predictions on another machine may differ in
+    # the last digits (a model fitted at scoring time: its floating-point sums, and so its
+    # tie-breaks, follow the CPU's vector width), with the absolute difference a board's
+    # verification allows them; every other number must agree to 1e-9.
+    tolerances: dict[str, float] = {}
     rules: tuple[Rule, ...] = ()
     reported: tuple[str, ...] = ()       # default ``split.metric`` columns of collect's tables
     columns: tuple[str, ...] = ()        # identity columns besides algorithm and dataset
