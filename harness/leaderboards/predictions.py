@@ -163,6 +163,20 @@ def matches(key: Mapping[str, Any], entrant: Mapping[str, Any]) -> bool:
     return all(str(entrant[k]) == str(v) for k, v in key.items() if k in entrant)
 
 
+def entrant_scopes(compact: CompactForm, by_scope: Mapping[str, Any],
+                   entrant: Mapping[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """The entrant's evaluations among a run's scopes: (frame columns, scope)."""
+    return [(k, s) for s in by_scope if (k := compact.key(s)) is not None and matches(k, entrant)]
+
+
+def split_labels(compact: CompactForm, ref: Mapping[str, np.ndarray], shared: Mapping[str, np.ndarray],
+                 split: str) -> dict[str, np.ndarray]:
+    """The reference's labels of a split in a run's example order: its shipped positions
+    (``<split>.pos`` among the run's ``shared`` arrays) where it saw other examples."""
+    at = shared.get(f"{split}.pos")
+    return {n: ref[f"{split}.{n}"] if at is None else ref[f"{split}.{n}"][at.astype(np.int64)] for n in compact.labels}
+
+
 def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[str, dict[str, Any]],
           arrays: Mapping[str, np.ndarray], references: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
           scorer: Protocol, metrics: list[str]) -> pd.DataFrame:
@@ -174,19 +188,15 @@ def frame(board_entrant: list[str], entrant: dict[str, Any], dataset_runs: dict[
     rows = []
     for run, meta in dataset_runs.items():
         by_scope = scopes(arrays, run)
-        evaluations = [(k, s) for s in by_scope if (k := compact.key(s)) is not None and matches(k, entrant)]
-        for key, scope in sorted(evaluations, key=lambda e: (str(e[0].get("dataset", "")), e[0]["step"], e[1])):
+        found = entrant_scopes(compact, by_scope, entrant)
+        for key, scope in sorted(found, key=lambda e: (str(e[0].get("dataset", "")), e[0]["step"], e[1])):
             dataset = key.get("dataset", meta["dataset"])
             if dataset not in references:
                 continue
             ref, ref_meta = references[dataset]
             shared = by_scope.get(compact.run_scope(key), {})
-            labels = {}
-            for split in ref_meta["splits"]:
-                at = shared.get(f"{split}.pos")
-                for name in compact.labels:
-                    labels[f"{split}.{name}"] = ref[f"{split}.{name}"] if at is None else ref[f"{split}.{name}"][
-                        at.astype(np.int64)]
+            labels = {f"{split}.{n}": v for split in ref_meta["splits"]
+                      for n, v in split_labels(compact, ref, shared, split).items()}
             shipped = {k: v for k, v in shared.items() if not k.endswith(".pos")}
             for name, values in by_scope[scope].items():
                 split = name.split(".", 1)[0]
@@ -236,20 +246,21 @@ def per_example(compact: CompactForm, arrays: Mapping[str, np.ndarray], runs: li
     rows = {}
     for run in runs:
         by_scope = scopes(arrays, run["hash"])
-        found = [(k, s) for s in by_scope if (k := compact.key(s)) is not None and k["step"] == run["step"]
-                 and k.get("dataset", dataset) == dataset and matches(k, entrant)]
+        found = [(k, s) for k, s in entrant_scopes(compact, by_scope, entrant)
+                 if k["step"] == run["step"] and k.get("dataset", dataset) == dataset]
         if len(found) != 1 or run["seed"] in rows:
             return None
         key, scope = found[0]
-        pred, at = by_scope[scope].get(f"{split}.{array}"), by_scope.get(compact.run_scope(key), {}).get(f"{split}.pos")
+        pred, shared = by_scope[scope].get(f"{split}.{array}"), by_scope.get(compact.run_scope(key), {})
         if pred is None or len(pred) != len(y):
             return None
+        at = shared.get(f"{split}.pos")
         order = np.arange(len(y)) if at is None else at.astype(np.int64)
         if len(np.unique(order)) != len(y) or order.min(initial=0) < 0 or order.max(initial=0) >= len(y):
             return None
-        labels = {n: ref[f"{split}.{n}"][order] for n in compact.labels}
         correct = np.zeros(len(y), dtype=bool)
-        correct[order] = compact.decode(f"{split}.{array}", pred, labels).astype(np.int64) == y[order]
+        correct[order] = compact.decode(f"{split}.{array}", pred, split_labels(compact, ref, shared, split)).astype(
+            np.int64) == y[order]
         rows[run["seed"]] = correct
     seeds = tuple(sorted(rows))
     return seeds, np.stack([rows[s] for s in seeds]), None if groups is None else ref[f"{split}.{groups}"]
