@@ -2,9 +2,8 @@
 here (one ``GradientBoostingClassifier`` per factor, its ``feature_importances_``, D and C from
 scipy's entropy with its 1e-11 floor, C weighted by each factor's share of importance), on four
 families of codes made on the fly: exact, rotated, mixed and a trained-like nonlinear map of the
-factors. Also: the histogram estimator the shipped board was scored with is not within 0.01
-DCI-D of the reference (why it is kept only for that board), the per-factor fits in processes
-give the numbers of a plain loop, and a board's ``scoring`` reaches the protocol."""
+factors. Also: the per-factor fits in processes (cut into pieces of stages) give the numbers of a
+plain loop, the protocol scores with the run's threads, and a board cannot name another estimator."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +12,7 @@ import yaml
 from scipy.stats import entropy
 from sklearn.ensemble import GradientBoostingClassifier
 
+from harness.core.chains import wrap_cuts
 from harness.core.errors import HarnessError
 from harness.leaderboards import board as boards
 from harness.protocols.base import protocol
@@ -84,9 +84,11 @@ def test_the_families_span_the_range_the_agreement_is_about(families):
     assert d["exact"] > 0.95 and d["trained"] > 0.5 and d["rotated"] < 0.4 and d["mixed"] < 0.4
 
 
-def test_fits_in_processes_give_the_numbers_of_a_plain_loop(families):
+@pytest.mark.parametrize("workers", [2, 3])
+def test_fits_in_processes_give_the_numbers_of_a_plain_loop(families, workers):
     codes, factors, _ = families["trained"]
-    assert dci(codes, factors, workers=3) == dci(codes, factors, workers=1)
+    assert sum(len(c) > 1 for c in wrap_cuts([100 * k for k in SIZES], workers)) == 1  # a fit in two pieces
+    assert dci(codes, factors, workers=workers) == dci(codes, factors, workers=1)
 
 
 def arrays_of(codes: np.ndarray, factors: np.ndarray) -> dict[str, np.ndarray]:

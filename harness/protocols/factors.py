@@ -8,10 +8,13 @@ and integer factor classes (n, K).
   and 5,000 points in the same proportion); importance of code d for factor k =
   ``feature_importances_``; D = Σ_d ρ_d (1 − H_K(P_d)), ρ_d the code's share of all importance;
   C = mean over factors of 1 − H_D; I = mean test accuracy (``dci_i``) and mean training
-  accuracy (``dci_i_train``). The per-factor fits run in ``workers`` processes, one thread each,
-  the costliest factors first; the numbers are those of a plain loop. There is no faster
-  estimator: scikit-learn's histogram boosting read DCI-D 0.02-0.04 above the reference on
-  well-disentangled codes (docs/notes/speed-vs-peers.md), beyond the 0.01 a substitute may differ.
+  accuracy (``dci_i_train``). The per-factor fits run in ``workers`` processes, one thread each;
+  a stage fits a tree per class, so the fits are unequal and the one that crosses a worker's even
+  share is cut into pieces of stages a warm start continues (``harness.core.chains``): the
+  numbers are those of a plain loop, the time about the plain loop's over ``workers``
+  (``benchmarks/dci_cost.py``). No faster estimator: scikit-learn's histogram boosting read DCI-D
+  0.02-0.04 above the reference on well-disentangled codes, beyond the 0.01 a substitute may
+  differ (the agreement test measured it until it was removed, commit 3363f34).
 - MIG (Chen et al., 2018), as disentanglement_lib: each code discretised into 20 equal-width bins,
   mutual information with each factor, gap between the two most informative codes over the
   factor's entropy, averaged over factors.
@@ -21,24 +24,32 @@ and integer factor classes (n, K).
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 
+from harness.core.chains import run_chains, wrap_cuts
+
 MIG_BINS = 20
 DCI_TRAIN_FRACTION = 2 / 3
+STAGES = 100  # GradientBoostingClassifier's default n_estimators
 
 
-def fit_factor(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-               seed: int = 0) -> tuple[np.ndarray, float, float]:
-    """One factor's importance model on one thread: (importance of each code, training accuracy,
-    test accuracy; NaN without test points)."""
+def boost(model: Any, piece: tuple) -> Any:
+    """One piece of a factor's importance model on one thread: the boosting fit continued (warm
+    start: the same trees as one uninterrupted fit) up to the piece's stage; after the last stage,
+    (importance of each code, training accuracy, test accuracy; NaN without test points)."""
     from sklearn.ensemble import GradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
+    x_train, y_train, x_test, y_test, seed, stages = piece
     with threadpool_limits(1), warnings.catch_warnings():
         # "more classes than half the points": expected on small sets
         warnings.simplefilter("ignore", UserWarning)
-        model = GradientBoostingClassifier(random_state=seed).fit(x_train, y_train)
+        model = model or GradientBoostingClassifier(random_state=seed, warm_start=True)
+        model.set_params(n_estimators=stages).fit(x_train, y_train)
+        if stages < STAGES:
+            return model
         importance = np.abs(model.feature_importances_)
         test = float(model.score(x_test, y_test)) if len(x_test) else float("nan")
         return importance, float(model.score(x_train, y_train)), test
@@ -56,31 +67,19 @@ def dci(codes: np.ndarray, factors: np.ndarray, workers: int = 1, seed: int = 0)
     per-factor fits in ``workers`` processes (1: in this one). Factors with a single value among
     the training points are left out (nothing to predict)."""
     n_train = int(len(codes) * DCI_TRAIN_FRACTION)
-    ys = [factors[:, k] for k in range(factors.shape[1]) if len(np.unique(factors[:n_train, k])) >= 2]
-    jobs = [(codes[:n_train], y[:n_train], codes[n_train:], y[n_train:], seed) for y in ys]
-    # a boosting stage fits one tree per class (one for two): the factors with most classes take longest
-    cost = [len(np.unique(y[:n_train])) for y in ys]
-    fits = map_fits(jobs, workers, cost)
+    classes = [len(np.unique(factors[:n_train, k])) for k in range(factors.shape[1])]
+    ys = [factors[:, k] for k in range(factors.shape[1]) if classes[k] >= 2]
+    # a boosting stage fits a tree per class (one for two classes), so the fits are unequal: a fit
+    # is cut where the workers' even shares end, into pieces of stages a warm start continues
+    trees = [k if k > 2 else 1 for k in classes if k >= 2]
+    chains, costs = [], []
+    for y, per_stage, cuts in zip(ys, trees, wrap_cuts([t * STAGES for t in trees], workers)):
+        stops = sorted({min(STAGES, max(1, round(f * STAGES))) for f in cuts})
+        chains.append([(codes[:n_train], y[:n_train], codes[n_train:], y[n_train:], seed, stop) for stop in stops])
+        costs.append([per_stage * float(stop - start) for start, stop in zip([0, *stops], stops)])
+    fits = run_chains(boost, chains, costs, workers)
     return {**dci_from_importances(np.stack([f[0] for f in fits], 1), float(np.mean([f[2] for f in fits]))),
             "dci_i_train": float(np.mean([f[1] for f in fits]))}
-
-
-def map_fits(jobs: list[tuple], workers: int, cost: list[int]) -> list[tuple[np.ndarray, float, float]]:
-    """``fit_factor`` of every job, in order: a plain loop, or in ``workers`` loky processes (kept
-    for the next call) with the costliest jobs sent first, each to the first free worker, so that
-    the workers finish close together."""
-    workers = min(workers, len(jobs))
-    if workers <= 1:
-        return [fit_factor(*job) for job in jobs]
-    from joblib import Parallel, delayed, parallel_config
-
-    order = sorted(range(len(jobs)), key=lambda i: -cost[i])
-    with parallel_config(backend="loky", inner_max_num_threads=1):
-        done = Parallel(n_jobs=workers, batch_size=1, pre_dispatch="all")(delayed(fit_factor)(*jobs[i]) for i in order)
-    out: list = [None] * len(jobs)
-    for i, result in zip(order, done):
-        out[i] = result
-    return out
 
 
 def dci_from_importances(importance: np.ndarray, informativeness: float) -> dict[str, float]:
