@@ -24,7 +24,7 @@ one ``ratio: <peer / ours>`` line per comparison.
   on our procedural dSprites written as its archive (posX-posY correlated at σ = 0.1 unless
   --hfs-independent), --hfs-steps steps of batch 64 at lr 5e-4, β = 4, γ = 1, 25 latent pairs;
   per-step training time (the update alone, median over the steps) and both final models' codes
-  scored by our DCI/MIG on the same test images (hfs_peer.py says how). One ``ratio (hfs
+  scored by our DCI/MIG on the same test images (_hfs_peer.py says how). One ``ratio (hfs
   <method>, per step)`` line per method.
 
 The last line is the HFS ratio with HFS when that comparison ran, else the XRM end-to-end ratio
@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-import hfs_peer
+import _hfs_peer
 from harness.algorithms.vae import INITS
 from harness.datasets.colored import DEBIAN_ROOT, FASHION_FILES, fashion_files
 
@@ -295,7 +295,7 @@ def main() -> None:
                                 ("--domainbed-repo", args.domainbed_repo, "domainbed/scripts/train.py")):
         if repo is not None and not (repo / entry).is_file():
             parser.error(f"{option} {repo}: no {entry} there; give a checkout of that repository")
-    if (args.hfs_repo or args.smoke) and (problem := hfs_peer.size_problem(args.hfs_steps, args.hfs_train)):
+    if (args.hfs_repo or args.smoke) and (problem := _hfs_peer.size_problem(args.hfs_steps, args.hfs_train)):
         parser.error(problem)
     torch.set_num_threads(args.threads)  # our side of the HFS comparison runs in this process
     threadpool_limits(args.threads)
@@ -336,7 +336,7 @@ def main() -> None:
                 ours_alone[name] = float(np.median(walls["ours"]))
                 print(f"{name}: median ours {ours_alone[name]:.1f} s (no peer)")
         if args.hfs_repo or args.smoke:
-            hfs = hfs_peer.compare(args.hfs_repo, args.peer_python, work, args.hfs_steps, args.hfs_train,
+            hfs = _hfs_peer.compare(args.hfs_repo, args.peer_python, work, args.hfs_steps, args.hfs_train,
                                    args.hfs_test, not args.hfs_independent, args.rounds, 0, args.hfs_init, env)
     finally:
         if args.work_dir is None:

@@ -74,7 +74,7 @@ def test_a_benchmark_runs_at_its_smoke_size(script: Path, smoke_runs):
 
 def test_the_official_hfs_weights_give_the_same_model_in_ours():
     """vs_peers scores the official HFS code's model with our encoder: its ``vae_locatello``
-    weights, mapped by ``hfs_peer.peer_to_ours``, must give what its layers compute (convs of
+    weights, mapped by ``_hfs_peer.peer_to_ours``, must give what its layers compute (convs of
     kernel 4, stride 2, padding 1 and ReLU, a ReLU layer, then per latent (mean, log-variance)
     interleaved; the decoder the mirror, ending in a sigmoid)."""
     import torch
@@ -82,7 +82,7 @@ def test_the_official_hfs_weights_give_the_same_model_in_ours():
 
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from hfs_peer import LAYERS, peer_to_ours
+        from _hfs_peer import LAYERS, peer_to_ours
         from harness.algorithms.vae import ConvVAE
     finally:
         sys.path.remove(str(BENCHMARKS))
