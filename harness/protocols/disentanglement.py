@@ -63,9 +63,12 @@ class Disentanglement(Protocol):
         "rec": Display("reconstruction", percent=False, precision=1),
         "kl": Display("KL", percent=False, precision=2),
     }
-    # DCI fits gradient boosting at scoring time: the shipped board's entries, made on one machine,
-    # recompute on another (AMD EPYC, AVX2) up to 1.0e-4 apart; 1e-3 is a tenth of its seeds' s.e.
-    tolerances = {name: 1e-3 for name in ("dci_d", "dci_c", "dci_i", "dci_i_train")}
+    # DCI fits gradient boosting and factor_acc a logistic probe at scoring time: the shipped board's
+    # entries, made on one machine, recompute on others up to 1.0e-4 apart in DCI (AMD EPYC, AVX2)
+    # and 5.6e-4 in shift factor_acc (AVX-512: the probes converge, by 95 of their 300 lbfgs
+    # iterations, to points a few predictions apart among 2,500 per seed at 20% accuracy). 1e-3 is
+    # a tenth of DCI's s.e. across seeds, 2e-3 under half of factor_acc's.
+    tolerances = {**{name: 1e-3 for name in ("dci_d", "dci_c", "dci_i", "dci_i_train")}, "factor_acc": 2e-3}
     rules = (
         Rule("val-loss", "val", "loss", higher_is_better=False, needs="validation images only (no factor labels)"),
         Rule("final", "val", "loss", higher_is_better=False, last_checkpoint=True,
