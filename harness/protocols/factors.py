@@ -67,13 +67,13 @@ def dci(codes: np.ndarray, factors: np.ndarray, workers: int = 1, seed: int = 0)
     per-factor fits in ``workers`` processes (1: in this one). Factors with a single value among
     the training points are left out (nothing to predict)."""
     n_train = int(len(codes) * DCI_TRAIN_FRACTION)
-    classes = [len(np.unique(factors[:n_train, k])) for k in range(factors.shape[1])]
-    ys = [factors[:, k] for k in range(factors.shape[1]) if classes[k] >= 2]
+    classes = {k: len(np.unique(factors[:n_train, k])) for k in range(factors.shape[1])}
     # a boosting stage fits a tree per class (one for two classes), so the fits are unequal: a fit
     # is cut where the workers' even shares end, into pieces of stages a warm start continues
-    trees = [k if k > 2 else 1 for k in classes if k >= 2]
+    trees = {k: n if n > 2 else 1 for k, n in classes.items() if n >= 2}
     chains, costs = [], []
-    for y, per_stage, cuts in zip(ys, trees, wrap_cuts([t * STAGES for t in trees], workers)):
+    for (k, per_stage), cuts in zip(trees.items(), wrap_cuts([t * STAGES for t in trees.values()], workers)):
+        y = factors[:, k]
         stops = sorted({min(STAGES, max(1, round(f * STAGES))) for f in cuts})
         chains.append([(codes[:n_train], y[:n_train], codes[n_train:], y[n_train:], seed, stop) for stop in stops])
         costs.append([per_stage * float(stop - start) for start, stop in zip([0, *stops], stops)])
